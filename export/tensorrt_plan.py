@@ -1,0 +1,79 @@
+"""Build one TensorRT engine per tier from the ONNX, with the tier's optimization profile.
+
+Plans only load with the TensorRT version and GPU they were built for, so this
+runs inside the serving image (see Dockerfile.triton) on the serving GPU, and
+the manifest records both; `make serve` refuses a plan whose record differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipelines import spec
+
+log = logging.getLogger(__name__)
+
+WORKSPACE_BYTES = 4 << 30
+
+
+def available() -> str | None:
+    """None when plans can be built here, else the reason they cannot."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "TensorRT is not installed (it is in the serving image: `make export` runs there on a GPU host)"
+    try:
+        import torch
+    except ImportError:
+        return "torch is needed to read the GPU's name"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible"
+    return None
+
+
+def profile(batching: spec.Batching) -> tuple[int, int, int]:
+    """(min, opt, max) batch: opt is the tier's largest preferred batch."""
+    return 1, max(batching.preferred_batch_sizes), batching.max_batch_size
+
+
+def build(
+    onnx_path: Path, plan_path: Path, batching: spec.Batching, timing_cache: Path, fp16: bool = True
+) -> dict[str, Any]:
+    """Build and write `plan_path`; return facts for the manifest."""
+    import tensorrt as trt
+    import torch
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    lo, opt, hi = profile(batching)
+    chw = spec.IMAGES.dims
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(spec.IMAGES.name, (lo, *chw), (opt, *chw), (hi, *chw))
+    config.add_optimization_profile(opt_profile)
+    log.info("building TensorRT plan %s (batch %d/%d/%d, fp16=%s); this takes minutes", plan_path, lo, opt, hi, fp16)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build {plan_path}; see the log above")
+    plan_path.write_bytes(bytes(serialized))
+    timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    major, minor = torch.cuda.get_device_capability()
+    return {
+        "tensorrt_version": trt.__version__,
+        "gpu_name": torch.cuda.get_device_name(),
+        "compute_capability": f"{major}.{minor}",
+        "precision": "fp16" if fp16 else "fp32",
+        "profile": {"min": lo, "opt": opt, "max": hi},
+    }

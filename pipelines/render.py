@@ -1,0 +1,177 @@
+"""Render the model repository's configs and thin served files from `pipelines.spec`.
+
+`python -m pipelines.render` writes them; `--check` only compares and exits 1
+on any difference, which `make test` runs so committed configs never drift.
+Each model gets `config.pbtxt` (the GPU variant: DALI, TensorRT, python on
+GPU) and `configs/cpu.pbtxt` (python backend with DALI CPU operators and
+ONNX Runtime), read by `tritonserver --model-config-name=cpu`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from pipelines import spec
+from pipelines.spec import Step, Tier
+
+REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+GPU, CPU = "gpu", "cpu"
+VARIANTS = (GPU, CPU)
+CONFIG_PATHS = {GPU: Path("config.pbtxt"), CPU: Path("configs") / "cpu.pbtxt"}
+
+HEADER = "# Rendered from pipelines/spec.py by `make configs`; edit the spec, not this file.\n"
+
+# What each python-backend model.py imports (postprocess serves both variants).
+CPU_MODELS = {
+    Step.PREPROCESS: "pipelines.triton.preprocess",
+    Step.DETECTOR: "pipelines.triton.detector_onnx",
+    Step.POSTPROCESS: "pipelines.triton.postprocess",
+}
+
+
+def _tensor(message: mc.ModelInput | mc.ModelOutput, tensor: spec.Tensor) -> None:
+    message.name = tensor.name
+    message.data_type = mc.DataType.Value(f"TYPE_{tensor.dtype.value}")
+    message.dims.extend(tensor.dims)
+
+
+def _inputs(config: mc.ModelConfig, tensors: tuple[spec.Tensor, ...], ragged: bool = False) -> None:
+    for tensor in tensors:
+        message = config.input.add()
+        _tensor(message, tensor)
+        message.optional = tensor.optional
+        message.allow_ragged_batch = ragged and tensor is spec.IMAGE
+
+
+def _outputs(config: mc.ModelConfig, tensors: tuple[spec.Tensor, ...]) -> None:
+    for tensor in tensors:
+        _tensor(config.output.add(), tensor)
+
+
+def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str) -> None:
+    d = config.dynamic_batching
+    d.preferred_batch_size.extend(b.preferred_batch_sizes)
+    d.max_queue_delay_microseconds = b.max_queue_delay_us
+    d.preserve_ordering = b.preserve_ordering
+    if b.priority_levels:
+        d.priority_levels = b.priority_levels
+        d.default_priority_level = b.priority_levels
+    q = d.default_queue_policy
+    q.timeout_action = mc.ModelQueuePolicy.TimeoutAction.Value(b.timeout_action.value)
+    q.default_timeout_microseconds = b.queue_timeout_us
+    q.allow_timeout_override = True
+    q.max_queue_size = b.max_queue_size
+    group = config.instance_group.add()
+    group.kind = mc.ModelInstanceGroup.Kind.Value(kind)
+    group.count = b.instances
+
+
+def _parameter(config: mc.ModelConfig, key: str, value: str) -> None:
+    config.parameters[key].string_value = value
+
+
+def step_config(tier: Tier, step: Step, variant: str) -> mc.ModelConfig:
+    batching = tier.gpu if variant == GPU else tier.cpu
+    config = mc.ModelConfig(name=tier.model(step), max_batch_size=batching.max_batch_size)
+    _inputs(config, spec.STEP_INPUTS[step], ragged=step is Step.PREPROCESS)
+    _outputs(config, spec.STEP_OUTPUTS[step])
+    if variant == CPU:
+        config.backend = "python"
+    elif step is Step.PREPROCESS:
+        config.backend = "dali"  # serializes 1/dali.py at load (@autoserialize)
+    elif step is Step.DETECTOR:
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = "model.plan"
+    else:
+        config.backend = "python"
+        # Hand the python model the detector's output where it already is: on the GPU.
+        _parameter(config, "FORCE_CPU_ONLY_INPUT_TENSORS", "no")
+    if step is Step.POSTPROCESS:
+        _parameter(config, "detector", tier.model(Step.DETECTOR))
+    kind = "KIND_GPU" if variant == GPU else "KIND_CPU"
+    _batching(config, batching, kind)
+    return config
+
+
+def ensemble_config(tier: Tier, variant: str) -> mc.ModelConfig:
+    batching = tier.gpu if variant == GPU else tier.cpu
+    config = mc.ModelConfig(name=tier.model(Step.ENSEMBLE), platform="ensemble", max_batch_size=batching.max_batch_size)
+    _inputs(config, spec.ENSEMBLE_INPUTS)
+    _outputs(config, spec.ENSEMBLE_OUTPUTS)
+    for step in spec.PIPELINE:
+        s = config.ensemble_scheduling.step.add(model_name=tier.model(step), model_version=-1)
+        for tensor in spec.STEP_INPUTS[step]:
+            s.input_map[tensor.name] = tensor.name
+        for tensor in spec.STEP_OUTPUTS[step]:
+            s.output_map[tensor.name] = tensor.name
+    return config
+
+
+def _pbtxt(config: mc.ModelConfig) -> str:
+    return HEADER + text_format.MessageToString(config)
+
+
+def _model_py(step: Step) -> str:
+    variants = "both variants" if step is Step.POSTPROCESS else "the cpu variant"
+    return (
+        f'"""Python-backend model for {variants}; the logic lives in {CPU_MODELS[step]}.\n\n'
+        'Rendered by `make configs`."""\n\n'
+        f"from {CPU_MODELS[step]} import TritonPythonModel  # noqa: F401\n"
+    )
+
+
+def _dali_py(tier: Tier) -> str:
+    return f'''"""GPU variant of preprocess_{tier.name}: the shared letterbox graph with nvJPEG (`mixed`) decoding.
+
+The DALI backend serializes this at load (@autoserialize). Rendered by `make configs`.
+"""
+
+from nvidia.dali.plugin.triton import autoserialize
+
+from pipelines.dali.letterbox import gpu_pipeline
+
+preprocess = autoserialize(gpu_pipeline(tier="{tier.name}"))
+'''
+
+
+def files() -> Iterator[tuple[Path, str]]:
+    """Every rendered file, relative to the model repository, with its text."""
+    for tier in spec.TIERS:
+        for variant in VARIANTS:
+            for step in spec.PIPELINE:
+                yield Path(tier.model(step)) / CONFIG_PATHS[variant], _pbtxt(step_config(tier, step, variant))
+            yield Path(tier.model(Step.ENSEMBLE)) / CONFIG_PATHS[variant], _pbtxt(ensemble_config(tier, variant))
+        yield Path(tier.model(Step.PREPROCESS)) / "1" / "dali.py", _dali_py(tier)
+        for step in spec.PIPELINE:
+            yield Path(tier.model(step)) / "1" / "model.py", _model_py(step)
+        yield Path(tier.model(Step.ENSEMBLE)) / "1" / ".gitkeep", ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.render", description=__doc__)
+    parser.add_argument("--repository", type=Path, default=REPOSITORY)
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a file differs")
+    args = parser.parse_args(argv)
+    stale = []
+    for relative, text in files():
+        path = args.repository / relative
+        if path.is_file() and path.read_text() == text:
+            continue
+        stale.append(relative)
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    verb = "differ from the spec (run `make configs`)" if args.check else "rendered"
+    for relative in stale:
+        print(f"{relative}: {verb}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The one spec of the served pipeline: tensors, image geometry, defaults and tiers.
+
+Every `config.pbtxt` under `model_repository/` is rendered from this module
+(`make configs`), and the export, the DALI graph, the python-backend models,
+the client and the tests read their numbers from here. Change a number here,
+re-render, commit both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+# --- Image geometry (Ultralytics LetterBox: auto=False, center=True) ---------
+IMAGE_SIZE = 640  # square detector input, pixels
+PAD_VALUE = 114  # letterbox border, as Ultralytics
+
+# --- Detection defaults (Ultralytics `predict` defaults) ---------------------
+DEFAULT_CONF_THRESHOLD = 0.25
+DEFAULT_IOU_THRESHOLD = 0.7
+MAX_DET = 300  # fixed length of the padded BOXES/SCORES/CLASSES outputs
+MAX_NMS = 30000  # candidates kept before NMS, as Ultralytics
+MAX_WH = 7680  # class offset for per-class NMS, as Ultralytics
+AGNOSTIC_NMS = False  # per-class NMS, as Ultralytics' default
+
+# --- Threads for the cpu variant ----------------------------------------------
+# These machines have 2 cores; ONNX Runtime and DALI get both, and each model
+# has one instance, so steps of different requests overlap rather than fight.
+CPU_THREADS = 2
+
+
+class DType(str, Enum):
+    """Triton data types used here (the `TYPE_` suffix of model_config.proto)."""
+
+    UINT8 = "UINT8"
+    INT32 = "INT32"
+    FP32 = "FP32"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A named tensor without the batch dimension."""
+
+    name: str
+    dtype: DType
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+# --- Ensemble contract: identical for every tier -----------------------------
+IMAGE = Tensor("IMAGE", DType.UINT8, (-1,))  # encoded image bytes, ragged
+CONF_THRESHOLD = Tensor("CONF_THRESHOLD", DType.FP32, (1,), optional=True)
+IOU_THRESHOLD = Tensor("IOU_THRESHOLD", DType.FP32, (1,), optional=True)
+NUM_DETECTIONS = Tensor("NUM_DETECTIONS", DType.INT32, (1,))
+BOXES = Tensor("BOXES", DType.FP32, (MAX_DET, 4))  # x1, y1, x2, y2 in original pixels
+SCORES = Tensor("SCORES", DType.FP32, (MAX_DET,))
+CLASSES = Tensor("CLASSES", DType.INT32, (MAX_DET,))
+
+ENSEMBLE_INPUTS = (IMAGE, CONF_THRESHOLD, IOU_THRESHOLD)
+ENSEMBLE_OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASSES)
+
+# --- Tensors between the steps -------------------------------------------------
+# Letterboxed RGB, CHW, scaled to [0, 1]: the detector's input, named at export.
+IMAGES = Tensor("IMAGES", DType.FP32, (3, IMAGE_SIZE, IMAGE_SIZE))
+# What the letterbox did, so postprocess can undo it exactly:
+# [pad_left, pad_top, resized_w, resized_h, original_w, original_h].
+GEOMETRY = Tensor("GEOMETRY", DType.FP32, (6,))
+# Raw detector head [4 + num_classes, anchors], named at export. The sizes depend
+# on the weights and the image size, so they stay dynamic in the configs.
+PREDICTIONS = Tensor("PREDICTIONS", DType.FP32, (-1, -1))
+
+
+class Step(str, Enum):
+    """The models every tier is made of; the value prefixes the model name."""
+
+    PREPROCESS = "preprocess"
+    DETECTOR = "detector"
+    POSTPROCESS = "postprocess"
+    ENSEMBLE = "people"
+
+
+STEP_INPUTS: dict[Step, tuple[Tensor, ...]] = {
+    Step.PREPROCESS: (IMAGE,),
+    Step.DETECTOR: (IMAGES,),
+    Step.POSTPROCESS: (PREDICTIONS, GEOMETRY, CONF_THRESHOLD, IOU_THRESHOLD),
+}
+STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
+    Step.PREPROCESS: (IMAGES, GEOMETRY),
+    Step.DETECTOR: (PREDICTIONS,),
+    Step.POSTPROCESS: ENSEMBLE_OUTPUTS,
+}
+PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)
+
+
+class TimeoutAction(str, Enum):
+    REJECT = "REJECT"
+    DELAY = "DELAY"
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Dynamic batching of every step of one tier on one variant."""
+
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    max_queue_size: int
+    timeout_action: TimeoutAction
+    queue_timeout_us: int
+    instances: int
+    preserve_ordering: bool = False
+    priority_levels: int = 0  # 0: no priorities; Triton forbids them with preserve_ordering
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    purpose: str
+    gpu: Batching
+    cpu: Batching
+
+    def model(self, step: Step) -> str:
+        return f"{step.value}_{self.name}"
+
+
+TIERS = (
+    Tier(
+        name="streaming",
+        purpose="lowest latency, responses in request order",
+        # Small batches that form within 100 us; a request that waited 50 ms is
+        # stale for a live camera and is rejected (UNAVAILABLE) rather than queued.
+        gpu=Batching(
+            max_batch_size=8,
+            preferred_batch_sizes=(1, 2, 4),
+            max_queue_delay_us=100,
+            max_queue_size=16,
+            timeout_action=TimeoutAction.REJECT,
+            queue_timeout_us=50_000,
+            instances=2,
+            preserve_ordering=True,
+        ),
+        # One yolo image takes ~100 ms on 2 cores: a longer timeout, a shorter queue.
+        cpu=Batching(
+            max_batch_size=4,
+            preferred_batch_sizes=(1, 2),
+            max_queue_delay_us=100,
+            max_queue_size=8,
+            timeout_action=TimeoutAction.REJECT,
+            queue_timeout_us=2_000_000,
+            instances=1,
+            preserve_ordering=True,
+        ),
+    ),
+    Tier(
+        name="balanced",
+        purpose="the default: good throughput at moderate latency, two priority levels",
+        gpu=Batching(
+            max_batch_size=32,
+            preferred_batch_sizes=(4, 8, 16, 32),
+            max_queue_delay_us=500,
+            max_queue_size=64,
+            timeout_action=TimeoutAction.REJECT,
+            queue_timeout_us=1_000_000,
+            instances=1,
+            priority_levels=2,
+        ),
+        cpu=Batching(
+            max_batch_size=8,
+            preferred_batch_sizes=(4, 8),
+            max_queue_delay_us=2_000,
+            max_queue_size=32,
+            timeout_action=TimeoutAction.REJECT,
+            queue_timeout_us=10_000_000,
+            instances=1,
+            priority_levels=2,
+        ),
+    ),
+    Tier(
+        name="batch",
+        purpose="throughput for archives: large batches, requests wait (DELAY) rather than fail",
+        gpu=Batching(
+            max_batch_size=128,
+            preferred_batch_sizes=(32, 64, 128),
+            max_queue_delay_us=5_000,
+            max_queue_size=256,
+            timeout_action=TimeoutAction.DELAY,
+            queue_timeout_us=10_000_000,
+            instances=1,
+        ),
+        # Batches of 8-16 already saturate 2 cores; larger ones only add latency.
+        cpu=Batching(
+            max_batch_size=16,
+            preferred_batch_sizes=(8, 16),
+            max_queue_delay_us=10_000,
+            max_queue_size=64,
+            timeout_action=TimeoutAction.DELAY,
+            queue_timeout_us=60_000_000,
+            instances=1,
+        ),
+    ),
+)
+TIER_NAMES = tuple(t.name for t in TIERS)
+DEFAULT_TIER = "balanced"
+
+
+def tier(name: str) -> Tier:
+    """The tier called `name`, or a ValueError that lists the valid names."""
+    for t in TIERS:
+        if t.name == name:
+            return t
+    raise ValueError(f"unknown tier {name!r}; choose one of {', '.join(TIER_NAMES)}")
+
+
+# --- Serving -------------------------------------------------------------------
+HOST = "127.0.0.1"  # loopback unless the user asks otherwise
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002

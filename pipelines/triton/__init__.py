@@ -1,0 +1,1 @@
+"""The logic of the python-backend models; the served `model.py` files only import these classes."""

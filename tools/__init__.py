@@ -1,0 +1,1 @@
+"""Command-line tools around the served model repository: serve, client, server launcher."""
