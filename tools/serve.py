@@ -1,0 +1,109 @@
+"""`make serve`: start Triton on the model repository and print the endpoints.
+
+With Docker and an NVIDIA GPU it runs the serving image (Dockerfile.triton)
+on the default GPU configs. Otherwise it runs the Triton from the
+nvidia-pytriton wheel on the cpu variant (`--model-config-name=cpu`). Binds
+to 127.0.0.1 unless --host says otherwise; Ctrl-C stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pipelines import spec
+from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions, command
+
+log = logging.getLogger("serve")
+
+
+def gpu_docker_available() -> str | None:
+    """None when the GPU image can run here, else why not."""
+    if not shutil.which("docker"):
+        return "no docker command"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker engine is reachable"
+    if not shutil.which("nvidia-smi") or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode != 0:
+        return "no NVIDIA GPU is visible"
+    return None
+
+
+def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: str | None) -> list[str]:
+    """The GPU path: the serving image, model repository read-only, ports published on --host only."""
+    e = endpoints
+    inner = Endpoints(host="0.0.0.0", http=spec.HTTP_PORT, grpc=spec.GRPC_PORT, metrics=spec.METRICS_PORT)
+    server = command(ServerOptions(repository=Path("/models"), config_name=None, endpoints=inner, api_key=api_key))
+    server[0] = "tritonserver"
+    server = [a for a in server if not a.startswith("--backend-directory")]
+    return [
+        "docker", "run", "--rm", "--init", "--gpus", "all", "--shm-size", "2g",
+        "-p", f"{e.host}:{e.http}:{spec.HTTP_PORT}",
+        "-p", f"{e.host}:{e.grpc}:{spec.GRPC_PORT}",
+        "-p", f"{e.host}:{e.metrics}:{spec.METRICS_PORT}",
+        "-v", f"{repository.resolve()}:/models:ro",
+        image, *server,
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.serve", description=__doc__)
+    parser.add_argument("--host", default=spec.HOST, help="address to bind (default loopback only)")
+    parser.add_argument("--http-port", type=int, default=spec.HTTP_PORT)
+    parser.add_argument("--grpc-port", type=int, default=spec.GRPC_PORT)
+    parser.add_argument("--metrics-port", type=int, default=spec.METRICS_PORT)
+    parser.add_argument("--api-key", help="require header x-api-key on inference and admin APIs")
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument(
+        "--variant",
+        choices=("auto", "gpu", "cpu"),
+        default="auto",
+        help="gpu: the Docker image on a GPU; cpu: local Triton, cpu configs; auto: gpu when possible",
+    )
+    parser.add_argument("--image", default="triton-people:latest", help="serving image for the gpu variant")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
+
+    why_not_gpu = gpu_docker_available() if args.variant != "cpu" else "--variant cpu"
+    if args.variant == "gpu" and why_not_gpu:
+        log.error("cannot serve the gpu variant: %s", why_not_gpu)
+        return 2
+    if not why_not_gpu:
+        cmd = docker_command(args.image, endpoints, args.repository, args.api_key)
+        log.info("gpu variant: %s", " ".join(cmd))
+        return subprocess.call(cmd)
+
+    log.info("cpu variant on the local Triton (%s)", why_not_gpu)
+    server = Server(ServerOptions(repository=args.repository, endpoints=endpoints, api_key=args.api_key))
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.start()
+        log.info(
+            "ready: HTTP http://%s  gRPC %s  metrics http://%s:%d/metrics",
+            endpoints.http_url,
+            endpoints.grpc_url,
+            endpoints.host,
+            endpoints.metrics,
+        )
+        for tier in spec.TIERS:
+            log.info("  %-12s %s", tier.model(spec.Step.ENSEMBLE), tier.purpose)
+        log.info("try: .venv/bin/python tools/client.py <image.jpg> --tier %s   (Ctrl-C stops)", spec.DEFAULT_TIER)
+        assert server.process is not None
+        return server.process.wait()
+    except KeyboardInterrupt:
+        log.info("stopping")
+        return server.stop() or 0
+    except (RuntimeError, TimeoutError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 1
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
