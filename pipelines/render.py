@@ -20,7 +20,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 from pipelines import spec
 from pipelines.spec import Step, Tier
 
-REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+ROOT = Path(__file__).resolve().parent.parent
+REPOSITORY = ROOT / "model_repository"
+README = ROOT / "README.md"
+TABLE_BEGIN, TABLE_END = "<!-- tiers:begin (rendered by `make configs`) -->", "<!-- tiers:end -->"
 GPU, CPU = "gpu", "cpu"
 VARIANTS = (GPU, CPU)
 CONFIG_PATHS = {GPU: Path("config.pbtxt"), CPU: Path("configs") / "cpu.pbtxt"}
@@ -140,6 +143,30 @@ preprocess = autoserialize(gpu_pipeline(tier="{tier.name}"))
 '''
 
 
+def tier_table() -> str:
+    """The README's table of tiers, so the documented numbers are the served ones."""
+    columns = ("tier (ensemble)", "purpose", "variant", "max batch", "preferred", "queue delay", "queue",
+               "on timeout", "instances")  # fmt: skip
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for t in spec.TIERS:
+        for variant, b in ((GPU, t.gpu), (CPU, t.cpu)):
+            order = ", in order" if b.preserve_ordering else ""
+            priority = f", {b.priority_levels} priorities" if b.priority_levels else ""
+            rows.append(
+                f"| `{t.model(Step.ENSEMBLE)}` | {t.purpose} | {variant} | {b.max_batch_size} | "
+                f"{', '.join(map(str, b.preferred_batch_sizes))} | {b.max_queue_delay_us} us | "
+                f"{b.max_queue_size}{priority} | {b.timeout_action.value} after {b.queue_timeout_us / 1e6:g} s"
+                f"{order} | {b.instances} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+def _with_table(readme: str) -> str:
+    head, _, rest = readme.partition(TABLE_BEGIN + "\n")
+    _, _, tail = rest.partition(TABLE_END)
+    return f"{head}{TABLE_BEGIN}\n{tier_table()}{TABLE_END}{tail}"
+
+
 def files() -> Iterator[tuple[Path, str]]:
     """Every rendered file, relative to the model repository, with its text."""
     for tier in spec.TIERS:
@@ -159,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a file differs")
     args = parser.parse_args(argv)
     stale = []
-    for relative, text in files():
-        path = args.repository / relative
+    rendered = [(args.repository / relative, text) for relative, text in files()]
+    if README.is_file() and TABLE_BEGIN in README.read_text():
+        rendered.append((README, _with_table(README.read_text())))
+    for path, text in rendered:
+        relative = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
         if path.is_file() and path.read_text() == text:
             continue
         stale.append(relative)
