@@ -31,7 +31,7 @@ METRICS_PORT ?= 8002
 API_KEY    ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup tritonserver export configs serve test test-unit test-server lint clean
+.PHONY: help setup tritonserver export configs serve test test-unit lint image clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ test-unit: setup ## Unit tests only (no server)
 lint: $(VENV)/.installed ## ruff, and rendered configs up to date
 	$(PY) -m ruff check .
 	$(PY) -m pipelines.render --check
+
+image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
+	docker build -f Dockerfile.triton --build-arg TRITON_IMAGE_TAG=$(TRITON_IMAGE_TAG) -t $(IMAGE) .
 
 clean: ## Remove exported models, the local Triton and caches (keeps the virtualenv)
 	rm -rf build .cache/export model_repository/*/1/model.onnx model_repository/*/1/model.plan model_repository/*/1/manifest.json

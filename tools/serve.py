@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pipelines import spec
-from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions, command
+from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions, endpoint_args
 
 log = logging.getLogger("serve")
 
@@ -37,9 +37,7 @@ def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: 
     """The GPU path: the serving image, model repository read-only, ports published on --host only."""
     e = endpoints
     inner = Endpoints(host="0.0.0.0", http=spec.HTTP_PORT, grpc=spec.GRPC_PORT, metrics=spec.METRICS_PORT)
-    server = command(ServerOptions(repository=Path("/models"), config_name=None, endpoints=inner, api_key=api_key))
-    server[0] = "tritonserver"
-    server = [a for a in server if not a.startswith("--backend-directory")]
+    server = endpoint_args(ServerOptions(config_name=None, endpoints=inner, api_key=api_key))
     return [
         "docker", "run", "--rm", "--init", "--gpus", "all", "--shm-size", "2g",
         "-p", f"{e.host}:{e.http}:{spec.HTTP_PORT}",

@@ -79,16 +79,13 @@ def environment() -> dict[str, str]:
     return env
 
 
-def command(options: ServerOptions) -> list[str]:
+def endpoint_args(options: ServerOptions) -> list[str]:
+    """Addresses, ports, config variant, logging and access control: what differs per deployment.
+
+    The serving image's ENTRYPOINT holds the rest (see Dockerfile.triton) and takes these.
+    """
     e = options.endpoints
-    cmd = [
-        str(BINARY),
-        f"--model-repository={options.repository}",
-        f"--backend-directory={BACKENDS}",
-        "--model-control-mode=none",
-        "--strict-readiness=true",
-        "--exit-on-error=true",
-        "--exit-timeout-secs=30",
+    args = [
         f"--http-address={e.host}",
         f"--http-port={e.http}",
         f"--grpc-address={e.host}",
@@ -98,14 +95,28 @@ def command(options: ServerOptions) -> list[str]:
         f"--log-verbose={options.log_verbose}",
     ]
     if options.config_name:
-        cmd.append(f"--model-config-name={options.config_name}")
+        args.append(f"--model-config-name={options.config_name}")
     if options.api_key:
         restricted = "inference,model-repository,model-config,shared-memory,statistics,trace,logging"
-        cmd += [
+        args += [
             f"--grpc-restricted-protocol={restricted}:x-api-key={options.api_key}",
             f"--http-restricted-api={restricted}:x-api-key={options.api_key}",
         ]
-    return cmd + list(options.extra_args)
+    return args + list(options.extra_args)
+
+
+def command(options: ServerOptions) -> list[str]:
+    """The local server's full command line (the same fixed flags as the image's ENTRYPOINT)."""
+    return [
+        str(BINARY),
+        f"--model-repository={options.repository}",
+        f"--backend-directory={BACKENDS}",
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        "--exit-timeout-secs=30",
+        *endpoint_args(options),
+    ]
 
 
 class Server:
