@@ -29,6 +29,7 @@ HTTP_PORT  ?= 8000
 GRPC_PORT  ?= 8001
 METRICS_PORT ?= 8002
 API_KEY    ?=
+VARIANT    ?= auto
 PYTEST_ARGS ?=
 
 .PHONY: help setup tritonserver export configs serve test test-unit lint image clean
@@ -75,7 +76,7 @@ configs: $(VENV)/.installed ## Re-render every config.pbtxt and served wiring fi
 
 serve: setup model_repository/detector_batch/1/manifest.json ## Serve all tiers (local Triton, cpu variant; Docker+GPU: the image)
 	$(PY) -m tools.serve --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
-	  --metrics-port $(METRICS_PORT) $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE)
+	  --metrics-port $(METRICS_PORT) $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE) --variant $(VARIANT)
 
 test: export YOLO_OFFLINE := 1
 test: setup model_repository/detector_batch/1/manifest.json ## Lint, unit tests, then tests against a real tritonserver

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from export import manifest
 from pipelines import spec
 from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions, endpoint_args
 
@@ -31,6 +33,23 @@ def gpu_docker_available() -> str | None:
     if not shutil.which("nvidia-smi") or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode != 0:
         return "no NVIDIA GPU is visible"
     return None
+
+
+def missing_plans(repository: Path) -> list[Path]:
+    """TensorRT plans the GPU configs need and the repository lacks."""
+    plans = [repository / t.model(spec.Step.DETECTOR) / "1" / "model.plan" for t in spec.TIERS]
+    return [p for p in plans if not p.is_file()]
+
+
+def plan_build_command(image: str, repository: Path) -> list[str]:
+    """Build the plans inside the serving image from the ONNX `make export` staged, same person classes."""
+    record = manifest.read(repository / spec.TIERS[0].model(spec.Step.DETECTOR) / "1")
+    classes = ",".join(map(str, record["person_class_ids"]))
+    return [
+        "docker", "run", "--rm", "--gpus", "all", "--user", f"{os.getuid()}:{os.getgid()}",
+        "-v", f"{ROOT}:/work", "-w", "/work", "--entrypoint", "python3", image,
+        "-m", "export", "--detector", ".cache/export/detector.onnx", "--person-classes", classes, "--plans", "yes",
+    ]  # fmt: skip
 
 
 def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: str | None) -> list[str]:
@@ -70,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     why_not_gpu = gpu_docker_available() if args.variant != "cpu" else "--variant cpu"
     if args.variant == "gpu" and why_not_gpu:
         log.error("cannot serve the gpu variant: %s", why_not_gpu)
+        return 2
+    if not why_not_gpu and missing_plans(args.repository):
+        log.error(
+            "the gpu variant needs TensorRT plans built by the image's TensorRT on this GPU; missing: %s. "
+            "Build them with: %s   (or serve the cpu variant: make serve VARIANT=cpu)",
+            ", ".join(map(str, missing_plans(args.repository))),
+            " ".join(plan_build_command(args.image, args.repository)),
+        )
         return 2
     if not why_not_gpu:
         cmd = docker_command(args.image, endpoints, args.repository, args.api_key)
