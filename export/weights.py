@@ -46,7 +46,12 @@ def person_class_ids(names: dict[int, str], choice: str) -> list[int]:
         if not ids:
             raise ValueError(f"no class is named 'person' in {names}; pass PERSON_CLASSES=all or a list of ids")
         return ids
-    ids = sorted({int(x) for x in choice.split(",") if x.strip()})
+    try:
+        ids = sorted({int(x) for x in choice.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(
+            f"person classes must be 'auto', 'all' or class ids like '0,2', not {choice!r}; classes: {names}"
+        ) from None
     unknown = [i for i in ids if i not in names]
     if not ids or unknown:
         raise ValueError(f"person classes {choice!r} are not among the model's classes {names}")

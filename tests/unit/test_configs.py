@@ -1,0 +1,192 @@
+"""The committed model repository: rendered from the spec, parseable, and within the rules Triton enforces at load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export import tensorrt_plan
+from pipelines import render, spec
+from pipelines.spec import Step
+
+REPOSITORY = render.REPOSITORY
+VARIANTS = render.VARIANTS
+ALL_STEPS = (*spec.PIPELINE, Step.ENSEMBLE)
+CASES = [(tier, variant) for tier in spec.TIERS for variant in VARIANTS]
+CASE_IDS = [f"{tier.name}-{variant}" for tier, variant in CASES]
+
+
+def load(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def config(tier: spec.Tier, step: Step, variant: str) -> mc.ModelConfig:
+    return load(REPOSITORY / tier.model(step) / render.CONFIG_PATHS[variant])
+
+
+def test_render_covers_every_tier_step_and_variant() -> None:
+    paths = [path for path, _ in render.files()]
+    assert len(paths) == len(set(paths)), "render.files() yields a path twice"
+    expected = {
+        Path(tier.model(step)) / render.CONFIG_PATHS[variant]
+        for tier in spec.TIERS
+        for step in ALL_STEPS
+        for variant in VARIANTS
+    }
+    expected |= {Path(tier.model(Step.PREPROCESS)) / "1" / "dali.py" for tier in spec.TIERS}
+    expected |= {Path(tier.model(step)) / "1" / "model.py" for tier in spec.TIERS for step in spec.PIPELINE}
+    assert expected <= set(paths), f"not rendered: {sorted(map(str, expected - set(paths)))}"
+
+
+def test_committed_repository_equals_a_fresh_render(capsys: pytest.CaptureFixture[str]) -> None:
+    assert render.main(["--check"]) == 0, f"committed files differ from the spec:\n{capsys.readouterr().out}"
+
+
+def test_check_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--check fails on an edited or missing file (so the committed-repository test can fail)."""
+    assert render.main(["--repository", str(tmp_path)]) == 0
+    assert render.main(["--repository", str(tmp_path), "--check"]) == 0, "a fresh render does not check clean"
+    edited = tmp_path / spec.tier("batch").model(Step.DETECTOR) / render.CONFIG_PATHS[render.CPU]
+    edited.write_text(edited.read_text().replace("max_batch_size: 16", "max_batch_size: 17"))
+    (tmp_path / spec.tier("streaming").model(Step.PREPROCESS) / "1" / "dali.py").unlink()
+    capsys.readouterr()
+    assert render.main(["--repository", str(tmp_path), "--check"]) == 1, "--check missed an edited config"
+    out = capsys.readouterr().out
+    assert "detector_batch" in out and "preprocess_streaming" in out, f"--check did not name both files:\n{out}"
+
+
+def test_every_committed_pbtxt_parses() -> None:
+    paths = sorted(REPOSITORY.rglob("*.pbtxt"))
+    assert len(paths) == len(spec.TIERS) * len(ALL_STEPS) * len(VARIANTS), f"unexpected configs: {paths}"
+    for path in paths:
+        parsed = load(path)
+        assert parsed.name == path.relative_to(REPOSITORY).parts[0], f"{path}: name {parsed.name!r} is not its folder"
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_dynamic_batching_rules(tier: spec.Tier, variant: str) -> None:
+    """Triton refuses preserve_ordering with priority levels or DELAY, and preferred sizes above the max."""
+    for step in spec.PIPELINE:
+        c = config(tier, step, variant)
+        d = c.dynamic_batching
+        label = f"{c.name} ({variant})"
+        assert c.HasField("dynamic_batching"), f"{label}: no dynamic batching"
+        assert c.max_batch_size > 0, f"{label}: max_batch_size {c.max_batch_size}"
+        assert d.preferred_batch_size, f"{label}: no preferred batch sizes"
+        too_big = [p for p in d.preferred_batch_size if not 0 < p <= c.max_batch_size]
+        assert not too_big, f"{label}: preferred {too_big} > max_batch_size {c.max_batch_size}"
+        policies = [d.default_queue_policy, *d.priority_queue_policy.values()]
+        delays = any(p.timeout_action == mc.ModelQueuePolicy.DELAY for p in policies)
+        if d.preserve_ordering:
+            assert d.priority_levels == 0, f"{label}: preserve_ordering with priority_levels {d.priority_levels}"
+            assert not delays, f"{label}: preserve_ordering with timeout_action DELAY"
+        if d.priority_levels:
+            assert 1 <= d.default_priority_level <= d.priority_levels, f"{label}: default priority out of range"
+        assert [g.count for g in c.instance_group] and all(g.count >= 1 for g in c.instance_group), label
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_ensemble_batch_fits_every_step(tier: spec.Tier, variant: str) -> None:
+    ensemble = config(tier, Step.ENSEMBLE, variant)
+    assert ensemble.platform == "ensemble", f"{ensemble.name}: platform {ensemble.platform!r}"
+    assert not ensemble.HasField("dynamic_batching"), f"{ensemble.name}: ensembles cannot batch dynamically"
+    for step in spec.PIPELINE:
+        c = config(tier, step, variant)
+        assert ensemble.max_batch_size <= c.max_batch_size, (
+            f"{ensemble.name} ({variant}) max_batch_size {ensemble.max_batch_size} > {c.name} {c.max_batch_size}"
+        )
+
+
+def _contract(tensors: list[mc.ModelInput] | list[mc.ModelOutput]) -> list[tuple]:
+    return [(t.name, mc.DataType.Name(t.data_type), tuple(t.dims), getattr(t, "optional", False)) for t in tensors]
+
+
+def _spec_contract(tensors: tuple[spec.Tensor, ...], with_optional: bool) -> list[tuple]:
+    return [(t.name, f"TYPE_{t.dtype.value}", t.dims, t.optional and with_optional) for t in tensors]
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_ensemble_contract_is_the_spec(tier: spec.Tier, variant: str) -> None:
+    ensemble = config(tier, Step.ENSEMBLE, variant)
+    assert _contract(ensemble.input) == _spec_contract(spec.ENSEMBLE_INPUTS, True), f"{ensemble.name}: inputs"
+    assert _contract(ensemble.output) == _spec_contract(spec.ENSEMBLE_OUTPUTS, False), f"{ensemble.name}: outputs"
+
+
+def test_ensemble_contract_is_identical_across_tiers() -> None:
+    contracts = {
+        (tier.name, variant): (_contract(c.input), _contract(c.output))
+        for tier, variant in CASES
+        for c in [config(tier, Step.ENSEMBLE, variant)]
+    }
+    first = next(iter(contracts.values()))
+    differ = [key for key, value in contracts.items() if value != first]
+    assert not differ, f"ensemble inputs/outputs differ for {differ}"
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_ensemble_maps_reference_existing_tensors(tier: spec.Tier, variant: str) -> None:
+    """input_map keys are the step's inputs, output_map keys its outputs; every value is produced before use."""
+    ensemble = config(tier, Step.ENSEMBLE, variant)
+    steps = ensemble.ensemble_scheduling.step
+    assert [s.model_name for s in steps] == [tier.model(step) for step in spec.PIPELINE], f"{ensemble.name}: steps"
+    available = {t.name for t in ensemble.input}
+    for s in steps:
+        c = load(REPOSITORY / s.model_name / render.CONFIG_PATHS[variant])
+        inputs, outputs = {t.name: t for t in c.input}, {t.name for t in c.output}
+        label = f"{ensemble.name} ({variant}) -> {s.model_name}"
+        assert set(s.input_map) <= set(inputs), f"{label}: input_map keys {set(s.input_map) - set(inputs)} unknown"
+        assert set(s.output_map) <= outputs, f"{label}: output_map keys {set(s.output_map) - outputs} unknown"
+        required = {name for name, t in inputs.items() if not t.optional}
+        assert required <= set(s.input_map), f"{label}: required inputs {required - set(s.input_map)} unmapped"
+        unproduced = set(s.input_map.values()) - available
+        assert not unproduced, f"{label}: reads {unproduced} before any step produces them"
+        available |= set(s.output_map.values())
+    missing = {t.name for t in ensemble.output} - available
+    assert not missing, f"{ensemble.name} ({variant}): outputs {missing} are produced by no step"
+
+
+@pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
+def test_backends_and_instance_kinds(tier: spec.Tier) -> None:
+    pre, det, post = (config(tier, step, render.GPU) for step in spec.PIPELINE)
+    assert pre.backend == "dali", f"{pre.name}: GPU backend {pre.backend!r}"
+    assert det.platform == "tensorrt_plan" and det.default_model_filename == "model.plan", f"{det.name}: GPU platform"
+    assert post.backend == "python", f"{post.name}: GPU backend {post.backend!r}"
+    for c in (pre, det, post):
+        kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in c.instance_group]
+        assert kinds == ["KIND_GPU"], f"{c.name} (gpu): instance kinds {kinds}"
+    for step in spec.PIPELINE:
+        c = config(tier, step, render.CPU)
+        kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in c.instance_group]
+        assert c.backend == "python" and not c.platform, (
+            f"{c.name} (cpu): backend {c.backend!r} platform {c.platform!r}"
+        )
+        assert kinds == ["KIND_CPU"], f"{c.name} (cpu): instance kinds {kinds}"
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_preprocess_image_is_ragged(tier: spec.Tier, variant: str) -> None:
+    c = config(tier, Step.PREPROCESS, variant)
+    flags = {t.name: t.allow_ragged_batch for t in c.input}
+    assert flags == {spec.IMAGE.name: True}, f"{c.name} ({variant}): allow_ragged_batch {flags}"
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_batch_sizes_come_from_the_spec(tier: spec.Tier, variant: str) -> None:
+    batching = tier.gpu if variant == render.GPU else tier.cpu
+    for step in ALL_STEPS:
+        c = config(tier, step, variant)
+        assert c.max_batch_size == batching.max_batch_size, f"{c.name} ({variant}): max_batch_size"
+        if step is not Step.ENSEMBLE:
+            preferred = tuple(c.dynamic_batching.preferred_batch_size)
+            assert preferred == batching.preferred_batch_sizes, f"{c.name} ({variant}): preferred {preferred}"
+
+
+@pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
+def test_tensorrt_profile(tier: spec.Tier) -> None:
+    expected = (1, max(tier.gpu.preferred_batch_sizes), tier.gpu.max_batch_size)
+    assert tensorrt_plan.profile(tier.gpu) == expected, f"{tier.name}: profile != (1, max preferred, max batch)"
+    lo, opt, hi = tensorrt_plan.profile(tier.gpu)
+    assert lo <= opt <= hi, f"{tier.name}: profile {lo, opt, hi} is not ordered"

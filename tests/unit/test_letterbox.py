@@ -1,0 +1,218 @@
+"""The DALI letterbox (CPU operators) against Ultralytics' LetterBox on awkward shapes and real photos.
+
+The GPU graph is the same function with a `mixed` decoder, so these pin down its
+geometry and arithmetic too; only the GPU graph's serialization is checked here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from collections.abc import Callable
+from functools import cache
+
+import cv2
+import numpy as np
+import pytest
+from nvidia.dali._utils.autoserialize import _discover_autoserialize
+from nvidia.dali.pipeline import Pipeline
+from PIL import Image
+
+from pipelines import render, spec
+from pipelines.dali import letterbox
+from tests.unit import reference
+
+BATCH = 8
+SIZE = spec.IMAGE_SIZE
+LEVEL = 1 / 255  # cv2's fixed-point bilinear differs from DALI's float bilinear by at most one level
+EPS = 1e-6  # float32 rounding of k/255
+PAD = np.float32(spec.PAD_VALUE) / np.float32(255)
+PAD_ULP = float(np.spacing(PAD))  # DALI multiplies by 1/255 where Ultralytics divides by 255
+
+# (height, width): thin, tiny, odd, around the target size, and common camera frames.
+AWKWARD = [
+    (1, 5),
+    (5, 1),
+    (1, 5000),
+    (5000, 1),
+    (7, 3),
+    (333, 517),
+    (641, 639),
+    (639, 641),
+    (480, 640),
+    (640, 640),
+    (1080, 1920),
+    (1, 1),
+    (2, 3),
+]
+
+
+def half_shapes(limit: int = 1300) -> list[tuple[int, int]]:
+    """Shapes whose short side * r ends exactly on .5, where round-half-even and half-up differ.
+
+    For each height with such widths (r = 640 / height), keep the first width whose
+    rounded-down side is even and the first whose is odd, then add the transposes.
+    """
+    found: list[tuple[int, int]] = []
+    for height in range(2, limit):
+        widths = np.arange(1, height)
+        side = widths * (SIZE / height)  # float64, as Python and the DALI graph compute it
+        halves = widths[side % 1 == 0.5]
+        for parity in (0, 1):
+            match = [int(w) for w in halves if int(w * (SIZE / height)) % 2 == parity]
+            if match:
+                found.append((height, match[0]))
+    return found + [(w, h) for h, w in found]
+
+
+HALVES = half_shapes()
+SHAPES = AWKWARD + HALVES
+
+
+def test_half_shapes_probe_round_half_even() -> None:
+    """The search must find shapes where Python's round() and round-half-up disagree, or it probes nothing."""
+    downscaled = [(h, w) for h, w in HALVES if max(h, w) > SIZE]
+    upscaled = [(h, w) for h, w in HALVES if max(h, w) < SIZE]
+    sides = [min(h, w) * (SIZE / max(h, w)) for h, w in HALVES]
+    assert all(s % 1 == 0.5 for s in sides), f"not all shapes land on .5: {list(zip(HALVES, sides, strict=True))}"
+    rounded_down = [s for s in sides if round(s) < s]  # half-up would round these up
+    rounded_up = [s for s in sides if round(s) > s]
+    assert downscaled and upscaled, f"expected up- and downscaled .5 shapes, found {HALVES}"
+    assert len(rounded_down) >= 4 and len(rounded_up) >= 4, f"expected both rounding directions, found {sides}"
+
+
+def noise_png(height: int, width: int) -> tuple[bytes, np.ndarray]:
+    """A random RGB image as lossless PNG bytes, and its BGR pixels."""
+    rng = np.random.default_rng(height * 100_003 + width)
+    bgr = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    ok, buffer = cv2.imencode(".png", bgr)
+    assert ok, f"cv2 could not encode a {height}x{width} PNG"
+    return buffer.tobytes(), bgr
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Pipeline:
+    return letterbox.cpu_pipeline(batch_size=BATCH)
+
+
+def run(pipe: Pipeline, encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """IMAGES [N, 3, 640, 640] and GEOMETRY [N, 6], in chunks no larger than the pipeline's batch."""
+    images, geometry = [], []
+    for start in range(0, len(encoded), BATCH):
+        chunk = [np.frombuffer(e, np.uint8) for e in encoded[start : start + BATCH]]
+        out_images, out_geometry = pipe.run(IMAGE=chunk)
+        images.append(out_images.as_array())
+        geometry.append(out_geometry.as_array())
+    return np.concatenate(images), np.concatenate(geometry)
+
+
+@pytest.fixture(scope="module")
+def letterboxed(pipe: Pipeline) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """The DALI output for a noise image of a given shape, run once per shape."""
+
+    @cache
+    def one(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        images, geometry = run(pipe, [noise_png(height, width)[0]])
+        return images[0], geometry[0]
+
+    return one
+
+
+def assert_matches_reference(image: np.ndarray, geometry: np.ndarray, encoded: bytes, label: str) -> None:
+    """Geometry exactly as LetterBox.get_params; pixels within one level; the border exactly 114."""
+    expected, expected_geometry = reference.letterbox(encoded)
+    assert geometry.dtype == np.float32 and geometry.shape == (6,), (
+        f"{label}: GEOMETRY {geometry.dtype} {geometry.shape}"
+    )
+    assert geometry.tolist() == expected_geometry, (
+        f"{label}: GEOMETRY {geometry.tolist()} != LetterBox.get_params {expected_geometry} (exact)"
+    )
+    assert image.dtype == np.float32 and image.shape == (3, SIZE, SIZE), f"{label}: IMAGES {image.dtype} {image.shape}"
+    assert image.min() >= 0 and image.max() <= 1, f"{label}: IMAGES outside [0, 1]"
+    levels = image * 255
+    assert np.abs(levels - np.round(levels)).max() <= 1e-4, f"{label}: IMAGES are not whole uint8 levels / 255"
+    diff = np.abs(image - expected).max()
+    assert diff <= LEVEL + EPS, f"{label}: max |DALI - LetterBox| = {diff * 255:.3f} levels > 1 level (1/255)"
+
+    left, top, new_w, new_h = (int(v) for v in expected_geometry[:4])
+    border = np.ones((SIZE, SIZE), bool)
+    border[top : top + new_h, left : left + new_w] = False
+    assert np.all(expected[:, border] == PAD), f"{label}: the reference border is not {spec.PAD_VALUE}/255"
+    pad = np.abs(image[:, border] - PAD).max(initial=0.0)
+    assert pad <= PAD_ULP, f"{label}: border is {pad:.3g} away from {spec.PAD_VALUE}/255 (tolerance 1 float32 ulp)"
+
+
+@pytest.mark.parametrize(("height", "width"), SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
+def test_noise_png_matches_ultralytics(
+    letterboxed: Callable[[int, int], tuple[np.ndarray, np.ndarray]], height: int, width: int
+) -> None:
+    image, geometry = letterboxed(height, width)
+    assert_matches_reference(image, geometry, noise_png(height, width)[0], f"{height}x{width}")
+
+
+def test_mixed_shapes_in_one_batch_match_single_runs(
+    pipe: Pipeline, letterboxed: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """A full batch of different shapes gives each sample exactly what it gets alone."""
+    shapes = AWKWARD[:BATCH]
+    images, geometry = run(pipe, [noise_png(h, w)[0] for h, w in shapes])
+    assert images.shape == (BATCH, 3, SIZE, SIZE) and geometry.shape == (BATCH, 6)
+    for i, (h, w) in enumerate(shapes):
+        alone_image, alone_geometry = letterboxed(h, w)
+        assert np.array_equal(geometry[i], alone_geometry), f"{h}x{w}: GEOMETRY differs in a mixed batch"
+        assert np.array_equal(images[i], alone_image), f"{h}x{w}: IMAGES differ in a mixed batch (exact)"
+
+
+def test_photos_match_ultralytics(pipe: Pipeline) -> None:
+    encoded = [reference.photo(name) for name in reference.PHOTOS]
+    images, geometry = run(pipe, encoded)
+    for name, image, geo, data in zip(reference.PHOTOS, images, geometry, encoded, strict=True):
+        assert_matches_reference(image, geo, data, name)
+
+
+def other_encodings() -> dict[str, bytes]:
+    """Encodings Ultralytics' cv2 reading normalizes: EXIF rotation, grayscale, alpha."""
+    rng = np.random.default_rng(1)
+    rotated = Image.fromarray(rng.integers(0, 256, (100, 300, 3), dtype=np.uint8))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    jpeg = io.BytesIO()
+    rotated.save(jpeg, format="JPEG", exif=exif, quality=95)
+    gray = cv2.imencode(".png", rng.integers(0, 256, (50, 70), dtype=np.uint8))[1].tobytes()
+    rgba = cv2.imencode(".png", rng.integers(0, 256, (70, 50, 4), dtype=np.uint8))[1].tobytes()
+    return {"exif-rotated-jpeg": jpeg.getvalue(), "gray-png": gray, "rgba-png": rgba}
+
+
+def test_other_encodings_match_ultralytics(pipe: Pipeline) -> None:
+    encoded = other_encodings()
+    images, geometry = run(pipe, list(encoded.values()))
+    assert geometry[0, 4:].tolist() == [100, 300], "the EXIF-rotated JPEG must be letterboxed upright (100x300)"
+    for (label, data), image, geo in zip(encoded.items(), images, geometry, strict=True):
+        assert_matches_reference(image, geo, data, label)
+
+
+@pytest.mark.parametrize("tier", spec.TIER_NAMES)
+def test_gpu_graph_serializes_without_a_gpu(tier: str) -> None:
+    pipeline = letterbox.gpu_pipeline(tier, device_id=None)()
+    serialized = pipeline.serialize()
+    assert isinstance(serialized, bytes) and serialized, f"{tier}: serialize() returned {type(serialized)}"
+    assert spec.IMAGE.name.encode() in serialized, f"{tier}: the serialized graph has no {spec.IMAGE.name} input"
+    assert pipeline.max_batch_size == spec.tier(tier).gpu.max_batch_size, f"{tier}: batch size is not the spec's"
+
+
+@pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
+def test_rendered_dali_py_has_one_autoserialize_pipeline(tier: spec.Tier) -> None:
+    path = render.REPOSITORY / tier.model(spec.Step.PREPROCESS) / "1" / "dali.py"
+    module_spec = importlib.util.spec_from_file_location(f"dali_{tier.name}", path)
+    assert module_spec is not None and module_spec.loader is not None, f"cannot import {path}"
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+
+    marked = [name for name, obj in vars(module).items() if getattr(obj, "_is_autoserialize", False)]
+    assert len(marked) == 1, f"{path}: expected one @autoserialize object, found {marked}"
+    found = _discover_autoserialize(module, visited=[])  # what the DALI backend runs at load
+    assert len(found) == 1, f"{path}: the DALI backend would find {len(found)} @autoserialize pipelines"
+
+    pipeline = found[0](device_id=None)
+    assert pipeline.max_batch_size == tier.gpu.max_batch_size, f"{path}: not bound to tier {tier.name}"
+    assert pipeline.serialize(), f"{path}: serialize() returned nothing"
