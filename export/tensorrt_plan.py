@@ -34,14 +34,25 @@ def available() -> str | None:
 
 
 def profile(batching: spec.Batching) -> tuple[int, int, int]:
-    """(min, opt, max) batch: opt is the tier's largest preferred batch."""
+    """(min, opt, max) batch of a tier's detector: opt is the tier's largest preferred batch."""
     return 1, max(batching.preferred_batch_sizes), batching.max_batch_size
 
 
+def gender_profile() -> tuple[int, int, int]:
+    """(min, opt, max) batch of the gender classifier: BLS chunks fill up to its max batch."""
+    top = spec.GENDER_BATCHING["gpu"].max_batch_size
+    return 1, top, top
+
+
 def build(
-    onnx_path: Path, plan_path: Path, batching: spec.Batching, timing_cache: Path, fp16: bool = True
+    onnx_path: Path,
+    plan_path: Path,
+    item_dims: tuple[int, ...],
+    batch_profile: tuple[int, int, int],
+    timing_cache: Path,
+    fp16: bool = True,
 ) -> dict[str, Any]:
-    """Build and write `plan_path`; return facts for the manifest."""
+    """Build and write `plan_path` for an ONNX with one input [batch, *item_dims]; return manifest facts."""
     import tensorrt as trt
     import torch
 
@@ -58,10 +69,10 @@ def build(
         config.set_flag(trt.BuilderFlag.FP16)
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    lo, opt, hi = profile(batching)
-    chw = spec.IMAGES.dims
+    lo, opt, hi = batch_profile
+    input_name = network.get_input(0).name
     opt_profile = builder.create_optimization_profile()
-    opt_profile.set_shape(spec.IMAGES.name, (lo, *chw), (opt, *chw), (hi, *chw))
+    opt_profile.set_shape(input_name, (lo, *item_dims), (opt, *item_dims), (hi, *item_dims))
     config.add_optimization_profile(opt_profile)
     log.info("building TensorRT plan %s (batch %d/%d/%d, fp16=%s); this takes minutes", plan_path, lo, opt, hi, fp16)
     serialized = builder.build_serialized_network(network, config)

@@ -31,11 +31,15 @@ CONFIG_PATHS = {GPU: Path("config.pbtxt"), CPU: Path("configs") / "cpu.pbtxt"}
 HEADER = "# Rendered from pipelines/spec.py by `make configs`; edit the spec, not this file.\n"
 
 # What each python-backend model.py imports (postprocess serves both variants).
-CPU_MODELS = {
+PYTHON_MODELS = {
     Step.PREPROCESS: "pipelines.triton.preprocess",
-    Step.DETECTOR: "pipelines.triton.detector_onnx",
+    Step.DETECTOR: "pipelines.triton.onnx_runtime",
     Step.POSTPROCESS: "pipelines.triton.postprocess",
+    Step.GENDER: "pipelines.triton.onnx_runtime",
 }
+GENDER_LABELS = ",".join(
+    [f"{v}={label}" for v, label in enumerate(spec.GENDER_LABELS)] + [f"{spec.UNDETERMINED}=undetermined"]
+)
 
 
 def _tensor(message: mc.ModelInput | mc.ModelOutput, tensor: spec.Tensor) -> None:
@@ -65,11 +69,12 @@ def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str) -> None:
     if b.priority_levels:
         d.priority_levels = b.priority_levels
         d.default_priority_level = b.priority_levels
-    q = d.default_queue_policy
-    q.timeout_action = mc.ModelQueuePolicy.TimeoutAction.Value(b.timeout_action.value)
-    q.default_timeout_microseconds = b.queue_timeout_us
-    q.allow_timeout_override = True
-    q.max_queue_size = b.max_queue_size
+    if b.max_queue_size or b.queue_timeout_us:
+        q = d.default_queue_policy
+        q.timeout_action = mc.ModelQueuePolicy.TimeoutAction.Value(b.timeout_action.value)
+        q.default_timeout_microseconds = b.queue_timeout_us
+        q.allow_timeout_override = True
+        q.max_queue_size = b.max_queue_size
     group = config.instance_group.add()
     group.kind = mc.ModelInstanceGroup.Kind.Value(kind)
     group.count = b.instances
@@ -80,7 +85,10 @@ def _parameter(config: mc.ModelConfig, key: str, value: str) -> None:
 
 
 def step_config(tier: Tier, step: Step, variant: str) -> mc.ModelConfig:
-    batching = tier.gpu if variant == GPU else tier.cpu
+    if step is Step.GENDER:
+        batching = spec.GENDER_BATCHING[variant]
+    else:
+        batching = tier.gpu if variant == GPU else tier.cpu
     config = mc.ModelConfig(name=tier.model(step), max_batch_size=batching.max_batch_size)
     _inputs(config, spec.STEP_INPUTS[step], ragged=step is Step.PREPROCESS)
     _outputs(config, spec.STEP_OUTPUTS[step])
@@ -88,7 +96,7 @@ def step_config(tier: Tier, step: Step, variant: str) -> mc.ModelConfig:
         config.backend = "python"
     elif step is Step.PREPROCESS:
         config.backend = "dali"  # serializes 1/dali.py at load (@autoserialize)
-    elif step is Step.DETECTOR:
+    elif step in (Step.DETECTOR, Step.GENDER):
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
     else:
@@ -97,6 +105,8 @@ def step_config(tier: Tier, step: Step, variant: str) -> mc.ModelConfig:
         _parameter(config, "FORCE_CPU_ONLY_INPUT_TENSORS", "no")
     if step is Step.POSTPROCESS:
         _parameter(config, "detector", tier.model(Step.DETECTOR))
+        _parameter(config, "gender", tier.model(Step.GENDER))
+        _parameter(config, "gender_max_batch", str(spec.GENDER_BATCHING[variant].max_batch_size))
     kind = "KIND_GPU" if variant == GPU else "KIND_CPU"
     _batching(config, batching, kind)
     return config
@@ -107,6 +117,7 @@ def ensemble_config(tier: Tier, variant: str) -> mc.ModelConfig:
     config = mc.ModelConfig(name=tier.model(Step.ENSEMBLE), platform="ensemble", max_batch_size=batching.max_batch_size)
     _inputs(config, spec.ENSEMBLE_INPUTS)
     _outputs(config, spec.ENSEMBLE_OUTPUTS)
+    _parameter(config, "gender_labels", GENDER_LABELS)
     for step in spec.PIPELINE:
         s = config.ensemble_scheduling.step.add(model_name=tier.model(step), model_version=-1)
         for tensor in spec.STEP_INPUTS[step]:
@@ -123,9 +134,9 @@ def _pbtxt(config: mc.ModelConfig) -> str:
 def _model_py(step: Step) -> str:
     variants = "both variants" if step is Step.POSTPROCESS else "the cpu variant"
     return (
-        f'"""Python-backend model for {variants}; the logic lives in {CPU_MODELS[step]}.\n\n'
+        f'"""Python-backend model for {variants}; the logic lives in {PYTHON_MODELS[step]}.\n\n'
         'Rendered by `make configs`."""\n\n'
-        f"from {CPU_MODELS[step]} import TritonPythonModel  # noqa: F401\n"
+        f"from {PYTHON_MODELS[step]} import TritonPythonModel  # noqa: F401\n"
     )
 
 
@@ -171,11 +182,11 @@ def files() -> Iterator[tuple[Path, str]]:
     """Every rendered file, relative to the model repository, with its text."""
     for tier in spec.TIERS:
         for variant in VARIANTS:
-            for step in spec.PIPELINE:
+            for step in spec.MODELS:
                 yield Path(tier.model(step)) / CONFIG_PATHS[variant], _pbtxt(step_config(tier, step, variant))
             yield Path(tier.model(Step.ENSEMBLE)) / CONFIG_PATHS[variant], _pbtxt(ensemble_config(tier, variant))
         yield Path(tier.model(Step.PREPROCESS)) / "1" / "dali.py", _dali_py(tier)
-        for step in spec.PIPELINE:
+        for step in spec.MODELS:
             yield Path(tier.model(step)) / "1" / "model.py", _model_py(step)
         yield Path(tier.model(Step.ENSEMBLE)) / "1" / ".gitkeep", ""
 

@@ -23,6 +23,26 @@ MAX_NMS = 30000  # candidates kept before NMS, as Ultralytics
 MAX_WH = 7680  # class offset for per-class NMS, as Ultralytics
 AGNOSTIC_NMS = False  # per-class NMS, as Ultralytics' default
 
+# --- Gender of each person (classified in the server, BLS from postprocess) ----
+GENDER_LABELS = ("female", "male")  # GENDER values 0 and 1; the export maps the classifier's labels onto these
+UNDETERMINED = -1  # GENDER when the crop is too small or the classifier is unsure
+DEFAULT_GENDER_THRESHOLD = 0.6  # below this top probability a person is undetermined
+
+
+class CropPolicy(str, Enum):
+    """What part of each person the gender classifier sees."""
+
+    HEAD = "head"  # a square around the head, derived from the person box
+    PERSON = "person"  # the whole person box
+
+
+CROP_POLICY = CropPolicy.HEAD
+# The head square's side before padding: the smaller of these fractions of the
+# person box's width and height; it sits at the top of the box, centred.
+HEAD_WIDTH_FRACTION = 0.5
+HEAD_HEIGHT_FRACTION = 0.2
+MIN_CROP_PX = 8  # persons whose crop side (before padding) is smaller are undetermined
+
 # --- Threads for the cpu variant ----------------------------------------------
 # These machines have 2 cores; ONNX Runtime and DALI get both, and each model
 # has one instance, so steps of different requests overlap rather than fight.
@@ -55,9 +75,12 @@ NUM_DETECTIONS = Tensor("NUM_DETECTIONS", DType.INT32, (1,))
 BOXES = Tensor("BOXES", DType.FP32, (MAX_DET, 4))  # x1, y1, x2, y2 in original pixels
 SCORES = Tensor("SCORES", DType.FP32, (MAX_DET,))
 CLASSES = Tensor("CLASSES", DType.INT32, (MAX_DET,))
+GENDER_THRESHOLD = Tensor("GENDER_THRESHOLD", DType.FP32, (1,), optional=True)
+GENDER = Tensor("GENDER", DType.INT32, (MAX_DET,))  # 0 female, 1 male, -1 undetermined
+GENDER_SCORES = Tensor("GENDER_SCORES", DType.FP32, (MAX_DET,))  # classifier's top probability, 0 if not run
 
-ENSEMBLE_INPUTS = (IMAGE, CONF_THRESHOLD, IOU_THRESHOLD)
-ENSEMBLE_OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASSES)
+ENSEMBLE_INPUTS = (IMAGE, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD)
+ENSEMBLE_OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASSES, GENDER, GENDER_SCORES)
 
 # --- Tensors between the steps -------------------------------------------------
 # Letterboxed RGB, CHW, scaled to [0, 1]: the detector's input, named at export.
@@ -68,6 +91,12 @@ GEOMETRY = Tensor("GEOMETRY", DType.FP32, (6,))
 # Raw detector head [4 + num_classes, anchors], named at export. The sizes depend
 # on the weights and the image size, so they stay dynamic in the configs.
 PREDICTIONS = Tensor("PREDICTIONS", DType.FP32, (-1, -1))
+# The decoded RGB image at full resolution, for the person crops. Zero-padded to
+# the largest image of the batch; GEOMETRY holds each image's own size.
+ORIGINAL = Tensor("ORIGINAL", DType.UINT8, (-1, -1, 3))
+# The gender classifier's input (normalized crops, CHW) and output; sizes come from its manifest.
+CROPS = Tensor("CROPS", DType.FP32, (3, -1, -1))
+PROBABILITIES = Tensor("PROBABILITIES", DType.FP32, (-1,))
 
 
 class Step(str, Enum):
@@ -76,20 +105,24 @@ class Step(str, Enum):
     PREPROCESS = "preprocess"
     DETECTOR = "detector"
     POSTPROCESS = "postprocess"
+    GENDER = "gender"  # called by postprocess (BLS), not a step of the ensemble
     ENSEMBLE = "people"
 
 
 STEP_INPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.PREPROCESS: (IMAGE,),
     Step.DETECTOR: (IMAGES,),
-    Step.POSTPROCESS: (PREDICTIONS, GEOMETRY, CONF_THRESHOLD, IOU_THRESHOLD),
+    Step.POSTPROCESS: (PREDICTIONS, GEOMETRY, ORIGINAL, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD),
+    Step.GENDER: (CROPS,),
 }
 STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
-    Step.PREPROCESS: (IMAGES, GEOMETRY),
+    Step.PREPROCESS: (IMAGES, GEOMETRY, ORIGINAL),
     Step.DETECTOR: (PREDICTIONS,),
     Step.POSTPROCESS: ENSEMBLE_OUTPUTS,
+    Step.GENDER: (PROBABILITIES,),
 }
-PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)
+PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)  # the ensemble's steps, in order
+MODELS = (*PIPELINE, Step.GENDER)  # every model of a tier besides the ensemble
 
 
 class TimeoutAction(str, Enum):
@@ -200,6 +233,31 @@ TIERS = (
     ),
 )
 TIER_NAMES = tuple(t.name for t in TIERS)
+
+# The gender classifier of every tier. Its callers (postprocess, BLS) are already
+# bounded by their tier's queue, so it has no queue limit or timeout of its own;
+# max_batch_size is the chunk size of postprocess's BLS calls.
+GENDER_BATCHING = {
+    "gpu": Batching(
+        max_batch_size=256,
+        preferred_batch_sizes=(),
+        max_queue_delay_us=100,
+        max_queue_size=0,
+        timeout_action=TimeoutAction.REJECT,
+        queue_timeout_us=0,
+        instances=1,
+    ),
+    # Small, so a handful of crowded images already exercises the chunking.
+    "cpu": Batching(
+        max_batch_size=32,
+        preferred_batch_sizes=(),
+        max_queue_delay_us=100,
+        max_queue_size=0,
+        timeout_action=TimeoutAction.REJECT,
+        queue_timeout_us=0,
+        instances=1,
+    ),
+}
 DEFAULT_TIER = "balanced"
 
 

@@ -31,12 +31,14 @@ def _round_half_even(x: DataNode) -> DataNode:
     return floor + (frac > 0.5) + (frac == 0.5) * odd
 
 
-def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNode]:
+def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNode, DataNode]:
     """Decode encoded images and letterbox them to the detector's input.
 
-    Returns the IMAGES tensor (float32 CHW in [0, 1]) and the GEOMETRY tensor
+    Returns the IMAGES tensor (float32 CHW in [0, 1]), the GEOMETRY tensor
     [pad_left, pad_top, resized_w, resized_h, original_w, original_h] (float32)
-    that the postprocess step uses to map boxes back to original pixels.
+    that the postprocess step uses to map boxes back to original pixels, and
+    ORIGINAL: the decoded RGB images (HWC uint8), zero-padded to the largest
+    of the batch so that any split of the batch into requests is uniform.
     """
     size = float(spec.IMAGE_SIZE)
     hwc = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT64)
@@ -47,9 +49,10 @@ def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNod
     left = dmath.floor((size - new_w) / 2.0)
     top = dmath.floor((size - new_h) / 2.0)
 
-    image = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    decoded = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    original = fn.pad(decoded, axes=[0, 1], fill_value=0)
     image = fn.resize(
-        image,
+        decoded,
         resize_x=fn.cast(new_w, dtype=types.FLOAT),
         resize_y=fn.cast(new_h, dtype=types.FLOAT),
         interp_type=types.INTERP_LINEAR,
@@ -67,7 +70,7 @@ def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNod
     )
     images = fn.crop_mirror_normalize(image, dtype=types.FLOAT, output_layout="CHW", mean=[0.0], std=[255.0])
     geometry = fn.cast(fn.stack(left, top, new_w, new_h, w, h), dtype=types.FLOAT)
-    return images, geometry
+    return images, geometry, original
 
 
 # DALI's CPU threads on the GPU variant: decode is nvJPEG, these only parse headers
@@ -86,10 +89,10 @@ def gpu_pipeline(tier: str, device_id: int | None = 0) -> Callable[..., Pipeline
         batch_size=batching.max_batch_size,
         num_threads=GPU_CPU_THREADS,
         device_id=device_id,
-        output_dtype=[types.FLOAT, types.FLOAT],
-        output_ndim=[len(spec.IMAGES.dims), len(spec.GEOMETRY.dims)],
+        output_dtype=[types.FLOAT, types.FLOAT, types.UINT8],
+        output_ndim=[len(spec.IMAGES.dims), len(spec.GEOMETRY.dims), len(spec.ORIGINAL.dims)],
     )
-    def preprocess() -> tuple[DataNode, DataNode]:
+    def preprocess() -> tuple[DataNode, DataNode, DataNode]:
         encoded = fn.external_source(name=spec.IMAGE.name, dtype=types.UINT8, ndim=1, device="cpu")
         return letterbox(encoded, decoder_device="mixed")
 
@@ -100,7 +103,7 @@ def cpu_pipeline(batch_size: int, num_threads: int = spec.CPU_THREADS) -> Pipeli
     """The same graph on CPU operators, built and ready for `pipe.run(IMAGE=[...])`."""
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=None, prefetch_queue_depth=1)
-    def preprocess() -> tuple[DataNode, DataNode]:
+    def preprocess() -> tuple[DataNode, DataNode, DataNode]:
         encoded = fn.external_source(name=spec.IMAGE.name, dtype=types.UINT8, ndim=1)
         return letterbox(encoded, decoder_device="cpu")
 

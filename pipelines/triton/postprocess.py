@@ -1,8 +1,11 @@
-"""`postprocess_<tier>`: NMS and box mapping for every request of the batch in one pass.
+"""`postprocess_<tier>`: NMS, box mapping and gender for every request of the batch in one pass.
 
 Reads which classes are persons from the export manifest of the tier's
-detector (named by the `detector` parameter of the config), so nothing about
-the weights is hard-coded here. Inputs stay on the device Triton placed them on.
+detector, and how to feed the gender classifier from its manifest (models
+named by the `detector` and `gender` parameters of the config), so nothing
+about the weights is hard-coded here. Inputs stay on the device Triton
+placed them on; the crops of all persons of all requests go to the classifier
+in as few BLS calls as its max batch allows, none when nobody was found.
 """
 
 from __future__ import annotations
@@ -14,33 +17,73 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from export import manifest
-from pipelines import postprocess, spec
+from pipelines import gender, postprocess, spec
+from pipelines.crops import ClassifierInput
+from pipelines.triton import bls
 from pipelines.triton.tensors import as_torch, invalid, model_config, parameter, per_image, split_sizes, to_triton
+
+THRESHOLDS = (
+    (spec.CONF_THRESHOLD, spec.DEFAULT_CONF_THRESHOLD),
+    (spec.IOU_THRESHOLD, spec.DEFAULT_IOU_THRESHOLD),
+    (spec.GENDER_THRESHOLD, spec.DEFAULT_GENDER_THRESHOLD),
+)
+
+
+def _manifest(model_dir: Path, version: str) -> dict[str, Any]:
+    try:
+        return manifest.read(model_dir / version)
+    except FileNotFoundError as e:
+        raise pb_utils.TritonModelException(str(e)) from e
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
-        detector = Path(args["model_repository"]).parent / parameter(config, "detector")
-        try:
-            record = manifest.read(detector / args["model_version"])
-        except FileNotFoundError as e:
-            raise pb_utils.TritonModelException(str(e)) from e
-        self.person_classes = torch.tensor(record["person_class_ids"], dtype=torch.long)
+        repository = Path(args["model_repository"]).parent
+        detector = _manifest(repository / parameter(config, "detector"), args["model_version"])
+        self.person_classes = torch.tensor(detector["person_class_ids"], dtype=torch.long)
+        self.gender_model = parameter(config, "gender")
+        classifier = _manifest(repository / self.gender_model, args["model_version"])
+        self.classifier = ClassifierInput.from_manifest(classifier)
+        self.gender_values = torch.tensor(classifier["gender_values"], dtype=torch.long)
+        self.gender_max_batch = int(parameter(config, "gender_max_batch"))
+
+    def _thresholds(self, requests: list[Any], sizes: list[int]) -> tuple[list[list[float]], dict[int, Any]]:
+        """Per threshold tensor, one value per image; and error responses for values out of range."""
+        values: list[list[float]] = [[] for _ in THRESHOLDS]
+        errors = {}
+        for i, (request, rows) in enumerate(zip(requests, sizes, strict=True)):
+            for column, (tensor, default) in zip(values, THRESHOLDS, strict=True):
+                given = per_image(request, tensor, default, rows)
+                if not all(0.0 <= v <= 1.0 for v in given):
+                    errors[i] = invalid(f"{tensor.name} must lie in [0, 1], got {given}")
+                column += given
+        return values, errors
+
+    def _classify(self, crops: gender.Crops, owner: list[int]) -> tuple[torch.Tensor, dict[int, Any]]:
+        """Probabilities of all crops, chunked by the classifier's max batch; a failed chunk fails its requests."""
+        parts, errors = [], {}
+        for start in range(0, crops.pixels.shape[0], self.gender_max_batch):
+            chunk = slice(start, start + self.gender_max_batch)
+            try:
+                parts.append(
+                    bls.infer(self.gender_model, {spec.CROPS.name: crops.pixels[chunk]}, spec.PROBABILITIES.name)
+                )
+            except bls.BlsError as e:
+                for b in set(crops.image[chunk].tolist()):
+                    errors[owner[b]] = _internal(f"gender classification failed: {e}")
+                parts.append(
+                    torch.zeros((crops.pixels[chunk].shape[0], len(self.gender_values)), device=crops.pixels.device)
+                )
+        return torch.cat(parts), errors
 
     def execute(self, requests: list[Any]) -> list[Any]:
         sizes = split_sizes(requests, spec.PREDICTIONS.name)
-        conf, iou, errors = [], [], {}
-        for i, (request, rows) in enumerate(zip(requests, sizes, strict=False)):
-            c = per_image(request, spec.CONF_THRESHOLD, spec.DEFAULT_CONF_THRESHOLD, rows)
-            u = per_image(request, spec.IOU_THRESHOLD, spec.DEFAULT_IOU_THRESHOLD, rows)
-            if not all(0.0 <= v <= 1.0 for v in c + u):
-                errors[i] = f"{spec.CONF_THRESHOLD.name} and {spec.IOU_THRESHOLD.name} must lie in [0, 1]"
-            conf += c
-            iou += u
+        owner = [i for i, rows in enumerate(sizes) for _ in range(rows)]  # image -> request
+        (conf, iou, gender_threshold), errors = self._thresholds(requests, sizes)
         predictions = torch.cat([as_torch(r, spec.PREDICTIONS.name) for r in requests])
-        geometry = torch.cat([as_torch(r, spec.GEOMETRY.name) for r in requests]).to(predictions.device)
         device = predictions.device
+        geometry = torch.cat([as_torch(r, spec.GEOMETRY.name) for r in requests]).to(device)
         found = postprocess.detect(
             predictions,
             geometry,
@@ -48,21 +91,36 @@ class TritonPythonModel:
             torch.tensor(iou, device=device),
             self.person_classes.to(device),
         )
+        originals = [image for r in requests for image in as_torch(r, spec.ORIGINAL.name)]
+        crops = gender.gather(found, originals, geometry, self.classifier)
+        probabilities = torch.zeros((0, len(self.gender_values)), device=device)
+        if crops.pixels.shape[0]:
+            probabilities, failed = self._classify(crops, owner)
+            errors = failed | errors  # an out-of-range threshold is the request's first problem
+        genders, gender_scores = gender.labels(
+            probabilities, self.gender_values, crops, torch.tensor(gender_threshold, device=device), len(owner)
+        )
+        outputs = (
+            (spec.NUM_DETECTIONS, found.num),
+            (spec.BOXES, found.boxes),
+            (spec.SCORES, found.scores),
+            (spec.CLASSES, found.classes),
+            (spec.GENDER, genders),
+            (spec.GENDER_SCORES, gender_scores),
+        )
         responses, start = [], 0
         for i, rows in enumerate(sizes):
             part = slice(start, start + rows)
             start += rows
             if i in errors:
-                responses.append(invalid(errors[i]))
+                responses.append(errors[i])
                 continue
             responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[
-                        to_triton(spec.NUM_DETECTIONS.name, found.num[part]),
-                        to_triton(spec.BOXES.name, found.boxes[part]),
-                        to_triton(spec.SCORES.name, found.scores[part]),
-                        to_triton(spec.CLASSES.name, found.classes[part]),
-                    ]
-                )
+                pb_utils.InferenceResponse(output_tensors=[to_triton(t.name, value[part]) for t, value in outputs])
             )
         return responses
+
+
+def _internal(message: str) -> Any:
+    """A response that fails one request with INTERNAL: the server, not the request, went wrong."""
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from nvidia.dali.pipeline import Pipeline
 
 from pipelines import spec
 from pipelines.dali.letterbox import cpu_pipeline
@@ -19,6 +18,8 @@ from pipelines.triton.tensors import invalid, model_config
 
 # Magic bytes of the formats the decoders accept.
 _SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # IMAGES, GEOMETRY, ORIGINAL
 
 
 def check_encoded(image: np.ndarray) -> str | None:
@@ -31,64 +32,58 @@ def check_encoded(image: np.ndarray) -> str | None:
     return None
 
 
+def _trim(outputs: Outputs) -> Outputs:
+    """Cut ORIGINAL's padding down to this request's largest image."""
+    images, geometry, original = outputs
+    width, height = (int(v) for v in geometry[:, 4:6].max(axis=0))
+    return images, geometry, np.ascontiguousarray(original[:, :height, :width])
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.max_batch = model_config(args)["max_batch_size"]
-        self.logger = pb_utils.Logger
-        self.pipe = self._build()
+        self.pipe = cpu_pipeline(self.max_batch)
 
-    def _build(self) -> Pipeline:
-        return cpu_pipeline(self.max_batch)
-
-    def _run(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        letterboxed, geometry = self.pipe.run(**{spec.IMAGE.name: images})
-        return np.array(letterboxed.as_tensor()), np.array(geometry.as_tensor())
+    def _run(self, images: list[np.ndarray]) -> Outputs:
+        return tuple(np.array(out.as_tensor()) for out in self.pipe.run(**{spec.IMAGE.name: images}))
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        per_request: list[list[np.ndarray] | str] = []
+        batches: list[list[np.ndarray]] = []
+        results: list[Outputs | str | None] = []
         for request in requests:
-            rows = pb_utils.get_input_tensor_by_name(request, spec.IMAGE.name).as_numpy()
-            images = [row for row in rows]
+            images = list(pb_utils.get_input_tensor_by_name(request, spec.IMAGE.name).as_numpy())
             problems = [p for p in map(check_encoded, images) if p]
-            per_request.append(f"{spec.IMAGE.name}: {problems[0]}" if problems else images)
-        good = [i for i, r in enumerate(per_request) if not isinstance(r, str)]
-        results: dict[int, tuple[np.ndarray, np.ndarray] | str] = {
-            i: r for i, r in enumerate(per_request) if isinstance(r, str)
-        }
-        if good:
+            batches.append(images)
+            results.append(f"{spec.IMAGE.name}: {problems[0]}" if problems else None)
+        pending = [i for i, r in enumerate(results) if r is None]
+        if pending:
             try:
-                batch = self._run([img for i in good for img in per_request[i]])
-                start = 0
-                for i in good:
-                    n = len(per_request[i])
-                    results[i] = (batch[0][start : start + n], batch[1][start : start + n])
-                    start += n
+                together = self._run([image for i in pending for image in batches[i]])
             except RuntimeError:
-                self.pipe = self._build()
-                for i in good:
-                    results[i] = self._run_alone(per_request[i])
-        return [self._respond(results[i]) for i in range(len(requests))]
+                self.pipe = cpu_pipeline(self.max_batch)
+                for i in pending:
+                    results[i] = self._run_alone(batches[i])
+            else:
+                bounds = np.cumsum([0] + [len(batches[i]) for i in pending])
+                for i, lo, hi in zip(pending, bounds[:-1], bounds[1:], strict=True):
+                    results[i] = tuple(out[lo:hi] for out in together)
+        return [self._respond(r) for r in results]
 
-    def _run_alone(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | str:
+    def _run_alone(self, images: list[np.ndarray]) -> Outputs | str:
         try:
             return self._run(images)
         except RuntimeError as e:
-            self.pipe = self._build()
-            reason = str(e).strip().splitlines()
-            self.logger.log_info(f"decode failed: {reason[-1] if reason else e}")
+            self.pipe = cpu_pipeline(self.max_batch)
+            lines = str(e).strip().splitlines()
+            pb_utils.Logger.log_info(f"decode failed: {lines[-1] if lines else e}")
             return f"{spec.IMAGE.name}: the image could not be decoded (corrupt or unsupported data)"
 
     @staticmethod
-    def _respond(result: tuple[np.ndarray, np.ndarray] | str) -> Any:
+    def _respond(result: Outputs | str | None) -> Any:
         if isinstance(result, str):
             return invalid(result)
-        letterboxed, geometry = result
+        assert result is not None
+        names = (spec.IMAGES.name, spec.GEOMETRY.name, spec.ORIGINAL.name)
         return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor(spec.IMAGES.name, letterboxed),
-                pb_utils.Tensor(spec.GEOMETRY.name, geometry),
-            ]
+            output_tensors=[pb_utils.Tensor(n, v) for n, v in zip(names, _trim(result), strict=True)]
         )
-
-    def finalize(self) -> None:
-        del self.pipe

@@ -25,12 +25,16 @@ def parameter(config: dict[str, Any], key: str) -> str:
         raise pb_utils.TritonModelException(f"model config lacks parameter {key!r}") from e
 
 
-def as_torch(request: Any, name: str) -> torch.Tensor:
-    """An input as a torch tensor, on the device where Triton placed it (no copy)."""
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
+def to_torch(tensor: Any) -> torch.Tensor:
+    """A Triton tensor as torch, on the device where Triton placed it (no copy)."""
     if tensor.is_cpu():
         return torch.from_numpy(tensor.as_numpy())
     return torch.from_dlpack(tensor.to_dlpack())
+
+
+def as_torch(request: Any, name: str) -> torch.Tensor:
+    """A request's input as torch (see to_torch)."""
+    return to_torch(pb_utils.get_input_tensor_by_name(request, name))
 
 
 def per_image(request: Any, tensor: spec.Tensor, default: float, rows: int) -> list[float]:

@@ -97,8 +97,8 @@ def _tiny_model() -> onnx.ModelProto:
 
 def test_rename_graph_input_and_output() -> None:
     model = _tiny_model()
-    detector_onnx._rename(model, "images", spec.IMAGES.name)
-    detector_onnx._rename(model, "output0", spec.PREDICTIONS.name)
+    detector_onnx.rename(model, "images", spec.IMAGES.name)
+    detector_onnx.rename(model, "output0", spec.PREDICTIONS.name)
     onnx.checker.check_model(model, full_check=True)
 
     names = {n for node in model.graph.node for n in (*node.input, *node.output)}
@@ -118,5 +118,5 @@ def test_rename_graph_input_and_output() -> None:
 def test_rename_leaves_other_names_alone() -> None:
     model = _tiny_model()
     before = model.SerializeToString()
-    detector_onnx._rename(model, "absent", "X")
+    detector_onnx.rename(model, "absent", "X")
     assert model.SerializeToString() == before, "renaming a name that is not there changed the graph"

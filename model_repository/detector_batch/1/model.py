@@ -1,5 +1,5 @@
-"""Python-backend model for the cpu variant; the logic lives in pipelines.triton.detector_onnx.
+"""Python-backend model for the cpu variant; the logic lives in pipelines.triton.onnx_runtime.
 
 Rendered by `make configs`."""
 
-from pipelines.triton.detector_onnx import TritonPythonModel  # noqa: F401
+from pipelines.triton.onnx_runtime import TritonPythonModel  # noqa: F401

@@ -1,4 +1,7 @@
-"""cpu variant of `detector_<tier>`: the exported `model.onnx` on ONNX Runtime, all requests in one run."""
+"""cpu variant of `detector_<tier>` and `gender_<tier>`: the exported `model.onnx` on ONNX Runtime.
+
+One run for all requests of the batch; the input and output names come from the model config.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from pipelines import spec
-from pipelines.triton.tensors import split_sizes
+from pipelines.triton.tensors import model_config
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
+        config = model_config(args)
+        (self.input,) = (i["name"] for i in config["input"])
+        (self.output,) = (o["name"] for o in config["output"])
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         if not path.is_file():
             raise pb_utils.TritonModelException(f"{path} is missing: run `make export` first")
@@ -24,7 +30,7 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        images = np.concatenate([pb_utils.get_input_tensor_by_name(r, spec.IMAGES.name).as_numpy() for r in requests])
-        (predictions,) = self.session.run([spec.PREDICTIONS.name], {spec.IMAGES.name: images})
-        chunks = np.split(predictions, np.cumsum(split_sizes(requests, spec.IMAGES.name))[:-1])
-        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(spec.PREDICTIONS.name, c)]) for c in chunks]
+        inputs = [pb_utils.get_input_tensor_by_name(r, self.input).as_numpy() for r in requests]
+        (outputs,) = self.session.run([self.output], {self.input: np.concatenate(inputs)})
+        chunks = np.split(outputs, np.cumsum([len(i) for i in inputs])[:-1])
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output, c)]) for c in chunks]

