@@ -1,0 +1,180 @@
+"""Gender per person, classified in the server by BLS, against an in-process reference."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from export import manifest
+from pipelines import spec
+from pipelines.crops import ClassifierInput, crop_regions, cut
+from tests.server.conftest import SAMPLES
+from tools.client import PeopleClient
+from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions
+
+REPOSITORY = ROOT / "model_repository"
+SCORE_TOLERANCE = 1e-4
+
+
+def _gender_manifest(tier: str) -> dict:
+    return manifest.read(REPOSITORY / spec.tier(tier).model(spec.Step.GENDER) / "1")
+
+
+def reference_gender(image: bytes, boxes: np.ndarray, tier: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """GENDER and GENDER_SCORES for served boxes: cv2 decode, the same crops, the same ONNX on ONNX Runtime."""
+    record = _gender_manifest(tier)
+    classifier = ClassifierInput.from_manifest(record)
+    rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    h, w = rgb.shape[:2]
+    t = torch.from_numpy(boxes.copy())
+    regions, ok = crop_regions(t, torch.tensor([[w, h]], dtype=torch.float32).expand(len(t), 2),
+                               spec.CROP_POLICY, classifier.padding)  # fmt: skip
+    gender = np.full(len(boxes), spec.UNDETERMINED, dtype=np.int32)
+    scores = np.zeros(len(boxes), dtype=np.float32)
+    if ok.any():
+        crops = cut(torch.from_numpy(rgb), regions[ok], classifier).numpy()
+        session = ort.InferenceSession(str(REPOSITORY / spec.tier(tier).model(spec.Step.GENDER) / "1" / "model.onnx"))
+        (probs,) = session.run([spec.PROBABILITIES.name], {spec.CROPS.name: crops})
+        top, index = probs.max(axis=1), probs.argmax(axis=1)
+        values = np.array(record["gender_values"])[index]
+        gender[ok.numpy()] = np.where(top >= threshold, values, spec.UNDETERMINED)
+        scores[ok.numpy()] = top
+    return gender, scores
+
+
+def _stats(server: Server, model: str) -> tuple[int, int]:
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(server.options.endpoints.grpc_url)
+    s = c.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+
+
+@pytest.mark.parametrize("tier", spec.TIER_NAMES)
+@pytest.mark.parametrize("image", sorted(SAMPLES))
+def test_gender_equals_in_process_reference(grpc_client: PeopleClient, tier: str, image: str) -> None:
+    data = SAMPLES[image].read_bytes()
+    raw = grpc_client.infer_raw(tier, grpc_client.inputs([data]))
+    n = int(raw[spec.NUM_DETECTIONS.name][0, 0])
+    gender, scores = raw[spec.GENDER.name][0], raw[spec.GENDER_SCORES.name][0]
+    assert n > 0
+    expected_gender, expected_scores = reference_gender(
+        data, raw[spec.BOXES.name][0, :n], tier, spec.DEFAULT_GENDER_THRESHOLD
+    )
+    assert gender[:n].tolist() == expected_gender.tolist()
+    np.testing.assert_allclose(scores[:n], expected_scores, atol=SCORE_TOLERANCE)
+    for g, s in zip(gender[:n], scores[:n], strict=True):
+        # Every person: a label with its probability in [threshold, 1], or -1 with a reason:
+        # not classified (score 0, crop too small) or unsure (score under the threshold).
+        assert (g in (0, 1) and spec.DEFAULT_GENDER_THRESHOLD <= s <= 1) or (
+            g == spec.UNDETERMINED and (s == 0 or s < spec.DEFAULT_GENDER_THRESHOLD)
+        ), (g, s)
+    assert (gender[n:] == spec.UNDETERMINED).all() and not scores[n:].any()
+
+
+def test_gender_threshold_per_request(grpc_client: PeopleClient, sample_bytes: dict[str, bytes]) -> None:
+    bus = sample_bytes["bus.jpg"]
+    inputs = grpc_client.inputs([bus, bus])
+    threshold = np.array([[0.0], [1.0]], dtype=np.float32)
+    inputs.append(grpc_client._input(spec.GENDER_THRESHOLD, threshold))
+    raw = grpc_client.infer_raw("balanced", inputs)
+    n = int(raw[spec.NUM_DETECTIONS.name][0, 0])
+    scores = raw[spec.GENDER_SCORES.name]
+    classified = scores[0, :n] > 0
+    assert classified.any()
+    assert (raw[spec.GENDER.name][0, :n][classified] >= 0).all(), "threshold 0 labels every classified person"
+    assert (raw[spec.GENDER.name][1, :n][scores[1, :n] < 1] == spec.UNDETERMINED).all()
+    np.testing.assert_array_equal(scores[0], scores[1])
+
+
+def test_no_person_makes_no_classifier_call(server: Server, grpc_client: PeopleClient) -> None:
+    empty = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))[1].tobytes()
+    model = spec.tier("streaming").model(spec.Step.GENDER)
+    before = _stats(server, model)
+    raw = grpc_client.infer_raw("streaming", grpc_client.inputs([empty]))
+    assert raw[spec.NUM_DETECTIONS.name][0, 0] == 0
+    assert (raw[spec.GENDER.name] == spec.UNDETERMINED).all()
+    assert _stats(server, model) == before, "the classifier ran although nobody was found"
+
+
+def test_more_persons_than_the_classifier_batch_are_chunked(
+    server: Server, grpc_client: PeopleClient, sample_bytes: dict[str, bytes]
+) -> None:
+    tier = "batch"
+    model = spec.tier(tier).model(spec.Step.GENDER)
+    limit = spec.GENDER_BATCHING["cpu"].max_batch_size
+    images = [sample_bytes["bus.jpg"]] * 6
+    before = _stats(server, model)
+    raw = grpc_client.infer_raw(tier, grpc_client.inputs(images, conf=0.01))
+    after = _stats(server, model)
+    classified = int((raw[spec.GENDER_SCORES.name] > 0).sum())
+    assert classified > limit, f"only {classified} persons to classify; the test needs more than {limit}"
+    assert after[0] - before[0] == classified, "every classifiable person went to the classifier once"
+    assert after[1] - before[1] >= -(-classified // limit), "calls were chunked by the classifier's max batch"
+    for i, data in enumerate(images):
+        n = int(raw[spec.NUM_DETECTIONS.name][i, 0])
+        expected, expected_scores = reference_gender(
+            data, raw[spec.BOXES.name][i, :n], tier, spec.DEFAULT_GENDER_THRESHOLD
+        )
+        assert raw[spec.GENDER.name][i, :n].tolist() == expected.tolist()
+        np.testing.assert_allclose(raw[spec.GENDER_SCORES.name][i, :n], expected_scores, atol=SCORE_TOLERANCE)
+
+
+def _always_female(size: int) -> onnx.ModelProto:
+    """A classifier that answers [1, 0] (female) for any crop: a dynamic batch, CROPS -> PROBABILITIES."""
+    crops = helper.make_tensor_value_info(spec.CROPS.name, TensorProto.FLOAT, ["N", 3, size, size])
+    probs = helper.make_tensor_value_info(spec.PROBABILITIES.name, TensorProto.FLOAT, ["N", 2])
+    nodes = [
+        helper.make_node("ReduceMean", [spec.CROPS.name, "axes"], ["mean"], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "one"], ["column"]),
+        helper.make_node("Mul", ["column", "zero"], ["zeros"]),
+        helper.make_node("Add", ["zeros", "female"], [spec.PROBABILITIES.name]),
+    ]
+    constants = [
+        helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("female", TensorProto.FLOAT, [2], [1.0, 0.0]),
+    ]
+    graph = helper.make_graph(nodes, "always_female", [crops], [probs], initializer=constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def always_female_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The balanced tier alone, its gender model replaced by a classifier that always says female."""
+    repo = tmp_path_factory.mktemp("repository")
+    tier = spec.tier("balanced")
+    for step in (*spec.MODELS, spec.Step.ENSEMBLE):
+        shutil.copytree(REPOSITORY / tier.model(step), repo / tier.model(step), symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "model.onnx"))  # fmt: skip
+    for step in (spec.Step.DETECTOR,):
+        (repo / tier.model(step) / "1" / "model.onnx").symlink_to(REPOSITORY / tier.model(step) / "1" / "model.onnx")
+    gender_dir = repo / tier.model(spec.Step.GENDER) / "1"
+    record = manifest.read(gender_dir)
+    onnx.save(_always_female(record["preprocessing"]["size"]), str(gender_dir / "model.onnx"))
+    manifest.write(gender_dir, dict(record, source="tests: always female", onnx_sha256=None))
+    log = tmp_path_factory.mktemp("triton") / "always-female.log"
+    with Server(ServerOptions(repository=repo, endpoints=Endpoints.free()), log_path=log) as s:
+        yield s
+
+
+def test_served_classifier_is_the_one_used(always_female_server: Server, sample_bytes: dict[str, bytes]) -> None:
+    client = PeopleClient(always_female_server.options.endpoints.grpc_url)
+    raw = client.infer_raw("balanced", client.inputs([sample_bytes["bus.jpg"], sample_bytes["zidane.jpg"]]))
+    for i in range(2):
+        n = int(raw[spec.NUM_DETECTIONS.name][i, 0])
+        scores = raw[spec.GENDER_SCORES.name][i, :n]
+        assert n > 0 and (scores > 0).any()
+        assert (raw[spec.GENDER.name][i, :n][scores > 0] == 0).all(), "every classified person is female"
+        np.testing.assert_array_equal(scores[scores > 0], 1.0)
