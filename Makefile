@@ -23,6 +23,9 @@ IMAGE            ?= triton-people:$(TRITON_IMAGE_TAG)
 # `make export DETECTOR=yolo11n.pt` (needs internet) or a path to weights.
 DETECTOR       ?= default
 PERSON_CLASSES ?=
+# `make export GENDER_MODEL=path/model.onnx` (facts in path/model.json) or an Ultralytics classification .pt.
+GENDER_MODEL   ?= default
+EXPORT_ARGS     = --detector $(DETECTOR) $(if $(PERSON_CLASSES),--person-classes $(PERSON_CLASSES)) --gender-model $(GENDER_MODEL)
 # `make serve HOST=0.0.0.0 HTTP_PORT=... API_KEY=...`
 HOST       ?= 127.0.0.1
 HTTP_PORT  ?= 8000
@@ -66,10 +69,10 @@ setup: $(VENV)/.installed $(TRITON_DIR)/bin/tritonserver ## Create the virtualen
 tritonserver: $(TRITON_DIR)/bin/tritonserver ## Unpack Triton 2.51 (python backend) from the nvidia-pytriton wheel
 
 model_repository/gender_batch/1/manifest.json: | $(VENV)/.installed
-	$(PY) -m export --detector $(DETECTOR) $(if $(PERSON_CLASSES),--person-classes $(PERSON_CLASSES))
+	$(PY) -m export $(EXPORT_ARGS)
 
-export: $(VENV)/.installed ## Weights -> model.onnx per tier (+ TensorRT plans on a GPU); DETECTOR=, PERSON_CLASSES=
-	$(PY) -m export --detector $(DETECTOR) $(if $(PERSON_CLASSES),--person-classes $(PERSON_CLASSES))
+export: $(VENV)/.installed ## Weights -> model.onnx per tier (+ TensorRT plans on a GPU); DETECTOR=, PERSON_CLASSES=, GENDER_MODEL=
+	$(PY) -m export $(EXPORT_ARGS)
 
 configs: $(VENV)/.installed ## Re-render every config.pbtxt and served wiring file from pipelines/spec.py
 	$(PY) -m pipelines.render

@@ -30,6 +30,16 @@ class Person:
     box: tuple[float, float, float, float]
     score: float
     cls: int
+    gender: int  # 0 female, 1 male, -1 undetermined (spec.GENDER_LABELS)
+    gender_score: float
+
+    @property
+    def gender_label(self) -> str | None:
+        return spec.GENDER_LABELS[self.gender] if self.gender != spec.UNDETERMINED else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"box": list(self.box), "score": self.score, "class": self.cls, "gender": self.gender_label,
+                "gender_score": self.gender_score}  # fmt: skip
 
 
 def pack(images: Sequence[bytes]) -> np.ndarray:
@@ -44,16 +54,19 @@ def pack(images: Sequence[bytes]) -> np.ndarray:
 def unpack(outputs: dict[str, np.ndarray]) -> list[list[Person]]:
     """The padded ensemble outputs as a list of persons per image."""
     result = []
-    for n, boxes, scores, classes in zip(
-        outputs[spec.NUM_DETECTIONS.name][:, 0],
-        outputs[spec.BOXES.name],
-        outputs[spec.SCORES.name],
-        outputs[spec.CLASSES.name],
-        strict=False,
+    columns = [outputs[t.name] for t in (spec.BOXES, spec.SCORES, spec.CLASSES, spec.GENDER, spec.GENDER_SCORES)]
+    for n, boxes, scores, classes, gender, gender_scores in zip(
+        outputs[spec.NUM_DETECTIONS.name][:, 0], *columns, strict=True
     ):
         result.append(
             [
-                Person(tuple(round(float(v), 2) for v in boxes[k]), round(float(scores[k]), 4), int(classes[k]))
+                Person(
+                    box=tuple(round(float(v), 2) for v in boxes[k]),
+                    score=round(float(scores[k]), 4),
+                    cls=int(classes[k]),
+                    gender=int(gender[k]),
+                    gender_score=round(float(gender_scores[k]), 4),
+                )
                 for k in range(int(n))
             ]
         )
@@ -106,10 +119,11 @@ class PeopleClient:
         tier: str = spec.DEFAULT_TIER,
         conf: float | None = None,
         iou: float | None = None,
+        gender_threshold: float | None = None,
         **kwargs: Any,
     ) -> list[list[Person]]:
         """Persons in each image, sent as one request (fails as a whole if one image is bad)."""
-        return unpack(self.infer_raw(tier, self.inputs(images, conf, iou), **kwargs))
+        return unpack(self.infer_raw(tier, self.inputs(images, conf, iou, gender_threshold), **kwargs))
 
 
 def annotate(path: Path, persons: list[Person], out_dir: Path) -> Path:
@@ -121,7 +135,7 @@ def annotate(path: Path, persons: list[Person], out_dir: Path) -> Path:
         cv2.rectangle(image, (x1, y1), (x2, y2), (0, 200, 0), 2)
         cv2.putText(
             image,
-            f"{p.cls}:{p.score:.2f}",
+            f"{p.cls}:{p.score:.2f} {p.gender_label or '?'}",
             (x1, max(y1 - 5, 12)),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.5,
@@ -149,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         "--conf", type=float, help=f"person confidence threshold (server default {spec.DEFAULT_CONF_THRESHOLD})"
     )
     parser.add_argument("--iou", type=float, help=f"NMS IoU threshold (server default {spec.DEFAULT_IOU_THRESHOLD})")
+    parser.add_argument(
+        "--gender-threshold",
+        type=float,
+        help=f"below this probability gender is undetermined (server default {spec.DEFAULT_GENDER_THRESHOLD})",
+    )
     parser.add_argument("--api-key", help="the key given to `make serve API_KEY=...`")
     parser.add_argument("--annotate", type=Path, metavar="DIR", help="write each image with its boxes drawn into DIR")
     args = parser.parse_args(argv)
@@ -160,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.images:
         record: dict[str, Any] = {"image": str(path), "tier": args.tier}
         try:
-            (persons,) = client.detect([path.read_bytes()], args.tier, args.conf, args.iou)
+            (persons,) = client.detect([path.read_bytes()], args.tier, args.conf, args.iou, args.gender_threshold)
         except (OSError, InferenceServerException) as e:
             failures += 1
             record["error"] = str(e)
             print(json.dumps(record), flush=True)
             continue
         record["count"] = len(persons)
-        record["persons"] = [{"box": list(p.box), "score": p.score, "class": p.cls} for p in persons]
+        record["persons"] = [p.as_json() for p in persons]
         if args.annotate:
             record["annotated"] = str(annotate(path, persons, args.annotate))
         print(json.dumps(record), flush=True)

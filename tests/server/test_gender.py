@@ -82,9 +82,8 @@ def test_gender_equals_in_process_reference(grpc_client: PeopleClient, tier: str
 
 def test_gender_threshold_per_request(grpc_client: PeopleClient, sample_bytes: dict[str, bytes]) -> None:
     bus = sample_bytes["bus.jpg"]
-    inputs = grpc_client.inputs([bus, bus])
-    threshold = np.array([[0.0], [1.0]], dtype=np.float32)
-    inputs.append(grpc_client._input(spec.GENDER_THRESHOLD, threshold))
+    inputs = grpc_client.inputs([bus, bus], gender_threshold=0.0)
+    inputs[-1].set_data_from_numpy(np.array([[0.0], [1.0]], dtype=np.float32))
     raw = grpc_client.infer_raw("balanced", inputs)
     n = int(raw[spec.NUM_DETECTIONS.name][0, 0])
     scores = raw[spec.GENDER_SCORES.name]
