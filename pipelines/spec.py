@@ -15,6 +15,12 @@ from enum import Enum
 IMAGE_SIZE = 640  # square detector input, pixels
 PAD_VALUE = 114  # letterbox border, as Ultralytics
 
+# --- What the server accepts (checked from the header, before decoding) -------
+# Baseline or progressive 8-bit JPEG, and PNG; EXIF orientation is applied.
+MAX_IMAGE_BYTES = 16 << 20  # per image
+MAX_IMAGE_SIDE = 8192  # pixels, width or height
+MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD: about 33 megapixels
+
 # --- Detection defaults (Ultralytics `predict` defaults) ---------------------
 DEFAULT_CONF_THRESHOLD = 0.25
 DEFAULT_IOU_THRESHOLD = 0.7

@@ -93,10 +93,18 @@ class PeopleClient:
         self.headers = {"x-api-key": api_key} if api_key else None
         self.timeout_s = timeout_s
 
-    def inputs(self, images: Sequence[bytes], conf: float | None = None, iou: float | None = None) -> list[Any]:
+    def inputs(
+        self,
+        images: Sequence[bytes],
+        conf: float | None = None,
+        iou: float | None = None,
+        gender_threshold: float | None = None,
+    ) -> list[Any]:
+        """Request tensors; thresholds left as None take the server's defaults."""
         batch = pack(images)
         tensors = [self._input(spec.IMAGE, batch)]
-        for tensor, value in ((spec.CONF_THRESHOLD, conf), (spec.IOU_THRESHOLD, iou)):
+        given = ((spec.CONF_THRESHOLD, conf), (spec.IOU_THRESHOLD, iou), (spec.GENDER_THRESHOLD, gender_threshold))
+        for tensor, value in given:
             if value is not None:
                 tensors.append(self._input(tensor, np.full((len(images), 1), value, dtype=np.float32)))
         return tensors

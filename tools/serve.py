@@ -67,6 +67,27 @@ def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: 
     ]  # fmt: skip
 
 
+def supervise(server: Server, interval_s: float) -> int:
+    """Wait on the server; restart it when it exits unasked or a python stub dies."""
+    while True:
+        assert server.process is not None
+        try:
+            code = server.process.wait(timeout=interval_s)
+        except subprocess.TimeoutExpired:
+            dead = server.dead_stubs()
+            if not dead:
+                continue
+            log.error("python stub(s) died for %s; Triton keeps them 'ready' but fails their requests: restarting",
+                      ", ".join(dead))  # fmt: skip
+            server.stop()
+        else:
+            if server.stopping:
+                return code
+            log.error("tritonserver exited with %s; restarting", code)
+        server.start()
+        log.info("restarted and ready")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.serve", description=__doc__)
     parser.add_argument("--host", default=spec.HOST, help="address to bind (default loopback only)")
@@ -82,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         help="gpu: the Docker image on a GPU; cpu: local Triton, cpu configs; auto: gpu when possible",
     )
     parser.add_argument("--image", default="triton-people:latest", help="serving image for the gpu variant")
+    parser.add_argument("--check-interval", type=float, default=2.0,
+                        help="seconds between health checks of the python stubs (cpu variant)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
@@ -118,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for tier in spec.TIERS:
             log.info("  %-12s %s", tier.model(spec.Step.ENSEMBLE), tier.purpose)
         log.info("try: .venv/bin/python tools/client.py <image.jpg> --tier %s   (Ctrl-C stops)", spec.DEFAULT_TIER)
-        assert server.process is not None
-        return server.process.wait()
+        return supervise(server, args.check_interval)
     except KeyboardInterrupt:
         log.info("stopping")
         return server.stop() or 0

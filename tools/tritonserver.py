@@ -17,12 +17,11 @@ import subprocess
 import sys
 import sysconfig
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import spec
+from tools.health import dead_stubs, expected_stubs, triton_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "build" / "tritonserver"
@@ -129,9 +128,11 @@ class Server:
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
+        self.stopping = False  # set by stop(): an exit that follows was asked for
 
     def start(self) -> Server:
-        out = self.log_path.open("wb") if self.log_path else None
+        self.stopping = False
+        out = self.log_path.open("ab") if self.log_path else None
         self.process = subprocess.Popen(
             command(self.options), env=environment(), stdout=out, stderr=subprocess.STDOUT if out else None
         )
@@ -139,12 +140,17 @@ class Server:
         return self
 
     def ready(self) -> bool:
-        url = f"http://{self.options.endpoints.http_url}/v2/health/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        return triton_ready(self.options.endpoints.http_url)
+
+    def dead_stubs(self) -> list[str]:
+        """Python models whose stub processes died (Triton itself keeps calling them ready)."""
+        if self.process is None:
+            return []
+        expected = expected_stubs(self.options.repository, self.options.config_name)
+        return dead_stubs(self.process.pid, expected)
+
+    def healthy(self) -> bool:
+        return self.process is not None and self.process.poll() is None and self.ready() and not self.dead_stubs()
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -163,6 +169,8 @@ class Server:
         )
 
     def stop(self, timeout_s: float = 60) -> int | None:
+        """SIGTERM: Triton stops taking requests and finishes those in flight (up to its exit timeout)."""
+        self.stopping = True
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
         self.process.send_signal(signal.SIGTERM)

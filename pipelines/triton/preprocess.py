@@ -12,23 +12,22 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pipelines import spec
+from pipelines import spec, validate
 from pipelines.dali.letterbox import cpu_pipeline
 from pipelines.triton.tensors import invalid, model_config
-
-# Magic bytes of the formats the decoders accept.
-_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # IMAGES, GEOMETRY, ORIGINAL
 
 
-def check_encoded(image: np.ndarray) -> str | None:
-    """Why an encoded image cannot be decoded, judged before decoding, or None."""
-    if image.size == 0:
-        return "empty image: send the encoded file's bytes"
-    head = image[:8].tobytes()
-    if not any(head.startswith(sig) for sig in _SIGNATURES):
-        return f"not a JPEG or PNG (first bytes {head[:4].hex()})"
+def problem(images: list[np.ndarray]) -> str | None:
+    """Why a request's images cannot be decoded, judged from their headers, or None."""
+    for k, image in enumerate(images):
+        data = image.tobytes().rstrip(b"\0")  # rows of a multi-image request are zero-padded
+        try:
+            validate.check(data)
+        except validate.InvalidImage as e:
+            where = f" (image {k} of {len(images)})" if len(images) > 1 else ""
+            return f"{spec.IMAGE.name}{where}: {e}"
     return None
 
 
@@ -52,9 +51,8 @@ class TritonPythonModel:
         results: list[Outputs | str | None] = []
         for request in requests:
             images = list(pb_utils.get_input_tensor_by_name(request, spec.IMAGE.name).as_numpy())
-            problems = [p for p in map(check_encoded, images) if p]
             batches.append(images)
-            results.append(f"{spec.IMAGE.name}: {problems[0]}" if problems else None)
+            results.append(problem(images))
         pending = [i for i, r in enumerate(results) if r is None]
         if pending:
             try:
