@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from pipelines.spec import Step
 
 REPOSITORY = render.REPOSITORY
 VARIANTS = render.VARIANTS
-ALL_STEPS = (*spec.PIPELINE, Step.ENSEMBLE)
+ALL_STEPS = (*spec.MODELS, Step.ENSEMBLE)  # every model of a tier: the ensemble's steps, gender, the ensemble
 CASES = [(tier, variant) for tier in spec.TIERS for variant in VARIANTS]
 CASE_IDS = [f"{tier.name}-{variant}" for tier, variant in CASES]
 
@@ -27,6 +28,17 @@ def config(tier: spec.Tier, step: Step, variant: str) -> mc.ModelConfig:
     return load(REPOSITORY / tier.model(step) / render.CONFIG_PATHS[variant])
 
 
+def batching(tier: spec.Tier, step: Step, variant: str) -> spec.Batching:
+    """What the spec says a model batches with: its tier's, or the gender classifier's own."""
+    if step is Step.GENDER:
+        return spec.GENDER_BATCHING[variant]
+    return tier.gpu if variant == render.GPU else tier.cpu
+
+
+def parameters(c: mc.ModelConfig) -> dict[str, str]:
+    return {key: value.string_value for key, value in c.parameters.items()}
+
+
 def test_render_covers_every_tier_step_and_variant() -> None:
     paths = [path for path, _ in render.files()]
     assert len(paths) == len(set(paths)), "render.files() yields a path twice"
@@ -37,7 +49,7 @@ def test_render_covers_every_tier_step_and_variant() -> None:
         for variant in VARIANTS
     }
     expected |= {Path(tier.model(Step.PREPROCESS)) / "1" / "dali.py" for tier in spec.TIERS}
-    expected |= {Path(tier.model(step)) / "1" / "model.py" for tier in spec.TIERS for step in spec.PIPELINE}
+    expected |= {Path(tier.model(step)) / "1" / "model.py" for tier in spec.TIERS for step in spec.MODELS}
     assert expected <= set(paths), f"not rendered: {sorted(map(str, expected - set(paths)))}"
 
 
@@ -60,7 +72,8 @@ def test_check_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_every_committed_pbtxt_parses() -> None:
     paths = sorted(REPOSITORY.rglob("*.pbtxt"))
-    assert len(paths) == len(spec.TIERS) * len(ALL_STEPS) * len(VARIANTS), f"unexpected configs: {paths}"
+    expected = len(spec.TIERS) * (len(spec.MODELS) + 1) * len(VARIANTS)  # + 1: the ensemble
+    assert len(paths) == expected, f"{len(paths)} configs, expected {expected}: {[str(p) for p in paths]}"
     for path in paths:
         parsed = load(path)
         assert parsed.name == path.relative_to(REPOSITORY).parts[0], f"{path}: name {parsed.name!r} is not its folder"
@@ -69,13 +82,14 @@ def test_every_committed_pbtxt_parses() -> None:
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
 def test_dynamic_batching_rules(tier: spec.Tier, variant: str) -> None:
     """Triton refuses preserve_ordering with priority levels or DELAY, and preferred sizes above the max."""
-    for step in spec.PIPELINE:
+    for step in spec.MODELS:
         c = config(tier, step, variant)
         d = c.dynamic_batching
         label = f"{c.name} ({variant})"
         assert c.HasField("dynamic_batching"), f"{label}: no dynamic batching"
         assert c.max_batch_size > 0, f"{label}: max_batch_size {c.max_batch_size}"
-        assert d.preferred_batch_size, f"{label}: no preferred batch sizes"
+        if step in spec.PIPELINE:  # the classifier takes whatever chunks postprocess sends
+            assert d.preferred_batch_size, f"{label}: no preferred batch sizes"
         too_big = [p for p in d.preferred_batch_size if not 0 < p <= c.max_batch_size]
         assert not too_big, f"{label}: preferred {too_big} > max_batch_size {c.max_batch_size}"
         policies = [d.default_queue_policy, *d.priority_queue_policy.values()]
@@ -98,6 +112,40 @@ def test_ensemble_batch_fits_every_step(tier: spec.Tier, variant: str) -> None:
         assert ensemble.max_batch_size <= c.max_batch_size, (
             f"{ensemble.name} ({variant}) max_batch_size {ensemble.max_batch_size} > {c.name} {c.max_batch_size}"
         )
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_postprocess_names_its_models(tier: spec.Tier, variant: str) -> None:
+    """postprocess reads the detector's and the classifier's manifests and calls the classifier by these names."""
+    post = config(tier, Step.POSTPROCESS, variant)
+    found = parameters(post)
+    label = f"{post.name} ({variant})"
+    for key, step in (("detector", Step.DETECTOR), ("gender", Step.GENDER)):
+        assert found.get(key) == tier.model(step), f"{label}: parameter {key}={found.get(key)!r}"
+        path = REPOSITORY / found[key] / render.CONFIG_PATHS[variant]
+        assert path.is_file(), f"{label}: {key}={found[key]!r} names no model of the repository ({path})"
+        named = load(path)
+        assert named.name == found[key], f"{label}: {path} is model {named.name!r}"
+        inputs = [t.name for t in named.input]
+        assert inputs == [t.name for t in spec.STEP_INPUTS[step]], f"{label}: {key} model takes {inputs}"
+
+    gender = config(tier, Step.GENDER, variant)
+    chunk = int(found.get("gender_max_batch", "0"))
+    assert chunk == spec.GENDER_BATCHING[variant].max_batch_size, f"{label}: gender_max_batch {chunk}"
+    assert 0 < chunk <= gender.max_batch_size, f"{label}: chunks of {chunk} > {gender.name} max {gender.max_batch_size}"
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_gender_model(tier: spec.Tier, variant: str) -> None:
+    """Called by postprocess through BLS, so not an ensemble step; its own batching; CROPS -> PROBABILITIES."""
+    c = config(tier, Step.GENDER, variant)
+    label = f"{c.name} ({variant})"
+    steps = [s.model_name for s in config(tier, Step.ENSEMBLE, variant).ensemble_scheduling.step]
+    assert c.name not in steps, f"{label}: is a step of the ensemble {steps}"
+    assert c.max_batch_size == spec.GENDER_BATCHING[variant].max_batch_size, f"{label}: max_batch_size"
+    assert _contract(c.input) == _spec_contract(spec.STEP_INPUTS[Step.GENDER], True), f"{label}: inputs"
+    assert _contract(c.output) == _spec_contract(spec.STEP_OUTPUTS[Step.GENDER], False), f"{label}: outputs"
+    assert not c.dynamic_batching.preserve_ordering and not c.dynamic_batching.priority_levels, label
 
 
 def _contract(tensors: list[mc.ModelInput] | list[mc.ModelOutput]) -> list[tuple]:
@@ -132,6 +180,7 @@ def test_ensemble_maps_reference_existing_tensors(tier: spec.Tier, variant: str)
     ensemble = config(tier, Step.ENSEMBLE, variant)
     steps = ensemble.ensemble_scheduling.step
     assert [s.model_name for s in steps] == [tier.model(step) for step in spec.PIPELINE], f"{ensemble.name}: steps"
+    assert Step.GENDER not in spec.PIPELINE, "the gender classifier is called by postprocess, not by the ensemble"
     available = {t.name for t in ensemble.input}
     for s in steps:
         c = load(REPOSITORY / s.model_name / render.CONFIG_PATHS[variant])
@@ -148,16 +197,41 @@ def test_ensemble_maps_reference_existing_tensors(tier: spec.Tier, variant: str)
     assert not missing, f"{ensemble.name} ({variant}): outputs {missing} are produced by no step"
 
 
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_ensemble_hands_original_from_preprocess_to_postprocess(tier: spec.Tier, variant: str) -> None:
+    """The crops are cut from the decoded image: preprocess's ORIGINAL must reach postprocess unchanged."""
+    steps = {s.model_name: s for s in config(tier, Step.ENSEMBLE, variant).ensemble_scheduling.step}
+    pre, post = steps[tier.model(Step.PREPROCESS)], steps[tier.model(Step.POSTPROCESS)]
+    name = spec.ORIGINAL.name
+    assert name in pre.output_map and name in post.input_map, f"{tier.name} ({variant}): ORIGINAL is not mapped"
+    written, read = pre.output_map[name], post.input_map[name]
+    assert written == read, f"{tier.name} ({variant}): preprocess writes {written!r}, postprocess reads {read!r}"
+    (original,) = [t for t in config(tier, Step.PREPROCESS, variant).output if t.name == name]
+    assert mc.DataType.Name(original.data_type) == "TYPE_UINT8" and list(original.dims) == [-1, -1, 3], original
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_ensemble_documents_gender_labels(tier: spec.Tier, variant: str) -> None:
+    ensemble = config(tier, Step.ENSEMBLE, variant)
+    text = parameters(ensemble).get("gender_labels")
+    assert text == "0=female,1=male,-1=undetermined", f"{ensemble.name} ({variant}): gender_labels {text!r}"
+    pairs = dict(item.split("=") for item in text.split(","))
+    expected = {str(v): name for v, name in enumerate(spec.GENDER_LABELS)} | {str(spec.UNDETERMINED): "undetermined"}
+    assert pairs == expected, f"{ensemble.name}: gender_labels {pairs} disagree with the spec {expected}"
+
+
 @pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
 def test_backends_and_instance_kinds(tier: spec.Tier) -> None:
-    pre, det, post = (config(tier, step, render.GPU) for step in spec.PIPELINE)
+    pre, det, post, gender = (config(tier, step, render.GPU) for step in spec.MODELS)
     assert pre.backend == "dali", f"{pre.name}: GPU backend {pre.backend!r}"
-    assert det.platform == "tensorrt_plan" and det.default_model_filename == "model.plan", f"{det.name}: GPU platform"
+    for c in (det, gender):
+        assert c.platform == "tensorrt_plan" and c.default_model_filename == "model.plan", f"{c.name}: GPU platform"
     assert post.backend == "python", f"{post.name}: GPU backend {post.backend!r}"
-    for c in (pre, det, post):
+    assert parameters(post).get("FORCE_CPU_ONLY_INPUT_TENSORS") == "no", f"{post.name}: inputs copied to the host"
+    for c in (pre, det, post, gender):
         kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in c.instance_group]
         assert kinds == ["KIND_GPU"], f"{c.name} (gpu): instance kinds {kinds}"
-    for step in spec.PIPELINE:
+    for step in spec.MODELS:
         c = config(tier, step, render.CPU)
         kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in c.instance_group]
         assert c.backend == "python" and not c.platform, (
@@ -175,13 +249,28 @@ def test_preprocess_image_is_ragged(tier: spec.Tier, variant: str) -> None:
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
 def test_batch_sizes_come_from_the_spec(tier: spec.Tier, variant: str) -> None:
-    batching = tier.gpu if variant == render.GPU else tier.cpu
     for step in ALL_STEPS:
+        b = batching(tier, Step.PREPROCESS if step is Step.ENSEMBLE else step, variant)
         c = config(tier, step, variant)
-        assert c.max_batch_size == batching.max_batch_size, f"{c.name} ({variant}): max_batch_size"
+        assert c.max_batch_size == b.max_batch_size, f"{c.name} ({variant}): max_batch_size"
         if step is not Step.ENSEMBLE:
-            preferred = tuple(c.dynamic_batching.preferred_batch_size)
-            assert preferred == batching.preferred_batch_sizes, f"{c.name} ({variant}): preferred {preferred}"
+            d = c.dynamic_batching
+            preferred = tuple(d.preferred_batch_size)
+            assert preferred == b.preferred_batch_sizes, f"{c.name} ({variant}): preferred {preferred}"
+            assert d.max_queue_delay_microseconds == b.max_queue_delay_us, f"{c.name} ({variant}): queue delay"
+            assert d.default_queue_policy.max_queue_size == b.max_queue_size, f"{c.name} ({variant}): queue size"
+            assert [g.count for g in c.instance_group] == [b.instances], f"{c.name} ({variant}): instances"
+
+
+@pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
+def test_rendered_model_py_imports_its_module(tier: spec.Tier) -> None:
+    """Every python-backend model.py is one import of an existing module (gender and detector: ONNX Runtime)."""
+    assert render.PYTHON_MODELS[Step.GENDER] == render.PYTHON_MODELS[Step.DETECTOR] == "pipelines.triton.onnx_runtime"
+    for step in spec.MODELS:
+        module = render.PYTHON_MODELS[step]
+        text = (REPOSITORY / tier.model(step) / "1" / "model.py").read_text()
+        assert f"from {module} import TritonPythonModel" in text, f"{tier.model(step)}/1/model.py does not use {module}"
+        assert importlib.util.find_spec(module) is not None, f"{module} does not exist"
 
 
 @pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)

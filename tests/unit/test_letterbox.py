@@ -2,6 +2,9 @@
 
 The GPU graph is the same function with a `mixed` decoder, so these pin down its
 geometry and arithmetic too; only the GPU graph's serialization is checked here.
+ORIGINAL, the decoded image the person crops come from, is compared with
+cv2.imdecode (what Ultralytics reads): DALI's CPU decoder is bit-identical to it
+on every PNG and JPEG here, so the comparison is exact.
 """
 
 from __future__ import annotations
@@ -95,27 +98,52 @@ def pipe() -> Pipeline:
     return letterbox.cpu_pipeline(batch_size=BATCH)
 
 
-def run(pipe: Pipeline, encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """IMAGES [N, 3, 640, 640] and GEOMETRY [N, 6], in chunks no larger than the pipeline's batch."""
-    images, geometry = [], []
+def run(pipe: Pipeline, encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """IMAGES [N, 3, 640, 640], GEOMETRY [N, 6] and each image's ORIGINAL row (padded to its run's largest).
+
+    Runs in chunks no larger than the pipeline's batch; ORIGINAL's shape differs between chunks.
+    """
+    images, geometry, originals = [], [], []
     for start in range(0, len(encoded), BATCH):
         chunk = [np.frombuffer(e, np.uint8) for e in encoded[start : start + BATCH]]
-        out_images, out_geometry = pipe.run(IMAGE=chunk)
+        out_images, out_geometry, out_original = pipe.run(IMAGE=chunk)
         images.append(out_images.as_array())
         geometry.append(out_geometry.as_array())
-    return np.concatenate(images), np.concatenate(geometry)
+        originals.extend(out_original.as_array())  # as_array: one uniform shape for the whole run
+    return np.concatenate(images), np.concatenate(geometry), originals
+
+
+Letterboxed = tuple[np.ndarray, np.ndarray, np.ndarray]  # IMAGES, GEOMETRY, ORIGINAL of one image
 
 
 @pytest.fixture(scope="module")
-def letterboxed(pipe: Pipeline) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+def letterboxed(pipe: Pipeline) -> Callable[[int, int], Letterboxed]:
     """The DALI output for a noise image of a given shape, run once per shape."""
 
     @cache
-    def one(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        images, geometry = run(pipe, [noise_png(height, width)[0]])
-        return images[0], geometry[0]
+    def one(height: int, width: int) -> Letterboxed:
+        images, geometry, originals = run(pipe, [noise_png(height, width)[0]])
+        return images[0], geometry[0], originals[0]
 
     return one
+
+
+def assert_original_matches(original: np.ndarray, encoded: bytes, label: str) -> None:
+    """ORIGINAL: cv2's decode as RGB, exactly, in its top-left corner; zeros to the right of and below it."""
+    bgr = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+    assert bgr is not None, f"{label}: cv2 could not decode the reference"
+    height, width = bgr.shape[:2]
+    assert original.dtype == np.uint8 and original.ndim == 3 and original.shape[2] == 3, (
+        f"{label}: ORIGINAL {original.dtype} {original.shape}"
+    )
+    assert original.shape[0] >= height and original.shape[1] >= width, f"{label}: ORIGINAL {original.shape} is cut"
+    region = original[:height, :width]
+    differ = np.count_nonzero(np.any(region != bgr[..., ::-1], axis=2))
+    assert differ == 0, (
+        f"{label}: {differ} pixels of ORIGINAL differ from cv2.imdecode (RGB); "
+        f"max |diff| {np.abs(region.astype(int) - bgr[..., ::-1]).max()} levels (expected exact)"
+    )
+    assert not original[height:].any() and not original[:, width:].any(), f"{label}: ORIGINAL's padding is not zero"
 
 
 def assert_matches_reference(image: np.ndarray, geometry: np.ndarray, encoded: bytes, label: str) -> None:
@@ -143,31 +171,48 @@ def assert_matches_reference(image: np.ndarray, geometry: np.ndarray, encoded: b
 
 
 @pytest.mark.parametrize(("height", "width"), SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
-def test_noise_png_matches_ultralytics(
-    letterboxed: Callable[[int, int], tuple[np.ndarray, np.ndarray]], height: int, width: int
-) -> None:
-    image, geometry = letterboxed(height, width)
-    assert_matches_reference(image, geometry, noise_png(height, width)[0], f"{height}x{width}")
+def test_noise_png_matches_ultralytics(letterboxed: Callable[[int, int], Letterboxed], height: int, width: int) -> None:
+    image, geometry, original = letterboxed(height, width)
+    encoded, bgr = noise_png(height, width)
+    label = f"{height}x{width}"
+    assert_matches_reference(image, geometry, encoded, label)
+    assert original.shape == (height, width, 3), f"{label}: ORIGINAL {original.shape} alone (nothing to pad to)"
+    assert np.array_equal(original, bgr[..., ::-1]), f"{label}: ORIGINAL is not the image's RGB pixels (exact)"
 
 
 def test_mixed_shapes_in_one_batch_match_single_runs(
-    pipe: Pipeline, letterboxed: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+    pipe: Pipeline, letterboxed: Callable[[int, int], Letterboxed]
 ) -> None:
-    """A full batch of different shapes gives each sample exactly what it gets alone."""
+    """A full batch of different shapes gives each sample exactly what it gets alone; ORIGINAL is padded
+    to the batch's largest height and largest width (which may come from different images)."""
     shapes = AWKWARD[:BATCH]
-    images, geometry = run(pipe, [noise_png(h, w)[0] for h, w in shapes])
+    images, geometry, originals = run(pipe, [noise_png(h, w)[0] for h, w in shapes])
     assert images.shape == (BATCH, 3, SIZE, SIZE) and geometry.shape == (BATCH, 6)
+    largest = (max(h for h, _ in shapes), max(w for _, w in shapes), 3)
+    assert largest == (5000, 5000, 3), f"the batch should mix a tall and a wide image, got {largest}"
     for i, (h, w) in enumerate(shapes):
-        alone_image, alone_geometry = letterboxed(h, w)
+        alone_image, alone_geometry, alone_original = letterboxed(h, w)
         assert np.array_equal(geometry[i], alone_geometry), f"{h}x{w}: GEOMETRY differs in a mixed batch"
         assert np.array_equal(images[i], alone_image), f"{h}x{w}: IMAGES differ in a mixed batch (exact)"
+        assert originals[i].shape == largest, f"{h}x{w}: ORIGINAL {originals[i].shape}, the batch's max is {largest}"
+        assert np.array_equal(originals[i][:h, :w], alone_original), f"{h}x{w}: ORIGINAL differs in a mixed batch"
+        assert not originals[i][h:].any() and not originals[i][:, w:].any(), f"{h}x{w}: ORIGINAL's padding is not 0"
+
+
+def test_original_pads_to_the_batch_max(pipe: Pipeline) -> None:
+    """The padded extent is the largest height and width of this run, not of an earlier one or of the pipeline."""
+    for shapes in ([(30, 40)], [(30, 40), (50, 20)], [(7, 3), (2, 9), (5, 5)]):
+        _, _, originals = run(pipe, [noise_png(h, w)[0] for h, w in shapes])
+        largest = (max(h for h, _ in shapes), max(w for _, w in shapes), 3)
+        assert [o.shape for o in originals] == [largest] * len(shapes), f"{shapes}: ORIGINAL shapes"
 
 
 def test_photos_match_ultralytics(pipe: Pipeline) -> None:
     encoded = [reference.photo(name) for name in reference.PHOTOS]
-    images, geometry = run(pipe, encoded)
-    for name, image, geo, data in zip(reference.PHOTOS, images, geometry, encoded, strict=True):
+    images, geometry, originals = run(pipe, encoded)
+    for name, image, geo, original, data in zip(reference.PHOTOS, images, geometry, originals, encoded, strict=True):
         assert_matches_reference(image, geo, data, name)
+        assert_original_matches(original, data, name)
 
 
 def other_encodings() -> dict[str, bytes]:
@@ -185,10 +230,11 @@ def other_encodings() -> dict[str, bytes]:
 
 def test_other_encodings_match_ultralytics(pipe: Pipeline) -> None:
     encoded = other_encodings()
-    images, geometry = run(pipe, list(encoded.values()))
+    images, geometry, originals = run(pipe, list(encoded.values()))
     assert geometry[0, 4:].tolist() == [100, 300], "the EXIF-rotated JPEG must be letterboxed upright (100x300)"
-    for (label, data), image, geo in zip(encoded.items(), images, geometry, strict=True):
+    for (label, data), image, geo, original in zip(encoded.items(), images, geometry, originals, strict=True):
         assert_matches_reference(image, geo, data, label)
+        assert_original_matches(original, data, label)
 
 
 @pytest.mark.parametrize("tier", spec.TIER_NAMES)

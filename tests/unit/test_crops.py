@@ -1,0 +1,318 @@
+"""Person crops for the gender classifier: head-square geometry (`crop_regions`) and the resize (`cut`).
+
+The geometry is checked against its definition in float64 and on hand-worked
+boxes; `cut` against solid colours (exact) and against OpenCV's resizes, which
+it equals for whole-number factors and approximates otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from export import manifest
+from pipelines import render, spec
+from pipelines.crops import ClassifierInput, crop_regions, cut
+
+HEAD, PERSON = spec.CropPolicy.HEAD, spec.CropPolicy.PERSON
+GEOMETRY_ATOL = 2e-3  # pixels: float32 arithmetic on coordinates up to 4000 against float64
+EXACT = 1e-4  # normalized units: float32 rounding where the reference is exact
+# roi_align (bilinear, adaptive sampling) against cv2.INTER_AREA at fractional factors, on a smooth
+# image, in levels of 0-255: measured mean <= 0.4 and max <= 2.5 for the sides below.
+AREA_MEAN_LEVELS, AREA_MAX_LEVELS = 0.5, 3.0
+# Distinct per channel, so a swapped channel or a shared mean/scale shows.
+ODD = ClassifierInput(size=32, rgb=True, mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2)
+IDENTITY = ClassifierInput(size=32, rgb=True, mean=(0.0, 0.0, 0.0), scale=(1.0, 1.0, 1.0), padding=0.0)
+
+
+def regions(
+    boxes: list[list[float]] | np.ndarray, image_wh: tuple[float, float] | np.ndarray, policy: spec.CropPolicy, p: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """crop_regions on float32 tensors, as postprocess calls it; numpy results."""
+    b = torch.tensor(np.asarray(boxes, np.float64), dtype=torch.float32).reshape(-1, 4)
+    wh = torch.tensor(np.asarray(image_wh, np.float64), dtype=torch.float32).reshape(-1, 2).expand(len(b), 2)
+    r, ok = crop_regions(b, wh, policy, p)
+    assert r.shape == b.shape and r.dtype == torch.float32, f"regions {r.shape} {r.dtype}"
+    assert ok.shape == (len(b),) and ok.dtype == torch.bool, f"classifiable flags {ok.shape} {ok.dtype}"
+    return r.numpy().astype(np.float64), ok.numpy()
+
+
+# --- crop_regions: hand-worked boxes ----------------------------------------------------------
+# (image W, H), box, padding -> region, classifiable. head = min(0.5 w, 0.2 h), side = head (1 + 2p).
+HAND = {
+    # head min(100, 100) = 100, side 140, centred on (200, 200 + 50).
+    "inside": ((1000, 800), (100, 200, 300, 700), 0.2, (130, 180, 270, 320), True),
+    # head min(50, 100) = 50, side 70, centre (450, 25): ideal top -10, shifted down to 0.
+    "top-edge": ((1000, 800), (400, 0, 500, 500), 0.2, (415, 0, 485, 70), True),
+    # head min(20, 60) = 20, side 60, centre (20, 110): ideal left -10, shifted right to 0.
+    "left-edge": ((640, 480), (0, 100, 40, 400), 1.0, (0, 80, 60, 140), True),
+    # centre (620, 110): ideal right 650, shifted left to end at 640.
+    "right-edge": ((640, 480), (600, 100, 640, 400), 1.0, (580, 80, 640, 140), True),
+    # head min(100, 20) = 20, side 220, centre (200, 390): ideal bottom 500, shifted up to end at 480.
+    "bottom-edge": ((640, 480), (100, 380, 300, 480), 5.0, (90, 260, 310, 480), True),
+    # head min(15, 40) = 15, side min(45, 30) = 30: the square is as large as the image allows.
+    "shrunk-to-image": ((30, 200), (0, 0, 30, 200), 1.0, (0, 0, 30, 30), True),
+    # head min(8, 20) = 8 = MIN_CROP_PX: just classifiable; no padding, so the square is the head.
+    "smallest-classifiable": ((640, 480), (300, 100, 316, 200), 0.0, (304, 100, 312, 108), True),
+    # head min(7.5, 38) = 7.5 < MIN_CROP_PX; the region is still reported (side 10.5, centre (17.5, 13.75)).
+    "too-narrow": ((1000, 800), (10, 10, 25, 200), 0.2, (12.25, 8.5, 22.75, 19), False),
+    # head min(100, 6) = 6 < MIN_CROP_PX: a short box (side 8.4, centre (200, 103)).
+    "too-short": ((1000, 800), (100, 100, 300, 130), 0.2, (195.8, 98.8, 204.2, 107.2), False),
+}
+
+
+@pytest.mark.parametrize("case", list(HAND), ids=list(HAND))
+def test_head_regions_by_hand(case: str) -> None:
+    wh, box, padding, expected, classifiable = HAND[case]
+    got, ok = regions([box], wh, HEAD, padding)
+    np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-4, err_msg=f"{case}: region (atol 1e-4 px)")
+    assert bool(ok[0]) is classifiable, f"{case}: classifiable {bool(ok[0])}, expected {classifiable}"
+
+
+def test_min_crop_px_is_the_threshold() -> None:
+    """head = MIN_CROP_PX is classifiable, a hair less is not, for either limiting fraction."""
+    m = spec.MIN_CROP_PX
+    w, h = m / spec.HEAD_WIDTH_FRACTION, m / spec.HEAD_HEIGHT_FRACTION  # head = 0.5 w = m, head = 0.2 h = m
+    boxes = [[0, 0, w, 1000], [0, 0, 1000, h], [0, 0, w - 0.01, 1000], [0, 0, 1000, h - 0.01]]
+    _, ok = regions(boxes, (2000, 2000), HEAD, 0.2)
+    assert ok.tolist() == [True, True, False, False], f"classifiable at head = {m}, {m}, <{m}, <{m}: {ok.tolist()}"
+
+
+# --- crop_regions: seeded random boxes against the definition --------------------------------
+def random_boxes(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes [n, 4] inside images [n, 2] (W, H): sizes from 1 px to 4000 px, a third touching an edge."""
+    rng = np.random.default_rng(seed)
+    wh = rng.integers(1, 4001, (n, 2)).astype(np.float64)
+    small = rng.random(n) < 0.2
+    wh[small] = rng.integers(1, 64, (small.sum(), 2))
+    size = wh * rng.uniform(0.01, 1.0, (n, 2)) ** 2  # many small persons, some as large as the image
+    corner = rng.uniform(0, 1, (n, 2)) * (wh - size)
+    edge = rng.integers(0, 6, n)  # 0: left, 1: top, 2: right, 3: bottom, else free
+    corner[edge == 0, 0] = 0
+    corner[edge == 1, 1] = 0
+    corner[edge == 2, 0] = (wh - size)[edge == 2, 0]
+    corner[edge == 3, 1] = (wh - size)[edge == 3, 1]
+    boxes = np.concatenate([corner, corner + size], axis=1)
+    # What float32 makes of them, so the float64 expectation starts from the same numbers.
+    return boxes.astype(np.float32).astype(np.float64), wh
+
+
+@pytest.mark.parametrize("padding", [0.0, 0.2, 0.5, 1.0, 3.0])
+def test_random_head_regions_follow_the_definition(padding: float) -> None:
+    boxes, wh = random_boxes(seed=int(padding * 10), n=20_000)
+    got, ok = regions(boxes, wh, HEAD, padding)
+    x1, y1, x2, y2 = boxes.T
+    W, H = wh.T
+    head = np.minimum(spec.HEAD_WIDTH_FRACTION * (x2 - x1), spec.HEAD_HEIGHT_FRACTION * (y2 - y1))
+    side = np.minimum(head * (1 + 2 * padding), np.minimum(W, H))
+    cx, cy = (x1 + x2) / 2, y1 + head / 2
+    ideal = np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1)
+    r1, t1, r2, t2 = got.T
+    tol = GEOMETRY_ATOL
+
+    np.testing.assert_allclose(r2 - r1, side, rtol=0, atol=tol, err_msg="width != min(head (1 + 2p), min(W, H))")
+    np.testing.assert_allclose(t2 - t1, side, rtol=0, atol=tol, err_msg="height != width: not square")
+    assert (r1 >= 0).all() and (t1 >= 0).all(), "a region starts before the image"
+    overshoot = max((r2 - W).max(), (t2 - H).max())
+    assert overshoot <= 0, f"a region ends past the image (by {overshoot} px)"
+    assert (r1 < r2).all() and (t1 < t2).all(), "an empty region"
+    np.testing.assert_array_equal(ok, head >= spec.MIN_CROP_PX, err_msg="classifiable != head >= MIN_CROP_PX")
+
+    # Away from the edges the square is centred on the head; at an edge it is moved in, whole.
+    margin = 1e-2
+    free = (ideal[:, 0] >= margin) & (ideal[:, 1] >= margin) & (ideal[:, 2] <= W - margin) & (ideal[:, 3] <= H - margin)
+    np.testing.assert_allclose((r1 + r2)[free] / 2, cx[free], rtol=0, atol=tol, err_msg="unclipped: centre x")
+    np.testing.assert_allclose((t1 + t2)[free] / 2, cy[free], rtol=0, atol=tol, err_msg="unclipped: centre y")
+    crossing = {
+        "left": (ideal[:, 0] < -margin, r1, 0.0),
+        "top": (ideal[:, 1] < -margin, t1, 0.0),
+        "right": (ideal[:, 2] > W + margin, r2, W),
+        "bottom": (ideal[:, 3] > H + margin, t2, H),
+    }
+    for edge, (crosses, coordinate, border) in crossing.items():
+        border = np.broadcast_to(border, coordinate.shape)
+        np.testing.assert_allclose(
+            coordinate[crosses], border[crosses], rtol=0, atol=tol, err_msg=f"crossing the {edge} edge: not moved to it"
+        )
+    # Moved the least: each coordinate is the ideal one clamped into [0, W - side] (resp. H).
+    np.testing.assert_allclose(r1, np.clip(ideal[:, 0], 0, W - side), rtol=0, atol=tol, err_msg="left not minimal")
+    np.testing.assert_allclose(t1, np.clip(ideal[:, 1], 0, H - side), rtol=0, atol=tol, err_msg="top not minimal")
+
+    counts = {"free": free.sum(), "tiny": (~ok).sum(), "classifiable": ok.sum()}
+    counts |= {edge: crosses.sum() for edge, (crosses, _, _) in crossing.items()}
+    counts["shrunk"] = (head * (1 + 2 * padding) > np.minimum(W, H) + margin).sum()
+    # Without padding the square is the head, at the box's top: it never crosses an edge. The head is at
+    # most half the box's width, so only padding > 0.5 reaches the left or right edge or the image's size;
+    # the box is at least 5 heads tall, so the bottom edge needs padding > 4 (see the next test).
+    needed = ["free", "tiny", "classifiable"] + (["top"] if padding > 0 else [])
+    needed += ["left", "right", "shrunk"] if padding > 0.5 else []
+    empty = [name for name in needed if counts[name] < 20]
+    assert not empty, f"padding {padding}: too few boxes exercise {empty} ({counts}); the test would be vacuous"
+
+
+def test_bottom_edge_only_with_large_padding() -> None:
+    """The random test reaches the bottom edge only past padding 4; one seeded run there."""
+    boxes, wh = random_boxes(seed=99, n=5_000)
+    got, _ = regions(boxes, wh, HEAD, 5.0)
+    assert (got[:, 3] <= wh[:, 1]).all() and (got[:, 1] >= 0).all(), "a region leaves the image vertically"
+    at_bottom = np.isclose(got[:, 3], wh[:, 1], rtol=0, atol=GEOMETRY_ATOL)
+    shrunk = np.isclose(got[:, 3] - got[:, 1], wh.min(axis=1), rtol=0, atol=GEOMETRY_ATOL)
+    assert (at_bottom & ~shrunk).sum() >= 20, "no region was moved up from the bottom edge"
+
+
+def test_person_policy_is_the_box() -> None:
+    boxes, wh = random_boxes(seed=5, n=2_000)
+    b = torch.tensor(boxes, dtype=torch.float32)
+    got, ok = crop_regions(b, torch.tensor(wh, dtype=torch.float32), PERSON, 0.2)
+    assert torch.equal(got, b), "the person policy must return the box unchanged (padding ignored)"
+    assert got.data_ptr() != b.data_ptr(), "the person policy must return a copy, not the caller's tensor"
+    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    np.testing.assert_array_equal(ok.numpy(), sides >= spec.MIN_CROP_PX, err_msg="person: min(w, h) >= MIN_CROP_PX")
+    assert ok.any() and not ok.all(), "the boxes should include both classifiable and tiny persons"
+
+
+def test_no_boxes() -> None:
+    got, ok = crop_regions(torch.zeros((0, 4)), torch.zeros((0, 2)), HEAD, 0.2)
+    assert got.shape == (0, 4) and ok.shape == (0,), f"empty input gave {got.shape} {ok.shape}"
+
+
+# --- cut ---------------------------------------------------------------------------------------
+QUADRANTS = {"top-left": (200, 30, 30), "top-right": (30, 200, 30), "bottom-left": (30, 30, 200),
+             "bottom-right": (250, 250, 10)}  # fmt: skip
+
+
+def quadrant_image(height: int = 200, width: int = 300) -> np.ndarray:
+    """RGB uint8 [H, W, 3], one solid colour per quadrant, split at (W/2, H/2)."""
+    image = np.empty((height, width, 3), np.uint8)
+    h, w = height // 2, width // 2
+    image[:h, :w], image[:h, w:] = QUADRANTS["top-left"], QUADRANTS["top-right"]
+    image[h:, :w], image[h:, w:] = QUADRANTS["bottom-left"], QUADRANTS["bottom-right"]
+    return image
+
+
+def normalized(rgb: tuple[int, int, int] | np.ndarray, classifier: ClassifierInput) -> np.ndarray:
+    """What a pixel of colour `rgb` becomes: channels in the classifier's order, (x - mean) / scale."""
+    channels = np.asarray(rgb, np.float64)[..., :: 1 if classifier.rgb else -1]
+    return (channels - np.asarray(classifier.mean)) / np.asarray(classifier.scale)
+
+
+def cut_np(image: np.ndarray, boxes: list[list[float]], classifier: ClassifierInput) -> np.ndarray:
+    crops = cut(torch.from_numpy(image), torch.tensor(boxes, dtype=torch.float32), classifier)
+    s = classifier.size
+    assert crops.shape == (len(boxes), 3, s, s) and crops.dtype == torch.float32, f"crops {crops.shape} {crops.dtype}"
+    return crops.numpy()
+
+
+@pytest.mark.parametrize("rgb", [True, False], ids=["RGB", "BGR"])
+@pytest.mark.parametrize("size", [32, 17, 64])
+def test_solid_regions_give_their_normalized_colour(rgb: bool, size: int) -> None:
+    """Regions inside one quadrant, whole or fractional, touching the image's edges or not: constant crops."""
+    classifier = replace(ODD, rgb=rgb, size=size)
+    image = quadrant_image()
+    boxes = {
+        "top-left": [10, 10, 90, 90],
+        "top-right": [155, 0, 250, 95],  # touching the top edge
+        "bottom-left": [0.3, 120.7, 40.9, 161.3],  # fractional, by the left edge
+        "bottom-right": [260.5, 160.5, 300, 200],  # fractional, touching the right and bottom edges
+    }
+    crops = cut_np(image, list(boxes.values()), classifier)
+    for crop, name in zip(crops, boxes, strict=True):
+        expected = normalized(QUADRANTS[name], classifier)[:, None, None]
+        np.testing.assert_allclose(crop, np.broadcast_to(expected, crop.shape), rtol=0, atol=EXACT, err_msg=name)
+
+
+def test_bgr_flips_the_channels() -> None:
+    image = np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    box = [[5, 7, 55, 57]]
+    rgb, bgr = cut_np(image, box, IDENTITY)[0], cut_np(image, box, replace(IDENTITY, rgb=False))[0]
+    np.testing.assert_array_equal(bgr, rgb[::-1], err_msg="BGR crop is not the RGB crop with channels reversed")
+    odd = cut_np(image, box, replace(ODD, rgb=False))[0]
+    mean, scale = np.array(ODD.mean)[:, None, None], np.array(ODD.scale)[:, None, None]
+    np.testing.assert_allclose(odd, (rgb[::-1] - mean) / scale, rtol=0, atol=EXACT, err_msg="BGR normalization")
+
+
+def test_region_straddling_two_colours() -> None:
+    """64 px over the top-left/top-right border at x = 150: the left half of the crop one colour, the right the other.
+
+    A whole factor (64 -> 32) samples pixel centres only, so nothing of one colour leaks into the other half.
+    """
+    crop = cut_np(quadrant_image(), [[118, 20, 182, 84]], ODD)[0]
+    left, right = normalized(QUADRANTS["top-left"], ODD), normalized(QUADRANTS["top-right"], ODD)
+    np.testing.assert_allclose(crop[:, :, :16], np.broadcast_to(left[:, None, None], (3, 32, 16)), atol=EXACT)
+    np.testing.assert_allclose(crop[:, :, 16:], np.broadcast_to(right[:, None, None], (3, 32, 16)), atol=EXACT)
+    np.testing.assert_allclose(crop.mean(axis=(1, 2)), (left + right) / 2, atol=EXACT, err_msg="mean colour")
+    # A fractional factor over the same border averages to the area-weighted colour, within a tenth
+    # of a level (measured 0.011: sampling points are not pixel centres, so the border blurs a little).
+    crop = cut_np(quadrant_image(), [[100, 20, 250, 95]], IDENTITY)[0]  # 50 px left of x = 150, 100 px right
+    expected = (np.array(QUADRANTS["top-left"]) * 50 + np.array(QUADRANTS["top-right"]) * 100) / 150
+    np.testing.assert_allclose(crop.mean(axis=(1, 2)), expected, atol=0.1, err_msg="area-weighted mean (levels)")
+
+
+def smooth_image(height: int = 480, width: int = 640) -> np.ndarray:
+    """A camera-like RGB image: low-frequency content plus a little noise (seeded)."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (height // 16, width // 16, 3)).astype(np.uint8)
+    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    return np.clip(image + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8)
+
+
+def reference_crop(region: np.ndarray, classifier: ClassifierInput, interpolation: int) -> np.ndarray:
+    """cv2.resize of the region's pixels in float32 (no uint8 rounding), normalized, CHW."""
+    resized = cv2.resize(region.astype(np.float32), (classifier.size, classifier.size), interpolation=interpolation)
+    return np.moveaxis(normalized(resized, classifier), -1, 0)
+
+
+@pytest.fixture(scope="module")
+def exported() -> ClassifierInput:
+    """The served classifier's input, as postprocess reads it from the export manifest."""
+    directory = render.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.GENDER) / "1"
+    return ClassifierInput.from_manifest(manifest.read(directory))
+
+
+@pytest.mark.parametrize("side", [32, 64, 96, 128])
+def test_whole_factor_equals_cv2_area(exported: ClassifierInput, side: int) -> None:
+    """Shrinking by a whole factor, roi_align samples every pixel centre once: cv2's INTER_AREA exactly."""
+    image = np.random.default_rng(side).integers(0, 256, (300, 400, 3), dtype=np.uint8)  # noise: no smoothing hides
+    x, y = 101, 57
+    crop = cut_np(image, [[x, y, x + side, y + side]], exported)[0]
+    expected = reference_crop(image[y : y + side, x : x + side], exported, cv2.INTER_AREA)
+    np.testing.assert_allclose(crop, expected, rtol=0, atol=EXACT, err_msg=f"{side} -> 32 vs INTER_AREA")
+
+
+@pytest.mark.parametrize("side", [50, 77, 200, 333])
+def test_fractional_factor_is_close_to_cv2_area(exported: ClassifierInput, side: int) -> None:
+    """At fractional factors bilinear sampling approximates the area average; compared on a smooth image."""
+    image = smooth_image()
+    x, y = 101, 57
+    crop = cut_np(image, [[x, y, x + side, y + side]], exported)[0]
+    expected = reference_crop(image[y : y + side, x : x + side], exported, cv2.INTER_AREA)
+    levels = np.abs(crop - expected) * np.asarray(exported.scale)[:, None, None]  # back to 0-255 levels
+    assert levels.mean() <= AREA_MEAN_LEVELS, f"{side} -> 32: mean |cut - INTER_AREA| {levels.mean():.3f} levels"
+    assert levels.max() <= AREA_MAX_LEVELS, f"{side} -> 32: max |cut - INTER_AREA| {levels.max():.3f} levels"
+
+
+@pytest.mark.parametrize("side", [8, 13, 20, 31])
+def test_enlarging_equals_cv2_linear(exported: ClassifierInput, side: int) -> None:
+    """Small heads are enlarged bilinearly with pixel centres aligned: cv2's INTER_LINEAR on the region alone."""
+    region = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    crop = cut_np(region, [[0, 0, side, side]], exported)[0]
+    expected = reference_crop(region, exported, cv2.INTER_LINEAR)
+    np.testing.assert_allclose(crop, expected, rtol=0, atol=EXACT, err_msg=f"{side} -> 32 vs INTER_LINEAR")
+
+
+def test_classifier_input_from_the_exported_manifest(exported: ClassifierInput) -> None:
+    assert exported.size == 32, f"size {exported.size}"
+    assert exported.rgb is True, "the default classifier reads RGB"
+    np.testing.assert_allclose(exported.mean, (122.782, 117.001, 104.298), rtol=0, atol=1e-3, err_msg="mean")
+    assert exported.scale == (256.0, 256.0, 256.0), f"scale {exported.scale}"
+    assert exported.padding == pytest.approx(0.2), f"padding {exported.padding}"
+
+
+def test_classifier_input_reads_bgr() -> None:
+    record = {"preprocessing": {"size": 224, "channels": "BGR", "mean": [1, 2, 3], "scale": [4, 5, 6], "padding": 0}}
+    got = ClassifierInput.from_manifest(record)
+    assert got == ClassifierInput(224, False, (1, 2, 3), (4, 5, 6), 0.0), got
