@@ -93,6 +93,8 @@ def _onnx_with_sidecar(path: Path, sidecar: Path | None) -> Classifier:
         raise ValueError(f"{sidecar}: {e!r}; expected keys size, channels, mean, scale, padding, labels") from e
     if pre.channels not in ("RGB", "BGR") or len(pre.mean) != 3 or len(pre.scale) != 3:
         raise ValueError(f"{sidecar}: channels must be RGB or BGR, mean and scale three numbers each")
+    if pre.size < 1 or min(pre.scale) <= 0 or pre.padding < 0:
+        raise ValueError(f"{sidecar}: size must be positive, scale values above 0, padding 0 or more")
     return Classifier(path, pre, labels, str(facts.get("license", "unknown")))
 
 
@@ -100,9 +102,9 @@ def resolve(model: str, sidecar: Path | None = None) -> Classifier:
     if model == DEFAULT:
         return _default()
     path = Path(model)
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         return _onnx_with_sidecar(path, sidecar)
-    if path.suffix == ".pt":
+    if path.suffix.lower() == ".pt":
         return Classifier(path, None, [], "see the weights")
     raise ValueError(f"GENDER_MODEL must be 'default', an .onnx (with a .json sidecar) or an Ultralytics .pt: {model}")
 
@@ -151,6 +153,7 @@ def export(classifier: Classifier, out: Path) -> dict[str, Any]:
         raise ValueError(f"{classifier.path}: input {inputs[0]} is not [N, 3, {pre.size}, {pre.size}]")
     if shape[0].dim_value:
         raise ValueError(f"{classifier.path}: the batch axis must be dynamic (it is {shape[0].dim_value})")
+    values = gender_values(labels)  # refuse unusable labels before writing anything
     rename(graph, inputs[0], spec.CROPS.name)
     rename(graph, outputs[0], spec.PROBABILITIES.name)
     onnx.checker.check_model(graph)
@@ -160,7 +163,7 @@ def export(classifier: Classifier, out: Path) -> dict[str, Any]:
     return {
         "preprocessing": asdict(pre),
         "labels": labels,
-        "gender_values": gender_values(labels),
+        "gender_values": values,
         "license": classifier.license,
         "exporter_tensor_names": {"input": inputs[0], "output": outputs[0]},
     }

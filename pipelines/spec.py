@@ -276,6 +276,9 @@ def tier(name: str) -> Tier:
 
 
 # --- Serving -------------------------------------------------------------------
+# While this file exists, the cpu preprocess step refuses new requests (UNAVAILABLE) so that
+# those in flight can finish before SIGTERM; the launcher sets it in the server's environment.
+DRAIN_FILE_ENV = "PEOPLE_DRAIN_FILE"
 HOST = "127.0.0.1"  # loopback unless the user asks otherwise
 HTTP_PORT = 8000
 GRPC_PORT = 8001

@@ -21,6 +21,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
+from tools.tritonserver import API_KEY_HEADER
 
 log = logging.getLogger("client")
 
@@ -90,7 +91,9 @@ class PeopleClient:
             if protocol == "grpc"
             else client.InferenceServerClient(url, network_timeout=timeout_s, connection_timeout=timeout_s)
         )
-        self.headers = {"x-api-key": api_key} if api_key else None
+        # Triton checks the HTTP header as given and the gRPC one with its protocol prefix.
+        header = API_KEY_HEADER if protocol == "http" else f"triton-grpc-protocol-{API_KEY_HEADER}"
+        self.headers = {header: api_key} if api_key else None
         self.timeout_s = timeout_s
 
     def inputs(

@@ -79,7 +79,7 @@ def supervise(server: Server, interval_s: float) -> int:
                 continue
             log.error("python stub(s) died for %s; Triton keeps them 'ready' but fails their requests: restarting",
                       ", ".join(dead))  # fmt: skip
-            server.stop()
+            server.stop(drain=False)  # its requests fail anyway
         else:
             if server.stopping:
                 return code

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,11 @@ BACKENDS = INSTALL / "backends"
 LIBS = INSTALL / "lib"
 
 log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 30  # as Triton's --exit-timeout-secs
+API_KEY_HEADER = "x-api-key"  # HTTP clients send it as is; gRPC clients as triton-grpc-protocol-x-api-key
+# With an API key, everything but health and metadata needs it (probes stay open).
+RESTRICTED_APIS = ("inference", "model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
 
 
 def free_port() -> int:
@@ -68,9 +77,11 @@ class ServerOptions:
     log_verbose: int = 0
 
 
-def environment() -> dict[str, str]:
-    """PATH and LD_LIBRARY_PATH that make the stub run this virtualenv's Python."""
+def environment(drain_file: Path | None = None) -> dict[str, str]:
+    """PATH and LD_LIBRARY_PATH that make the stub run this virtualenv's Python; where drain() signals."""
     env = dict(os.environ)
+    if drain_file is not None:
+        env[spec.DRAIN_FILE_ENV] = str(drain_file)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     libpython_dir = sysconfig.get_config_var("LIBDIR")
@@ -95,12 +106,14 @@ def endpoint_args(options: ServerOptions) -> list[str]:
     ]
     if options.config_name:
         args.append(f"--model-config-name={options.config_name}")
-    if options.api_key:
-        restricted = "inference,model-repository,model-config,shared-memory,statistics,trace,logging"
-        args += [
-            f"--grpc-restricted-protocol={restricted}:x-api-key={options.api_key}",
-            f"--http-restricted-api={restricted}:x-api-key={options.api_key}",
-        ]
+    # Clients never need shared-memory registration here; without an API key it is locked with a
+    # secret nobody knows (this Triton has no switch to turn it off).
+    key = options.api_key or secrets.token_hex(16)
+    restricted = RESTRICTED_APIS if options.api_key else ("shared-memory",)
+    args += [
+        f"--grpc-restricted-protocol={','.join(restricted)}:{API_KEY_HEADER}={key}",
+        f"--http-restricted-api={','.join(restricted)}:{API_KEY_HEADER}={key}",
+    ]
     return args + list(options.extra_args)
 
 
@@ -129,12 +142,17 @@ class Server:
         self.ready_timeout_s = ready_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = False  # set by stop(): an exit that follows was asked for
+        self.drain_file = Path(tempfile.gettempdir()) / f"people-drain-{os.getpid()}-{id(self)}"
 
     def start(self) -> Server:
         self.stopping = False
+        self.drain_file.unlink(missing_ok=True)
         out = self.log_path.open("ab") if self.log_path else None
         self.process = subprocess.Popen(
-            command(self.options), env=environment(), stdout=out, stderr=subprocess.STDOUT if out else None
+            command(self.options),
+            env=environment(self.drain_file),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
         )
         self.wait_ready()
         return self
@@ -168,11 +186,53 @@ class Server:
             f"tritonserver not ready after {self.ready_timeout_s:.0f}s; see {self.log_path or 'its output'}"
         )
 
-    def stop(self, timeout_s: float = 60) -> int | None:
-        """SIGTERM: Triton stops taking requests and finishes those in flight (up to its exit timeout)."""
+    def in_flight(self) -> int:
+        """Requests inside the tiers' pipelines: admitted by preprocess, not yet answered by the last step.
+
+        Triton's own pending count covers queued requests only, not executing ones.
+        """
+        url = f"http://{self.options.endpoints.host}:{self.options.endpoints.metrics}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        counts: dict[tuple[str, str], float] = {}
+        for metric, model, value in re.findall(r'^(nv_inference_request_\w+)\{model="(\w+)",version="\d+"\} (\S+)$',
+                                               text, re.MULTILINE):  # fmt: skip
+            counts[metric, model] = float(value)
+        total = 0.0
+        for tier in spec.TIERS:
+            admitted = counts.get(("nv_inference_request_success", tier.model(spec.Step.PREPROCESS)), 0.0)
+            ended = sum(
+                counts.get((metric, tier.model(step)), 0.0)
+                for step in (spec.Step.DETECTOR, spec.Step.POSTPROCESS)
+                for metric in ("nv_inference_request_failure",)
+            ) + counts.get(("nv_inference_request_success", tier.model(spec.Step.POSTPROCESS)), 0.0)
+            total += admitted - ended
+        return int(total)
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> int:
+        """Refuse new requests (UNAVAILABLE, "draining") and wait for those in flight; returns how many remain.
+
+        Needed because on SIGTERM Triton 2.51 refuses the next step of an ensemble request already
+        in flight ("Server is stopping") instead of finishing it (seen here). cpu variant: the
+        preprocess step reads the flag; on the GPU variant the orchestrator stops traffic first.
+        """
+        self.drain_file.touch()
+        deadline = time.monotonic() + timeout_s
+        remaining = self.in_flight()
+        while remaining > 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            remaining = self.in_flight()
+        return remaining
+
+    def stop(self, timeout_s: float = 60, drain: bool = True) -> int | None:
+        """Drain (see drain()), then SIGTERM: Triton finishes what is still executing and exits."""
         self.stopping = True
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
+        if drain and self.ready():
+            left = self.drain()
+            if left:
+                log.warning("%d requests still in flight after draining %.0fs; stopping anyway", left, DRAIN_TIMEOUT_S)
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout_s)

@@ -7,6 +7,7 @@ request: only the requests whose images fail get an error.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,17 @@ def _trim(outputs: Outputs) -> Outputs:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.max_batch = model_config(args)["max_batch_size"]
+        self.drain_file = os.environ.get(spec.DRAIN_FILE_ENV)
         self.pipe = cpu_pipeline(self.max_batch)
 
     def _run(self, images: list[np.ndarray]) -> Outputs:
         return tuple(np.array(out.as_tensor()) for out in self.pipe.run(**{spec.IMAGE.name: images}))
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        if self.drain_file and os.path.exists(self.drain_file):
+            message = "the server is draining before it stops: send the request to another replica"
+            error = pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
         batches: list[list[np.ndarray]] = []
         results: list[Outputs | str | None] = []
         for request in requests:

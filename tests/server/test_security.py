@@ -1,0 +1,115 @@
+"""Access control and shutdown: an API key guards inference and admin APIs; SIGTERM drains in-flight work."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from pipelines import spec
+from tests.server.conftest import SAMPLES
+from tools.client import PeopleClient
+from tools.tritonserver import Endpoints, Server, ServerOptions
+
+KEY = "test-key-" + "0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("triton") / "keyed.log"
+    with Server(ServerOptions(endpoints=Endpoints.free(), api_key=KEY), log_path=log) as s:
+        yield s
+
+
+def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("key", [None, "wrong-key"])
+def test_inference_needs_the_key(keyed: Server, protocol: str, key: str | None) -> None:
+    e = keyed.options.endpoints
+    client = PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=key)
+    with pytest.raises(InferenceServerException) as error:
+        client.detect([SAMPLES["bus.jpg"].read_bytes()])
+    assert "restricted" in str(error.value).lower() or "x-api-key" in str(error.value), error.value
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_inference_with_the_key_passes(keyed: Server, protocol: str) -> None:
+    e = keyed.options.endpoints
+    client = PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=KEY)
+    (persons,) = client.detect([SAMPLES["bus.jpg"].read_bytes()])
+    assert persons
+
+
+def test_health_and_metadata_stay_open_admin_apis_do_not(keyed: Server) -> None:
+    base = f"http://{keyed.options.endpoints.http_url}/v2"
+    ensemble = spec.tier("balanced").model(spec.Step.ENSEMBLE)
+    assert _http_status(f"{base}/health/live") == 200
+    assert _http_status(f"{base}/health/ready") == 200
+    assert _http_status(f"{base}/models/{ensemble}") == 200  # metadata: what a client needs to build requests
+    for path in (f"/models/{ensemble}/config", f"/models/{ensemble}/stats", "/systemsharedmemory/status"):
+        assert _http_status(base + path) in (401, 403), path
+        assert _http_status(base + path, {"x-api-key": KEY}) == 200, path
+    c = grpcclient.InferenceServerClient(keyed.options.endpoints.grpc_url)
+    with pytest.raises(InferenceServerException):
+        c.get_model_config(ensemble)
+    assert c.get_model_config(ensemble, headers={"triton-grpc-protocol-x-api-key": KEY}).config.name == ensemble
+
+
+def test_shared_memory_is_locked_without_a_key(server: Server) -> None:
+    """Without API_KEY, inference is open but client shared-memory registration is refused."""
+    c = httpclient.InferenceServerClient(server.options.endpoints.http_url)
+    with pytest.raises(InferenceServerException):
+        c.get_system_shared_memory_status()
+
+
+def test_binds_loopback_only(server: Server) -> None:
+    assert server.process is not None
+    listening = [
+        c.laddr.ip for c in psutil.Process(server.process.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]  # fmt: skip
+
+    def loopback(ip: str) -> bool:
+        address = ipaddress.ip_address(ip)
+        mapped = getattr(address, "ipv4_mapped", None)
+        return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+    assert listening and all(loopback(ip) for ip in listening), listening
+
+
+def test_stop_under_load_finishes_requests_in_flight(keyed: Server) -> None:
+    """Stopping drains first: requests inside the pipeline finish, new ones get UNAVAILABLE, then SIGTERM."""
+    client = PeopleClient(keyed.options.endpoints.grpc_url, api_key=KEY)
+    image = SAMPLES["zidane.jpg"].read_bytes()
+    (expected,) = client.detect([image], "batch")
+    with ThreadPoolExecutor(9) as pool:
+        futures = [pool.submit(client.detect, [image], "batch") for _ in range(8)]
+        while keyed.in_flight() < 1:  # wait until the server holds them
+            time.sleep(0.05)
+        stopping = pool.submit(keyed.stop)
+        while not keyed.drain_file.exists():
+            time.sleep(0.01)
+        with pytest.raises(InferenceServerException) as late:
+            client.detect([image], "batch")
+        results = [f.result(timeout=90) for f in futures]
+        code = stopping.result(timeout=120)
+    assert "StatusCode.UNAVAILABLE" in str(late.value.status()) and "draining" in late.value.message()
+    assert all(r == [expected] for r in results)
+    assert code == 0

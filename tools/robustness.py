@@ -1,0 +1,286 @@
+"""`make robustness`: bad inputs, overload and faults against a real server, and a short report.
+
+Every case of tools/corpus.py goes to every tier over gRPC and HTTP, alone and
+at the same time as good requests that the server batches with it; then the
+streaming tier is driven at three times what it sustains; then a python stub
+is killed under load and the supervisor must bring the tier back. Targets:
+0 crashes, 0 good requests failed or changed, 0 hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from pipelines import spec
+from tools.client import PeopleClient, Person
+from tools.corpus import ASSETS, Case, Expect, cases
+from tools.tritonserver import Endpoints, Server, ServerOptions
+
+log = logging.getLogger("robustness")
+
+# What each protocol calls the two statuses a client must be able to act on.
+STATUS = {
+    "grpc": {"invalid": "StatusCode.INVALID_ARGUMENT", "unavailable": "StatusCode.UNAVAILABLE"},
+    "http": {"invalid": "400", "unavailable": "503"},
+}
+BOX_TOLERANCE_PX = 1.0
+
+
+@dataclass
+class Outcome:
+    kind: str  # ok, invalid, unavailable, other
+    message: str = ""
+    persons: list[Person] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def send(client: PeopleClient, tier: str, data: bytes | np.ndarray) -> Outcome:
+    """One request (the client's timeout bounds it); the answer classified by what a client should do."""
+    start = time.monotonic()
+    try:
+        if isinstance(data, bytes):
+            (persons,) = client.detect([data], tier)
+        else:
+            tensor = client.client_module.InferInput(spec.IMAGE.name, list(data.shape), np_to_triton_dtype(data.dtype))
+            tensor.set_data_from_numpy(data)
+            client.infer_raw(tier, [tensor])
+            persons = []
+    except InferenceServerException as e:
+        names = STATUS[client.protocol]
+        status = str(e.status())
+        kind = next((k for k, v in names.items() if v == status), "other")
+        return Outcome(kind, e.message() or str(e), seconds=time.monotonic() - start)
+    return Outcome("ok", persons=persons, seconds=time.monotonic() - start)
+
+
+def server_rss(server: Server) -> int:
+    """Memory of tritonserver and its python stubs together (proportional set size: shared pages counted once)."""
+    assert server.process is not None
+    root = psutil.Process(server.process.pid)
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            continue
+    return total
+
+
+def same_persons(a: list[Person], b: list[Person], tolerance: float = BOX_TOLERANCE_PX) -> bool:
+    return len(a) == len(b) and all(
+        x.cls == y.cls and max(abs(p - q) for p, q in zip(x.box, y.box, strict=True)) <= tolerance
+        for x, y in zip(sorted(a, key=lambda p: p.box), sorted(b, key=lambda p: p.box), strict=True)
+    )
+
+
+@dataclass
+class CorpusReport:
+    tried: int = 0
+    crashes: int = 0
+    wrong: list[str] = field(default_factory=list)  # a case answered otherwise than expected
+    good_harmed: list[str] = field(default_factory=list)  # a good request failed or changed next to a bad one
+    rss_before: int = 0
+    rss_after: int = 0
+
+
+def corpus_round(server: Server, tiers: tuple[str, ...], protocols: tuple[str, ...]) -> CorpusReport:
+    """Every case alone and between two good requests, on every tier and protocol."""
+    e = server.options.endpoints
+    report = CorpusReport()
+    good = (ASSETS / "zidane.jpg").read_bytes()
+    all_cases = cases()
+    for protocol in protocols:
+        client = PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol)
+        for tier in tiers:
+            expected_good = send(client, tier, good)
+            assert expected_good.kind == "ok", expected_good.message
+            if not report.rss_before:
+                report.rss_before = server_rss(server)
+            for case in all_cases:
+                report.tried += 1
+                alone = send(client, tier, case.data)
+                _judge(report, case, alone, f"{protocol}/{tier}/{case.name}/alone", client, tier)
+                with ThreadPoolExecutor(3) as pool:
+                    futures = [pool.submit(send, client, tier, d) for d in (good, case.data, good)]
+                    neighbours = [futures[0].result(), futures[2].result()]
+                    _judge(report, case, futures[1].result(), f"{protocol}/{tier}/{case.name}/batched", client, tier)
+                for n in neighbours:
+                    if n.kind != "ok" or not same_persons(n.persons, expected_good.persons):
+                        report.good_harmed.append(f"{protocol}/{tier}/{case.name}: {n.kind} {n.message}")
+                if not server.healthy():
+                    report.crashes += 1
+                    log.error("server unhealthy after %s/%s/%s", protocol, tier, case.name)
+                    server.stop(drain=False)
+                    server.start()
+    report.rss_after = server_rss(server)
+    return report
+
+
+def _judge(report: CorpusReport, case: Case, got: Outcome, label: str, client: PeopleClient, tier: str) -> None:
+    if got.kind != case.expect.value:
+        report.wrong.append(f"{label}: expected {case.expect.value}, got {got.kind} {got.message[:120]}")
+    elif case.expect is Expect.INVALID and spec.IMAGE.name not in got.message and "input" not in got.message:
+        report.wrong.append(f"{label}: the message does not say what is wrong: {got.message[:120]}")
+    elif case.upright is not None:
+        upright = send(client, tier, case.upright)
+        if not same_persons(got.persons, upright.persons):
+            report.wrong.append(f"{label}: boxes differ from the upright image's")
+
+
+@dataclass
+class LoadReport:
+    tier: str
+    offered_per_s: float
+    sent: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    other: list[str] = field(default_factory=list)
+    accepted_latency_s: list[float] = field(default_factory=list)
+    rejected_latency_s: list[float] = field(default_factory=list)
+    rss_before: int = 0
+    rss_peak: int = 0
+    rss_after: int = 0
+
+
+def sustainable_rate(client: PeopleClient, tier: str, image: bytes, seconds: float = 5.0) -> float:
+    """Requests per second the tier answers back to back with a few in flight (what it sustains)."""
+    done = 0
+    deadline = time.monotonic() + seconds
+    with ThreadPoolExecutor(4) as pool:
+        while time.monotonic() < deadline:
+            list(pool.map(lambda _: client.detect([image], tier), range(4)))
+            done += 4
+    return done / seconds
+
+
+def overload(server: Server, tier: str, factor: float = 3.0, seconds: float = 10.0) -> LoadReport:
+    """Offer `factor` times the sustainable rate (open loop) and record what happened."""
+    client = PeopleClient(server.options.endpoints.grpc_url)
+    image = (ASSETS / "bus.jpg").read_bytes()
+    rate = sustainable_rate(client, tier, image) * factor
+    report = LoadReport(tier, rate, rss_before=server_rss(server))
+    lock = threading.Lock()
+
+    def one() -> None:
+        outcome = send(client, tier, image)
+        with lock:
+            if outcome.kind == "ok":
+                report.accepted += 1
+                report.accepted_latency_s.append(outcome.seconds)
+            elif outcome.kind == "unavailable":
+                report.rejected += 1
+                report.rejected_latency_s.append(outcome.seconds)
+            else:
+                report.other.append(f"{outcome.kind}: {outcome.message[:120]}")
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(64) as pool:
+        while (elapsed := time.monotonic() - start) < seconds:
+            if report.sent < elapsed * rate:
+                pool.submit(one)
+                report.sent += 1
+                report.rss_peak = max(report.rss_peak, server_rss(server)) if report.sent % 10 == 0 else report.rss_peak
+            else:
+                time.sleep(0.002)
+    report.rss_after = server_rss(server)
+    return report
+
+
+def kill_stub_under_load(server: Server, tier: str, supervise: bool = True) -> dict[str, Any]:
+    """Kill the tier's postprocess stub while requests flow; in-flight ones must fail clearly, not hang."""
+    from tools.health import STUB
+
+    assert server.process is not None
+    client = PeopleClient(server.options.endpoints.grpc_url)
+    image = (ASSETS / "bus.jpg").read_bytes()
+    model = spec.tier(tier).model(spec.Step.POSTPROCESS)
+    victim = next(
+        p for p in psutil.Process(server.process.pid).children(recursive=True)
+        if p.cmdline() and p.cmdline()[0].endswith(STUB) and f"/{model}/" in " ".join(p.cmdline())
+    )  # fmt: skip
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(send, client, tier, image) for _ in range(8)]
+        time.sleep(0.2)
+        victim.kill()
+        outcomes = [f.result(timeout=90) for f in futures]
+    during = send(client, tier, image)
+    result = {
+        "in_flight": len(outcomes),
+        "in_flight_failed_clearly": sum(o.kind == "other" and "not healthy" in o.message for o in outcomes),
+        "in_flight_ok": sum(o.kind == "ok" for o in outcomes),
+        "hung": 0,  # f.result(timeout=...) above raises if one hangs
+        "after_kill": f"{during.kind}: {during.message[:100]}",
+        "healthy_after_kill": server.healthy(),
+        "dead_stubs": server.dead_stubs(),
+    }
+    if supervise:
+        server.stop(drain=False)
+        server.start()
+        result["recovered"] = server.healthy() and send(client, tier, image).kind == "ok"
+    return result
+
+
+def _p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.robustness", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one tier, gRPC only, short load (as in make test)")
+    parser.add_argument("--log", type=Path, default=Path("build/robustness-tritonserver.log"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    tiers = ("balanced",) if args.quick else spec.TIER_NAMES
+    protocols = ("grpc",) if args.quick else ("grpc", "http")
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with Server(ServerOptions(endpoints=Endpoints.free()), log_path=args.log) as server:
+        log.info("bad inputs: %d cases x %s x %s, alone and batched with good requests",
+                 len(cases()), "/".join(tiers), "/".join(protocols))  # fmt: skip
+        corpus = corpus_round(server, tiers, protocols)
+        log.info("overload: streaming tier at 3x its sustainable rate")
+        load = overload(server, "streaming", seconds=5 if args.quick else 15)
+        log.info("fault: kill the streaming postprocess stub under load")
+        fault = kill_stub_under_load(server, "streaming")
+    mib = 1 << 20
+    print("\n== robustness report ==")
+    print(f"inputs tried: {corpus.tried} cases x alone/batched ({', '.join(tiers)}; {', '.join(protocols)})")
+    print(f"crashes: {corpus.crashes}")
+    print(f"wrong answers: {len(corpus.wrong)}")
+    for w in corpus.wrong:
+        print(f"  - {w}")
+    print(f"good requests harmed: {len(corpus.good_harmed)}")
+    for h in corpus.good_harmed:
+        print(f"  - {h}")
+    print(f"server memory: {corpus.rss_before / mib:.0f} MiB before the corpus, {corpus.rss_after / mib:.0f} MiB after")
+    print(
+        f"overload ({load.tier}, {load.offered_per_s:.1f} req/s offered = 3x sustainable): sent {load.sent}, "
+        f"accepted {load.accepted}, rejected UNAVAILABLE {load.rejected}, other {len(load.other)}"
+    )
+    print(
+        f"  accepted latency p50 {_p(load.accepted_latency_s, 50):.3f} s, p99 {_p(load.accepted_latency_s, 99):.3f} s;"
+        f" rejected in p99 {_p(load.rejected_latency_s, 99):.3f} s"
+    )
+    print(
+        f"  memory {load.rss_before / mib:.0f} MiB before, {load.rss_peak / mib:.0f} MiB peak, "
+        f"{load.rss_after / mib:.0f} MiB after"
+    )
+    print(f"faults survived: stub killed under load -> {fault}")
+    failed = corpus.crashes or corpus.wrong or corpus.good_harmed or load.other or not fault.get("recovered")
+    print("result:", "FAIL" if failed else "PASS (0 crashes, 0 good requests harmed, 0 hangs)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
