@@ -35,7 +35,7 @@ API_KEY    ?=
 VARIANT    ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: help setup tritonserver export configs serve test test-unit lint image clean
+.PHONY: help setup tritonserver export configs serve test test-unit robustness lint image clean k8s-manifests k8s-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -82,11 +82,14 @@ serve: setup model_repository/gender_batch/1/manifest.json ## Serve all tiers (l
 	  --metrics-port $(METRICS_PORT) $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE) --variant $(VARIANT)
 
 test: export YOLO_OFFLINE := 1
-test: setup model_repository/gender_batch/1/manifest.json ## Lint, unit tests, then tests against a real tritonserver
+test: setup model_repository/gender_batch/1/manifest.json .venv-deploy/.installed ## Lint, unit tests, then tests against a real tritonserver
 	$(PY) -m ruff check .
 	$(PY) -m pipelines.render --check
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken"; fi; exit $$rc
+
+robustness: setup model_repository/gender_batch/1/manifest.json ## Bad inputs, overload and a killed stub against a real server; prints a report
+	$(PY) -m tools.robustness
 
 test-unit: setup ## Unit tests only (no server)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -100,3 +103,28 @@ image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
 
 clean: ## Remove exported models, the local Triton and caches (keeps the virtualenv)
 	rm -rf build .cache/export model_repository/*/1/model.onnx model_repository/*/1/model.plan model_repository/*/1/manifest.json
+
+# --- Kubernetes (deploy/, rendered by `make k8s-manifests`; see README "Kubernetes") ---
+# Where each pod's init container copies the model repository from: pvc://CLAIM[/PATH] or s3://BUCKET[/PREFIX].
+MODEL_REPO_URI    ?= pvc://triton-people-models/v1
+# The image that runs `aws s3 sync` for s3:// repositories (unused for pvc://).
+MODEL_SYNC_IMAGE  ?= amazon/aws-cli:2.22.0
+K8S_NAMESPACE     ?= people
+# Nodes the gpu overlay may use (key=value[,key=value]); pin the GPU type the plans were built for,
+# e.g. nvidia.com/gpu.product=NVIDIA-L4 (labels from NVIDIA GPU Feature Discovery).
+GPU_NODE_SELECTOR ?= nvidia.com/gpu.present=true
+DEPLOY_VENV       := .venv-deploy
+
+$(DEPLOY_VENV)/.installed: requirements-deploy.txt
+	@echo "== creating $(DEPLOY_VENV) (kubernetes-validate, checkov) =="
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON_BASE) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install -q -r requirements-deploy.txt
+	touch $@
+
+k8s-manifests: $(VENV)/.installed ## Render deploy/ (kustomize) from the spec, IMAGE, MODEL_REPO_URI, K8S_NAMESPACE, GPU_NODE_SELECTOR
+	$(PY) -m tools.k8s --image '$(IMAGE)' --model-repo-uri '$(MODEL_REPO_URI)' --model-sync-image '$(MODEL_SYNC_IMAGE)' \
+	  --k8s-namespace '$(K8S_NAMESPACE)' --gpu-node-selector '$(GPU_NODE_SELECTOR)'
+
+k8s-check: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## Render check, kustomize build, kubernetes-validate, checkov (part of make test)
+	$(PY) -m pytest tests/unit/test_k8s.py $(PYTEST_ARGS)
