@@ -35,10 +35,10 @@ API_KEY    ?=
 VARIANT    ?= auto
 PYTEST_ARGS ?=
 
-.PHONY: help setup tritonserver export configs serve test test-unit robustness lint image clean k8s-manifests k8s-check
+.PHONY: help setup tritonserver export configs serve test test-unit robustness perf-analyzer bench lint image clean k8s-manifests k8s-check
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@echo "== creating $(VENV) (first time: a few minutes) =="
@@ -82,11 +82,35 @@ serve: setup model_repository/gender_batch/1/manifest.json ## Serve all tiers (l
 	  --metrics-port $(METRICS_PORT) $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE) --variant $(VARIANT)
 
 test: export YOLO_OFFLINE := 1
-test: setup model_repository/gender_batch/1/manifest.json .venv-deploy/.installed ## Lint, unit tests, then tests against a real tritonserver
+test: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json .venv-deploy/.installed ## Lint, unit tests, then tests against a real tritonserver
 	$(PY) -m ruff check .
 	$(PY) -m pipelines.render --check
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken"; fi; exit $$rc
+
+TRITONCLIENT_PA_VERSION := 2.50.0
+PA_WHEEL := $(WHEELS)/tritonclient-$(TRITONCLIENT_PA_VERSION)-py3-none-manylinux1_x86_64.whl
+PERF_ANALYZER := build/perf_analyzer/perf_analyzer
+
+$(PA_WHEEL):
+	@mkdir -p $(WHEELS)
+	$(PIP) download -q --no-deps --only-binary=:all: --dest $(WHEELS) tritonclient==$(TRITONCLIENT_PA_VERSION)
+
+# perf_analyzer from the tritonclient 2.50 wheel (later wheels need glibc 2.38). Its two shared
+# libraries (libb64, libcudart 12) are the ones the nvidia-pytriton wheel already ships.
+$(PERF_ANALYZER): $(PA_WHEEL) $(TRITON_DIR)/bin/tritonserver
+	rm -rf build/perf_analyzer build/tritonclient-wheel && mkdir -p build/perf_analyzer/lib
+	$(PY) -m zipfile -e $(PA_WHEEL) build/tritonclient-wheel
+	mv build/tritonclient-wheel/tritonclient-$(TRITONCLIENT_PA_VERSION).data/data/bin/perf_analyzer $@
+	rm -rf build/tritonclient-wheel
+	chmod +x $@
+	ln -sf ../../tritonserver/lib/$$(cd $(TRITON_DIR)/lib && ls libb64-*.so.0d) build/perf_analyzer/lib/libb64.so.0d
+	ln -sf ../../tritonserver/lib/$$(cd $(TRITON_DIR)/lib && ls libcudart-*.so.12*) build/perf_analyzer/lib/libcudart.so.12
+
+perf-analyzer: $(PERF_ANALYZER) ## Unpack perf_analyzer 2.50 (runs on glibc 2.36) into build/perf_analyzer
+
+bench: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json ## perf_analyzer on every tier vs the alternatives -> bench/REPORT.md (~10 min)
+	$(PY) -m tools.bench
 
 robustness: setup model_repository/gender_batch/1/manifest.json ## Bad inputs, overload and a killed stub against a real server; prints a report
 	$(PY) -m tools.robustness

@@ -279,6 +279,10 @@ def tier(name: str) -> Tier:
 # While this file exists, the cpu preprocess step refuses new requests (UNAVAILABLE) so that
 # those in flight can finish before SIGTERM; the launcher sets it in the server's environment.
 DRAIN_FILE_ENV = "PEOPLE_DRAIN_FILE"
+# Counters the python models publish on Triton's metrics endpoint, so a drain can tell
+# how many requests are inside a tier (Triton's pending count leaves out executing ones).
+ADMITTED_METRIC = "people_admitted_total"  # requests preprocess passed on, per preprocess model
+ANSWERED_METRIC = "people_answered_total"  # responses postprocess sent, per postprocess model
 HOST = "127.0.0.1"  # loopback unless the user asks otherwise
 HTTP_PORT = 8000
 GRPC_PORT = 8001

@@ -102,7 +102,8 @@ def corpus_round(server: Server, tiers: tuple[str, ...], protocols: tuple[str, .
     good = (ASSETS / "zidane.jpg").read_bytes()
     all_cases = cases()
     for protocol in protocols:
-        client = PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol)
+        url = e.grpc_url if protocol == "grpc" else e.http_url
+        client = PeopleClient(url, protocol)
         for tier in tiers:
             expected_good = send(client, tier, good)
             assert expected_good.kind == "ok", expected_good.message
@@ -113,7 +114,8 @@ def corpus_round(server: Server, tiers: tuple[str, ...], protocols: tuple[str, .
                 alone = send(client, tier, case.data)
                 _judge(report, case, alone, f"{protocol}/{tier}/{case.name}/alone", client, tier)
                 with ThreadPoolExecutor(3) as pool:
-                    futures = [pool.submit(send, client, tier, d) for d in (good, case.data, good)]
+                    # One client per thread: tritonclient's HTTP client is not thread-safe (gevent).
+                    futures = [pool.submit(send, PeopleClient(url, protocol), tier, d) for d in (good, case.data, good)]
                     neighbours = [futures[0].result(), futures[2].result()]
                     _judge(report, case, futures[1].result(), f"{protocol}/{tier}/{case.name}/batched", client, tier)
                 for n in neighbours:

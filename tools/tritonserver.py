@@ -187,26 +187,27 @@ class Server:
         )
 
     def in_flight(self) -> int:
-        """Requests inside the tiers' pipelines: admitted by preprocess, not yet answered by the last step.
+        """Requests inside the tiers: passed on by preprocess, not yet answered by postprocess.
 
-        Triton's own pending count covers queued requests only, not executing ones.
+        From the counters the python models publish (spec.ADMITTED_METRIC, ANSWERED_METRIC), less
+        the requests Triton's schedulers refused between the steps. Triton's own pending count
+        covers queued requests only, not executing ones.
         """
         url = f"http://{self.options.endpoints.host}:{self.options.endpoints.metrics}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()
-        counts: dict[tuple[str, str], float] = {}
-        for metric, model, value in re.findall(r'^(nv_inference_request_\w+)\{model="(\w+)",version="\d+"\} (\S+)$',
-                                               text, re.MULTILINE):  # fmt: skip
-            counts[metric, model] = float(value)
+        values: dict[tuple[str, str], float] = {}
+        for metric, model, value in re.findall(r'^(\w+)\{model="(\w+)"[^}]*\} (\S+)$', text, re.MULTILINE):
+            values[metric, model] = values.get((metric, model), 0.0) + float(value)
         total = 0.0
         for tier in spec.TIERS:
-            admitted = counts.get(("nv_inference_request_success", tier.model(spec.Step.PREPROCESS)), 0.0)
-            ended = sum(
-                counts.get((metric, tier.model(step)), 0.0)
+            admitted = values.get((spec.ADMITTED_METRIC, tier.model(spec.Step.PREPROCESS)), 0.0)
+            answered = values.get((spec.ANSWERED_METRIC, tier.model(spec.Step.POSTPROCESS)), 0.0)
+            refused = sum(
+                values.get(("nv_inference_request_failure", tier.model(step)), 0.0)
                 for step in (spec.Step.DETECTOR, spec.Step.POSTPROCESS)
-                for metric in ("nv_inference_request_failure",)
-            ) + counts.get(("nv_inference_request_success", tier.model(spec.Step.POSTPROCESS)), 0.0)
-            total += admitted - ended
+            )
+            total += max(admitted - answered - refused, 0.0)
         return int(total)
 
     def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> int:

@@ -20,7 +20,16 @@ from export import manifest
 from pipelines import gender, postprocess, spec
 from pipelines.crops import ClassifierInput
 from pipelines.triton import bls
-from pipelines.triton.tensors import as_torch, invalid, model_config, parameter, per_image, split_sizes, to_triton
+from pipelines.triton.tensors import (
+    Counter,
+    as_torch,
+    invalid,
+    model_config,
+    parameter,
+    per_image,
+    split_sizes,
+    to_triton,
+)
 
 THRESHOLDS = (
     (spec.CONF_THRESHOLD, spec.DEFAULT_CONF_THRESHOLD),
@@ -47,6 +56,7 @@ class TritonPythonModel:
         self.classifier = ClassifierInput.from_manifest(classifier)
         self.gender_values = torch.tensor(classifier["gender_values"], dtype=torch.long)
         self.gender_max_batch = int(parameter(config, "gender_max_batch"))
+        self.answered = Counter(spec.ANSWERED_METRIC, "responses sent, answers and errors", args["model_name"])
 
     def _thresholds(self, requests: list[Any], sizes: list[int]) -> tuple[list[list[float]], dict[int, Any]]:
         """Per threshold tensor, one value per image; and error responses for values out of range."""
@@ -118,6 +128,7 @@ class TritonPythonModel:
             responses.append(
                 pb_utils.InferenceResponse(output_tensors=[to_triton(t.name, value[part]) for t, value in outputs])
             )
+        self.answered.increment(len(responses))
         return responses
 
 

@@ -15,7 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 from pipelines import spec, validate
 from pipelines.dali.letterbox import cpu_pipeline
-from pipelines.triton.tensors import invalid, model_config
+from pipelines.triton.tensors import Counter, invalid, model_config
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # IMAGES, GEOMETRY, ORIGINAL
 
@@ -43,6 +43,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.max_batch = model_config(args)["max_batch_size"]
         self.drain_file = os.environ.get(spec.DRAIN_FILE_ENV)
+        self.admitted = Counter(spec.ADMITTED_METRIC, "requests passed on to the detector", args["model_name"])
         self.pipe = cpu_pipeline(self.max_batch)
 
     def _run(self, images: list[np.ndarray]) -> Outputs:
@@ -71,6 +72,7 @@ class TritonPythonModel:
                 bounds = np.cumsum([0] + [len(batches[i]) for i in pending])
                 for i, lo, hi in zip(pending, bounds[:-1], bounds[1:], strict=True):
                     results[i] = tuple(out[lo:hi] for out in together)
+        self.admitted.increment(sum(not isinstance(r, str) for r in results))
         return [self._respond(r) for r in results]
 
     def _run_alone(self, images: list[np.ndarray]) -> Outputs | str:

@@ -62,3 +62,18 @@ def split_sizes(requests: Sequence[Any], name: str) -> list[int]:
 def invalid(message: str) -> Any:
     """A response that fails one request with INVALID_ARG (HTTP 400) and leaves the others alone."""
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+
+
+class Counter:
+    """A counter on Triton's metrics endpoint, labelled with the model.
+
+    Holds its MetricFamily: Triton refuses to update a Metric whose family was garbage-collected.
+    """
+
+    def __init__(self, name: str, description: str, model: str):
+        self.family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+        self.metric = self.family.Metric(labels={"model": model})
+
+    def increment(self, value: int) -> None:
+        if value:
+            self.metric.increment(value)

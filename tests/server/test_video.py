@@ -1,0 +1,280 @@
+"""tools/video.py: videos through the streaming tier in frame order, drops on live sources, a server restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipelines import spec
+from tests.server.conftest import SAMPLES
+from tools import video
+from tools.client import PeopleClient
+from tools.tritonserver import Endpoints, Server, ServerOptions, free_port
+from tools.video_stream import (
+    DropPolicy,
+    FileSink,
+    FrameResult,
+    OnError,
+    Source,
+    StreamOptions,
+    StreamSession,
+    encode_jpeg,
+)
+
+TIER = "streaming"
+QUALITY = 85
+# Several sizes, as a video has one; with 2 frames in flight per source the 3 sources stay within the
+# streaming tier's cpu queue (8), so no request is rejected for a full queue.
+VIDEOS = {"wide": ((1280, 720), 6), "vga": ((640, 480), 7), "small": ((352, 288), 5)}
+INFLIGHT = 2
+
+
+def frames(size: tuple[int, int], n: int) -> list[np.ndarray]:
+    """bus, gray (nobody), zidane, ... all resized to one (width, height)."""
+    photos = [cv2.resize(cv2.imread(str(SAMPLES[name])), size, interpolation=cv2.INTER_AREA) for name in SAMPLES]
+    gray = np.full((size[1], size[0], 3), 128, dtype=np.uint8)
+    cycle = [photos[0], gray, photos[1]]
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f"{path} is not readable"
+    out = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        out.append(frame)
+    capture.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("videos")
+    paths = {}
+    for name, (size, n) in VIDEOS.items():
+        paths[name] = root / f"{name}.mp4"
+        writer = cv2.VideoWriter(str(paths[name]), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+        for frame in frames(size, n):
+            writer.write(frame)
+        writer.release()
+    return paths
+
+
+class Recorder:
+    """A sink that keeps results (without pixels) in memory, optionally slow, and lets a test wait on them."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.results: list[FrameResult] = []
+        self.closed = False
+        self._cond = threading.Condition()
+
+    def write(self, result: FrameResult) -> None:
+        time.sleep(self.delay_s)
+        with self._cond:
+            self.results.append(dataclasses.replace(result, image=None))
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def wait_for(self, what: str, predicate: Callable[[list[FrameResult]], bool], timeout_s: float) -> int:
+        """Wait until predicate(results); returns how many results there were then."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: predicate(self.results), timeout_s), f"timed out waiting for {what}"
+            return len(self.results)
+
+
+def assert_in_order(results: list[FrameResult]) -> None:
+    indices = [r.index for r in results]
+    assert indices == sorted(set(indices)), "results must reach the sink once each, in frame order"
+
+
+def test_videos_answered_in_order_like_single_requests(
+    server: Server,
+    grpc_client: PeopleClient,
+    videos: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three videos at once (the CLI): every frame answered in order, equal to a single request of the same bytes."""
+    out = tmp_path / "results"
+    argv = [str(p) for p in videos.values()]
+    argv += ["--url", server.options.endpoints.grpc_url, "--tier", TIER, "--out", str(out)]
+    argv += ["--max-inflight", str(INFLIGHT), "--jpeg-quality", str(QUALITY), "--no-progress"]
+    assert video.main(argv) == 0
+    summaries = {Path(s["source"]).stem: s for s in map(json.loads, capsys.readouterr().out.splitlines())}
+
+    for name, path in videos.items():
+        sent = decoded(path)  # the tool read the same frames with the same decoder
+        size, n = VIDEOS[name]
+        assert len(sent) == n
+        s = summaries[name]
+        assert (s["mode"], s["produced"], s["sent"], s["ok"]) == ("file", n, n, n)
+        assert (s["dropped"], s["errors"], s["reordered"]) == (0, 0, 0)
+        assert 1 <= s["max_inflight"] <= INFLIGHT and s["latency_ms"]["p99"] >= s["latency_ms"]["mean"] > 0
+        assert json.loads((out / name / "summary.json").read_text()) == s
+
+        lines = [json.loads(line) for line in (out / name / FileSink.JSONL).read_text().splitlines()]
+        assert [line["frame"] for line in lines] == list(range(n))
+        for line, frame in zip(lines, sent, strict=True):
+            (expected,) = grpc_client.detect([encode_jpeg(frame, QUALITY)], TIER)
+            assert line["count"] == len(expected) == sum(line["genders"].values()), f"{name} frame {line['frame']}"
+            for got, want in zip(line["persons"], expected, strict=True):
+                np.testing.assert_allclose(got["box"], want.box, atol=1.0)
+                if abs(want.gender_score - 0.6) > 0.01:  # far from the threshold: batching cannot flip it
+                    assert got["gender"] == want.gender_label
+        assert lines[1]["count"] == 0 and lines[1]["persons"] == []  # a gray frame
+        assert lines[0]["count"] > 0 and lines[0]["timestamp"] == 0.0 and lines[1]["timestamp"] == 0.1
+
+        annotated = decoded(out / name / FileSink.VIDEO)
+        assert len(annotated) == n and annotated[0].shape == (size[1], size[0], 3)
+
+
+@pytest.mark.parametrize("drop", list(DropPolicy))
+def test_live_source_drops_instead_of_queueing(server: Server, drop: DropPolicy) -> None:
+    """A source faster than the sink with one frame in flight: frames are dropped by policy, never queued."""
+    pictures = frames((640, 480), 3)
+    produced = 30
+
+    def camera() -> Iterator[np.ndarray]:
+        for i in range(produced):
+            time.sleep(0.01)
+            yield pictures[i % 3]
+
+    sink = Recorder(delay_s=0.1)  # slow whatever the server's speed
+    options = StreamOptions(
+        url=server.options.endpoints.grpc_url, tier=TIER, max_inflight=1, max_pending=2, drop=drop, jpeg_quality=QUALITY
+    )
+    stats = StreamSession(Source("camera", camera(), live=True), sink, options).run()
+
+    assert stats.produced == produced and stats.dropped > 0
+    assert stats.sent + stats.dropped == produced
+    assert stats.ok == stats.sent == len(sink.results) and stats.errors == 0 and sink.closed
+    assert stats.max_inflight_seen == 1 and stats.max_pending_seen <= 2  # bounded
+    assert_in_order(sink.results)
+    for r in sink.results:  # the bytes sent are the deterministic encoding of the captured frame
+        assert r.jpeg == encode_jpeg(pictures[r.index % 3], QUALITY)
+    if drop is DropPolicy.OLDEST:
+        assert sink.results[-1].index == produced - 1  # the freshest frame always survives
+    else:
+        assert sink.results[0].index == 0  # the first frame always keeps its turn
+
+
+@pytest.mark.parametrize("on_error", list(OnError))
+def test_bad_frame_fails_alone_or_stops(server: Server, on_error: OnError, tmp_path: Path) -> None:
+    """An unencodable frame is one error; `continue` answers the rest, `stop` ends the run with playable files."""
+    good = frames((320, 240), 3)
+    stream = [good[0], np.zeros((0, 0, 3), np.uint8), *good, *good, *good]
+    options = StreamOptions(url=server.options.endpoints.grpc_url, tier=TIER, max_inflight=2, on_error=on_error)
+    sink = FileSink(tmp_path, fps=10)
+    stats = StreamSession(Source("bad", iter(stream), live=False), sink, options).run()
+
+    lines = [json.loads(line) for line in (tmp_path / FileSink.JSONL).read_text().splitlines()]
+    assert stats.errors == 1 and lines[1]["frame"] == 1 and "bad frame" in lines[1]["error"]
+    assert [line["frame"] for line in lines] == list(range(stats.sent))
+    assert stats.dropped == 0 and stats.produced == stats.sent
+    if on_error is OnError.CONTINUE:
+        assert stats.sent == stats.ok + 1 == len(stream) and stats.stopped is None
+    else:
+        assert stats.sent < len(stream) and "stop" in (stats.stopped or "")
+    assert len(decoded(tmp_path / FileSink.VIDEO)) == stats.ok  # the empty frame has no picture
+
+
+def test_stop_leaves_playable_files(server: Server, tmp_path: Path) -> None:
+    """What Ctrl-C does (the stop event): sending ends, answers on their way are written, both files are valid."""
+    stop = threading.Event()
+
+    class StopAfterThree(FileSink):
+        def write(self, result: FrameResult) -> None:
+            super().write(result)
+            if self.frames == 3:
+                stop.set()
+
+    stream = frames((320, 240), 30)
+    options = StreamOptions(url=server.options.endpoints.grpc_url, tier=TIER, max_inflight=2)
+    stats = StreamSession(
+        Source("stopped", iter(stream), live=False), StopAfterThree(tmp_path, 10), options, stop
+    ).run()
+
+    assert stats.stopped == "interrupted" and 3 <= stats.ok <= stats.sent < len(stream)
+    lines = [json.loads(line) for line in (tmp_path / FileSink.JSONL).read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(stats.sent))
+    assert len(decoded(tmp_path / FileSink.VIDEO)) == stats.sent
+
+
+def test_server_gone_fails_frames(tmp_path: Path) -> None:
+    """No server at all: every frame is an error (continue) or the first one ends the run (stop)."""
+    url = f"127.0.0.1:{free_port()}"
+    stream = frames((320, 240), 4)
+    for on_error, expected_sent in ((OnError.CONTINUE, 4), (OnError.STOP, 1)):
+        options = StreamOptions(url=url, tier=TIER, on_error=on_error, backoff_s=(0.01, 0.05))
+        sink = Recorder()
+        stats = StreamSession(Source("gone", iter(stream), live=False), sink, options).run()
+        assert (stats.sent, stats.errors, stats.ok) == (expected_sent, expected_sent, 0)
+        assert all("server unavailable" in (r.error or "") for r in sink.results)
+
+
+def test_server_restart_is_survived(detector_manifest: dict, tmp_path: Path) -> None:
+    """A live run outlives a restart of its server on the same ports: errors during the outage, answers after."""
+    # Only the streaming tier (the ensemble loads its steps; BLS's gender model is named): ~3x faster starts.
+    streaming = spec.tier(TIER)
+    models = (streaming.model(spec.Step.ENSEMBLE), streaming.model(spec.Step.GENDER))
+    explicit = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in models))
+    options = ServerOptions(endpoints=Endpoints.free(), extra_args=explicit)  # the same ports after the restart
+    server = Server(options, log_path=tmp_path / "tritonserver.log", ready_timeout_s=240)
+    pictures = frames((480, 360), 3)
+    done = threading.Event()
+
+    def camera() -> Iterator[np.ndarray]:
+        i = 0
+        while not done.is_set():
+            yield pictures[i % 3]
+            i += 1
+            time.sleep(0.1)
+
+    sink = Recorder()
+    session = StreamSession(
+        Source("camera", camera(), live=True),
+        sink,
+        StreamOptions(url=options.endpoints.grpc_url, tier=TIER, max_inflight=2, backoff_s=(0.2, 1.0)),
+    )
+    runner = threading.Thread(target=session.run)
+    server.start()
+    try:
+        runner.start()
+        sink.wait_for("answers", lambda rs: sum(r.ok for r in rs) >= 3, 120)
+        # SIGTERM as an orchestrator sends it, without Server.stop()'s drain: it waits for the traffic to
+        # stop, and a live client does not stop sending.
+        assert server.process is not None
+        server.process.terminate()
+        server.process.wait(60)
+        sink.wait_for("errors after the stop", lambda rs: any(not r.ok for r in rs), 60)
+        server.start()
+        before = sink.wait_for("the restart", lambda rs: True, 0)
+        sink.wait_for("answers after the restart", lambda rs: sum(r.ok for r in rs[before:]) >= 3, 120)
+    finally:
+        done.set()
+        runner.join(60)
+        server.stop()
+    assert not runner.is_alive()
+
+    stats, results = session.stats, sink.results
+    assert_in_order(results)
+    assert stats.errors > 0 and stats.reconnects >= 1 and stats.stopped is None
+    assert stats.sent + stats.dropped == stats.produced and stats.sent == len(results) == stats.ok + stats.errors
+    first_error = next(i for i, r in enumerate(results) if not r.ok)
+    last_error = max(i for i, r in enumerate(results) if not r.ok)
+    assert first_error >= 3
+    assert sum(r.ok for r in results[last_error + 1 :]) >= 3  # answered again after reconnecting
