@@ -186,20 +186,25 @@ class Server:
             f"tritonserver not ready after {self.ready_timeout_s:.0f}s; see {self.log_path or 'its output'}"
         )
 
-    def in_flight(self) -> int:
-        """Requests inside the tiers: passed on by preprocess, not yet answered by postprocess.
-
-        From the counters the python models publish (spec.ADMITTED_METRIC, ANSWERED_METRIC), less
-        the requests Triton's schedulers refused between the steps. Triton's own pending count
-        covers queued requests only, not executing ones.
-        """
+    def metrics(self) -> dict[tuple[str, str], float]:
+        """Triton's metrics endpoint as {(metric, model): value}, summed over other labels."""
         url = f"http://{self.options.endpoints.host}:{self.options.endpoints.metrics}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()
         values: dict[tuple[str, str], float] = {}
         for metric, model, value in re.findall(r'^(\w+)\{model="(\w+)"[^}]*\} (\S+)$', text, re.MULTILINE):
             values[metric, model] = values.get((metric, model), 0.0) + float(value)
-        total = 0.0
+        return values
+
+    def in_flight(self) -> int:
+        """Requests the server holds: queued at any step, or passed on by preprocess and not yet answered.
+
+        Triton's pending count covers queued requests only; the executing ones come from the
+        counters the python models publish (spec.ADMITTED_METRIC, ANSWERED_METRIC), less the
+        requests Triton's schedulers refused between the steps.
+        """
+        values = self.metrics()
+        total = sum(v for (metric, _), v in values.items() if metric == "nv_inference_pending_request_count")
         for tier in spec.TIERS:
             admitted = values.get((spec.ADMITTED_METRIC, tier.model(spec.Step.PREPROCESS)), 0.0)
             answered = values.get((spec.ANSWERED_METRIC, tier.model(spec.Step.POSTPROCESS)), 0.0)

@@ -99,10 +99,12 @@ def test_stop_under_load_finishes_requests_in_flight(keyed: Server) -> None:
     client = PeopleClient(keyed.options.endpoints.grpc_url, api_key=KEY)
     image = SAMPLES["zidane.jpg"].read_bytes()
     (expected,) = client.detect([image], "batch")
+    admitted = (spec.ADMITTED_METRIC, spec.tier("batch").model(spec.Step.PREPROCESS))
+    before = keyed.metrics().get(admitted, 0.0)
     with ThreadPoolExecutor(9) as pool:
         futures = [pool.submit(client.detect, [image], "batch") for _ in range(8)]
-        while keyed.in_flight() < 1:  # wait until the server holds them
-            time.sleep(0.05)
+        while keyed.metrics().get(admitted, 0.0) - before < 8:  # all 8 are inside the tier
+            time.sleep(0.02)
         stopping = pool.submit(keyed.stop)
         while not keyed.drain_file.exists():
             time.sleep(0.01)
