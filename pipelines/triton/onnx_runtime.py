@@ -27,6 +27,9 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = spec.CPU_THREADS
         options.inter_op_num_threads = 1
+        # Idle ONNX Runtime threads spin by default; on a few cores that spinning takes the CPU
+        # from the other steps of the pipeline (DALI decode, NMS) running in other processes.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -47,6 +47,9 @@ def _manifest(model_dir: Path, version: str) -> dict[str, Any]:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
+        # NMS and crops are small tensors: one thread does them as fast and leaves the cores to
+        # the detector and the decoder (torch's OpenMP threads otherwise spin between requests).
+        torch.set_num_threads(1)
         config = model_config(args)
         repository = Path(args["model_repository"]).parent
         detector = _manifest(repository / parameter(config, "detector"), args["model_version"])
