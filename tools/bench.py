@@ -70,7 +70,7 @@ class TierResult:
 
     @property
     def best_throughput(self) -> float:
-        return max(r["throughput"] for r in self.rows)
+        return float(np.nanmax([r["throughput"] for r in self.rows]))
 
 
 def _env() -> dict[str, str]:
@@ -118,17 +118,26 @@ def perf_analyzer(url: str, tier: spec.Tier, data_file: Path, out: Path, request
         report = out / f"perf_{tier.name}_c{concurrency}.csv"
         cmd = [
             str(PERF_ANALYZER), "-m", tier.model(spec.Step.ENSEMBLE), "-u", url, "-i", "grpc",
-            "--input-data", str(data_file), "--concurrency-range", f"{concurrency}:{concurrency}",
-            "--measurement-mode", "count_windows", "--measurement-request-count", str(max(requests, 2 * concurrency)),
-            "--max-trials", "4", "-f", str(report),
+            "--input-data", str(data_file), "--concurrency-range", f"{concurrency}:{concurrency}", "-f", str(report),
         ]  # fmt: skip
+        count = max(requests, 2 * concurrency)
+        windows = ["--measurement-mode", "count_windows", "--measurement-request-count", str(count)]
         log.info("perf_analyzer %s concurrency %d", tier.model(spec.Step.ENSEMBLE), concurrency)
         stable = True
-        done = subprocess.run([*cmd, "-s", "25"], env=_env(), capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 and "stable measurement" in done.stdout:
-            # A noisy machine: measure anyway and say so in the report rather than fail.
+        done = subprocess.run([*cmd, *windows, "-s", "25", "--max-trials", "4"], env=_env(), capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        if done.returncode != 0 and "stable measurement" in done.stdout + done.stderr:
+            # A noisy machine: longer windows and a looser bound, and the report says so.
             stable = False
-            done = subprocess.run([*cmd, "-s", "1000"], env=_env(), capture_output=True, text=True, timeout=600)
+            longer = ["--measurement-mode", "count_windows", "--measurement-request-count", str(3 * count)]
+            done = subprocess.run([*cmd, *longer, "-s", "100", "--max-trials", "5"], env=_env(), capture_output=True,
+                                  text=True, timeout=900)  # fmt: skip
+        if done.returncode != 0 and "stable measurement" in done.stdout + done.stderr:
+            log.warning("%s concurrency %d: no stable measurement; left out", tier.name, concurrency)
+            nan = float("nan")
+            result.rows.append({"concurrency": concurrency, "throughput": nan, "p50_ms": nan, "p95_ms": nan,
+                                "p99_ms": nan, "stable": False})  # fmt: skip
+            continue
         if done.returncode != 0:
             raise RuntimeError(f"perf_analyzer failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
         with report.open() as f:
@@ -326,7 +335,7 @@ def render(out: Path, facts: dict[str, str], results: list[TierResult], baseline
     lines += ["| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in facts.items()] + [""]
     lines += ["## Tiers (perf_analyzer, gRPC, real JPEGs, cpu variant)", "", "![tiers](tiers.png)", ""]
     lines += [
-        "| tier | concurrency | images/s | p50 ms | p95 ms | p99 ms | stable (25%) |",
+        "| tier | concurrency | images/s | p50 ms | p95 ms | p99 ms | stable within 25% |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
