@@ -167,16 +167,19 @@ def sustainable_rate(client: PeopleClient, tier: str, image: bytes, seconds: flo
     return done / seconds
 
 
-def overload(server: Server, tier: str, factor: float = 3.0, seconds: float = 10.0) -> LoadReport:
+def overload(
+    server: Server, tier: str, factor: float = 3.0, seconds: float = 10.0, protocol: str = "grpc"
+) -> LoadReport:
     """Offer `factor` times the sustainable rate (open loop) and record what happened."""
-    client = PeopleClient(server.options.endpoints.grpc_url)
+    e = server.options.endpoints
+    url = e.grpc_url if protocol == "grpc" else e.http_url
     image = (ASSETS / "bus.jpg").read_bytes()
-    rate = sustainable_rate(client, tier, image) * factor
+    rate = sustainable_rate(PeopleClient(e.grpc_url), tier, image) * factor
     report = LoadReport(tier, rate, rss_before=server_rss(server))
     lock = threading.Lock()
 
     def one() -> None:
-        outcome = send(client, tier, image)
+        outcome = send(PeopleClient(url, protocol), tier, image)  # per thread: the HTTP client is not thread-safe
         with lock:
             if outcome.kind == "ok":
                 report.accepted += 1

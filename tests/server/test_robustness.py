@@ -31,8 +31,10 @@ def test_bad_inputs_fail_alone_on_every_tier(server: Server, protocol: str) -> N
         assert growth < 384, f"server memory grew {growth:.0f} MiB over a second round of the same inputs"
 
 
-def test_overload_is_rejected_quickly_with_unavailable(server: Server) -> None:
-    load = robustness.overload(server, "streaming", factor=3.0, seconds=6.0)
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_overload_is_rejected_quickly_with_unavailable(server: Server, protocol: str) -> None:
+    """Queue full or timed out: gRPC UNAVAILABLE / HTTP 503, sooner than an accepted request is answered."""
+    load = robustness.overload(server, "streaming", factor=3.0, seconds=6.0, protocol=protocol)
     assert load.other == [], load.other
     assert load.rejected > 0, "3x the sustainable rate must overflow the streaming tier's queue"
     assert load.accepted > 0
