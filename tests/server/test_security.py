@@ -43,8 +43,10 @@ def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_inference_needs_the_key(keyed: Server, protocol: str, key: str | None) -> None:
     e = keyed.options.endpoints
-    client = PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=key)
-    with pytest.raises(InferenceServerException) as error:
+    with (
+        PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=key) as client,
+        pytest.raises(InferenceServerException) as error,
+    ):
         client.detect([SAMPLES["bus.jpg"].read_bytes()])
     assert "restricted" in str(error.value).lower() or "x-api-key" in str(error.value), error.value
 
@@ -52,8 +54,8 @@ def test_inference_needs_the_key(keyed: Server, protocol: str, key: str | None) 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_inference_with_the_key_passes(keyed: Server, protocol: str) -> None:
     e = keyed.options.endpoints
-    client = PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=KEY)
-    (persons,) = client.detect([SAMPLES["bus.jpg"].read_bytes()])
+    with PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=KEY) as client:
+        (persons,) = client.detect([SAMPLES["bus.jpg"].read_bytes()])
     assert persons
 
 
@@ -77,6 +79,7 @@ def test_shared_memory_is_locked_without_a_key(server: Server) -> None:
     c = httpclient.InferenceServerClient(server.options.endpoints.http_url)
     with pytest.raises(InferenceServerException):
         c.get_system_shared_memory_status()
+    c.close()
 
 
 def test_binds_loopback_only(server: Server) -> None:
