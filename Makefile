@@ -72,7 +72,8 @@ setup: $(VENV)/.installed $(TRITON_DIR)/bin/tritonserver ## Create the virtualen
 
 tritonserver: $(TRITON_DIR)/bin/tritonserver ## Unpack Triton 2.51 (python backend) from the nvidia-pytriton wheel
 
-model_repository/gender_batch/1/manifest.json: | $(VENV)/.installed
+# Re-exported when the export code or the manifest schema changes (served models refuse an older schema).
+model_repository/gender_batch/1/manifest.json: pipelines/manifest.py $(wildcard export/*.py) | $(VENV)/.installed
 	$(PY) -m export $(EXPORT_ARGS)
 
 export: $(VENV)/.installed ## Weights -> model.onnx per tier (+ TensorRT plans on a GPU); DETECTOR=, PERSON_CLASSES=, GENDER_MODEL=

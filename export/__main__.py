@@ -9,15 +9,16 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import onnx
 import onnxruntime
 
-from export import detector_onnx, gender_onnx, manifest, tensorrt_plan, weights
-from pipelines import spec
+from export import detector_onnx, gender_onnx, tensorrt_plan, weights
+from pipelines import manifest, spec
+from pipelines.manifest import Artifact
 
 log = logging.getLogger("export")
 
@@ -33,35 +34,37 @@ def _place(source: Path, target: Path) -> None:
         target.write_bytes(source.read_bytes())
 
 
-def _common(source: Path, staged: Path) -> dict[str, Any]:
-    return {
-        "source": str(source),
-        "source_sha256": manifest.sha256(source) if source.exists() else None,
-        "onnx_sha256": manifest.sha256(staged),
-        "versions": {
+def _artifact(source: Path, staged: Path, license: str, exporter_names: dict[str, str]) -> Artifact:
+    """The provenance every tier's record shares (the tier and plan are filled in per tier)."""
+    return Artifact(
+        source=str(source),
+        source_sha256=manifest.sha256(source) if source.exists() else None,
+        onnx_sha256=manifest.sha256(staged),
+        license=license,
+        tier="",
+        versions={
             "python": platform.python_version(),
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
         },
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        exporter_tensor_names=exporter_names,
+    )
 
 
 def _publish(
     step: spec.Step,
     staged: Path,
-    record: dict[str, Any],
+    record: manifest.Detector | manifest.Classifier,
     repository: Path,
-    plan: Callable[[spec.Tier, Path], dict[str, Any]] | None,
+    plan: Callable[[spec.Tier, Path], manifest.Plan] | None,
 ) -> None:
     """Place the ONNX in every tier's version folder, build its plan if asked, write the manifest."""
     for tier in spec.TIERS:
         directory = repository / tier.model(step) / "1"
         _place(staged, directory / "model.onnx")
-        tier_record = dict(record, tier=tier.name)
-        if plan:
-            tier_record["plan"] = plan(tier, directory)
-        manifest.write(directory, tier_record)
+        artifact = replace(record.artifact, tier=tier.name, plan=plan(tier, directory) if plan else None)
+        manifest.write(directory, replace(record, artifact=artifact))
         log.info("%s: %s", tier.model(step), ", ".join(sorted(p.name for p in directory.iterdir())))
 
 
@@ -112,22 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         source = weights.resolve(args.detector, args.person_classes)
         detector_staged = args.cache / "detector.onnx"
         detector = detector_onnx.export(source.path, detector_staged)
-        person_ids = weights.person_class_ids(detector["names"], source.person_classes)
+        person_ids = weights.person_class_ids(detector.names, source.person_classes)
         classifier = gender_onnx.resolve(args.gender_model, args.gender_sidecar)
         gender_staged = args.cache / "gender.onnx"
         gender = gender_onnx.export(classifier, gender_staged)
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
-    log.info("detector person classes %s", {i: detector["names"][i] for i in person_ids})
+    log.info("detector person classes %s", {i: detector.names[i] for i in person_ids})
 
-    detector_record = dict(
-        _common(source.path, detector_staged),
-        **detector,
-        person_class_ids=person_ids,
+    detector_record = manifest.Detector(
+        artifact=_artifact(source.path, detector_staged, detector.license, detector.exporter_tensor_names),
+        names=detector.names,
+        person_class_ids=tuple(person_ids),
         image_size=spec.IMAGE_SIZE,
-        input=spec.IMAGES.name,
-        output=spec.PREDICTIONS.name,
+        opset=detector.opset,
     )
     _publish(
         spec.Step.DETECTOR,
@@ -140,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             d / "model.onnx", d / "model.plan", spec.IMAGES.dims, tensorrt_plan.profile(tier.gpu), cache, not args.fp32
         ),
     )
-    size = gender["preprocessing"]["size"]
-    gender_record = dict(
-        _common(classifier.path, gender_staged), **gender, input=spec.CROPS.name, output=spec.PROBABILITIES.name
+    size = gender.preprocessing.size
+    gender_record = manifest.Classifier(
+        artifact=_artifact(classifier.path, gender_staged, gender.license, gender.exporter_tensor_names),
+        preprocessing=gender.preprocessing,
+        labels=gender.labels,
+        gender_values=gender.gender_values,
     )
     _publish(
         spec.Step.GENDER,

@@ -6,8 +6,8 @@ import ast
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import onnx
 
@@ -54,8 +54,18 @@ def _from_onnx(weights: Path) -> tuple[onnx.ModelProto, dict[int, str]]:
     return graph, {int(k): v for k, v in ast.literal_eval(meta["names"]).items()}
 
 
-def export(weights: Path, out: Path) -> dict[str, Any]:
-    """Write `out` (ONNX) from Ultralytics weights or ONNX; return facts for the manifest."""
+@dataclass(frozen=True)
+class Exported:
+    """What the export learnt about the detector, for its manifest."""
+
+    names: dict[int, str]
+    opset: int
+    license: str  # as the exporter's metadata states it (Ultralytics writes one)
+    exporter_tensor_names: dict[str, str]
+
+
+def export(weights: Path, out: Path) -> Exported:
+    """Write `out` (ONNX) from Ultralytics weights or ONNX; return what the manifest records."""
     if weights.suffix == ".onnx":
         graph, names = _from_onnx(weights)
     else:
@@ -70,8 +80,5 @@ def export(weights: Path, out: Path) -> dict[str, Any]:
     onnx.checker.check_model(graph)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(out))
-    return {
-        "names": names,
-        "opset": OPSET,
-        "exporter_tensor_names": {"input": inputs[0], "output": outputs[0]},
-    }
+    license = next((p.value for p in graph.metadata_props if p.key == "license"), "unknown")
+    return Exported(names, OPSET, license, {"input": inputs[0], "output": outputs[0]})

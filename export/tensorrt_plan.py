@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
-from pipelines import spec
+from pipelines import manifest, spec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def profile(batching: spec.Batching) -> tuple[int, int, int]:
 
 def gender_profile() -> tuple[int, int, int]:
     """(min, opt, max) batch of the gender classifier: BLS chunks fill up to its max batch."""
-    top = spec.GENDER_BATCHING["gpu"].max_batch_size
+    top = spec.GENDER_BATCHING[spec.Variant.GPU].max_batch_size
     return 1, top, top
 
 
@@ -51,7 +50,7 @@ def build(
     batch_profile: tuple[int, int, int],
     timing_cache: Path,
     fp16: bool = True,
-) -> dict[str, Any]:
+) -> manifest.Plan:
     """Build and write `plan_path` for an ONNX with one input [batch, *item_dims]; return manifest facts."""
     import tensorrt as trt
     import torch
@@ -81,10 +80,10 @@ def build(
     plan_path.write_bytes(bytes(serialized))
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     major, minor = torch.cuda.get_device_capability()
-    return {
-        "tensorrt_version": trt.__version__,
-        "gpu_name": torch.cuda.get_device_name(),
-        "compute_capability": f"{major}.{minor}",
-        "precision": "fp16" if fp16 else "fp32",
-        "profile": {"min": lo, "opt": opt, "max": hi},
-    }
+    return manifest.Plan(
+        tensorrt_version=trt.__version__,
+        gpu_name=torch.cuda.get_device_name(),
+        compute_capability=f"{major}.{minor}",
+        precision="fp16" if fp16 else "fp32",
+        profile=(lo, opt, hi),
+    )

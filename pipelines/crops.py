@@ -7,28 +7,11 @@ letterbox, so small persons keep all the pixels the camera gave them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torchvision
 
 from pipelines import spec
-
-
-@dataclass(frozen=True)
-class ClassifierInput:
-    """How the classifier wants its input; read from the gender export manifest."""
-
-    size: int  # square side, pixels
-    rgb: bool  # channel order: RGB (True) or BGR
-    mean: tuple[float, float, float]  # subtracted from 0-255 pixel values, in the classifier's channel order
-    scale: tuple[float, float, float]  # then divided by this
-    padding: float  # context around the head the classifier was trained with (fraction of the head side)
-
-    @classmethod
-    def from_manifest(cls, record: dict) -> ClassifierInput:
-        p = record["preprocessing"]
-        return cls(int(p["size"]), p["channels"] == "RGB", tuple(p["mean"]), tuple(p["scale"]), float(p["padding"]))
+from pipelines.manifest import Preprocessing
 
 
 def crop_regions(
@@ -54,18 +37,18 @@ def crop_regions(
     return torch.stack((left, top, left + side, top + side), dim=-1), big_enough
 
 
-def cut(image: torch.Tensor, regions: torch.Tensor, spec_in: ClassifierInput) -> torch.Tensor:
+def cut(image: torch.Tensor, regions: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """Crops [K, 3, S, S] normalized for the classifier, from one decoded RGB image [H, W, 3] uint8.
 
     Bilinear with adaptive sampling (roi_align, aligned pixel centres), which averages
     over the source pixels when shrinking, as an area resize does.
     """
     chw = image.permute(2, 0, 1)[None].float()
-    if not spec_in.rgb:
+    if not pre.rgb:
         chw = chw.flip(1)
     crops = torchvision.ops.roi_align(
-        chw, [regions.float()], output_size=spec_in.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+        chw, [regions.float()], output_size=pre.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
     )
-    mean = torch.tensor(spec_in.mean, device=crops.device).view(1, 3, 1, 1)
-    scale = torch.tensor(spec_in.scale, device=crops.device).view(1, 3, 1, 1)
+    mean = torch.tensor(pre.mean, device=crops.device).view(1, 3, 1, 1)
+    scale = torch.tensor(pre.scale, device=crops.device).view(1, 3, 1, 1)
     return (crops - mean) / scale

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from pipelines import spec
-from pipelines.crops import ClassifierInput, crop_regions, cut
+from pipelines.crops import crop_regions, cut
+from pipelines.manifest import Preprocessing
 from pipelines.postprocess import Detections
 
 
@@ -28,7 +29,7 @@ def gather(
     found: Detections,
     originals: list[torch.Tensor],
     geometry: torch.Tensor,
-    classifier: ClassifierInput,
+    classifier: Preprocessing,
     policy: spec.CropPolicy = spec.CROP_POLICY,
 ) -> Crops:
     """Crops of every person large enough to classify; originals[b] is image b's decoded [H, W, 3]."""

@@ -18,15 +18,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from pipelines import spec
-from pipelines.spec import Step, Tier
+from pipelines.spec import Step, Tier, Variant
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
 README = ROOT / "README.md"
 TABLE_BEGIN, TABLE_END = "<!-- tiers:begin (rendered by `make configs`) -->", "<!-- tiers:end -->"
-GPU, CPU = "gpu", "cpu"
-VARIANTS = (GPU, CPU)
-CONFIG_PATHS = {GPU: Path("config.pbtxt"), CPU: Path("configs") / "cpu.pbtxt"}
+CONFIG_PATHS = {Variant.GPU: Path("config.pbtxt"), Variant.CPU: Path("configs") / "cpu.pbtxt"}
 
 HEADER = "# Rendered from pipelines/spec.py by `make configs`; edit the spec, not this file.\n"
 
@@ -84,15 +82,12 @@ def _parameter(config: mc.ModelConfig, key: str, value: str) -> None:
     config.parameters[key].string_value = value
 
 
-def step_config(tier: Tier, step: Step, variant: str) -> mc.ModelConfig:
-    if step is Step.GENDER:
-        batching = spec.GENDER_BATCHING[variant]
-    else:
-        batching = tier.gpu if variant == GPU else tier.cpu
+def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
+    batching = spec.GENDER_BATCHING[variant] if step is Step.GENDER else tier.batching(variant)
     config = mc.ModelConfig(name=tier.model(step), max_batch_size=batching.max_batch_size)
     _inputs(config, spec.STEP_INPUTS[step], ragged=step is Step.PREPROCESS)
     _outputs(config, spec.STEP_OUTPUTS[step])
-    if variant == CPU:
+    if variant is Variant.CPU:
         config.backend = "python"
     elif step is Step.PREPROCESS:
         config.backend = "dali"  # serializes 1/dali.py at load (@autoserialize)
@@ -107,13 +102,13 @@ def step_config(tier: Tier, step: Step, variant: str) -> mc.ModelConfig:
         _parameter(config, "detector", tier.model(Step.DETECTOR))
         _parameter(config, "gender", tier.model(Step.GENDER))
         _parameter(config, "gender_max_batch", str(spec.GENDER_BATCHING[variant].max_batch_size))
-    kind = "KIND_GPU" if variant == GPU else "KIND_CPU"
+    kind = "KIND_GPU" if variant is Variant.GPU else "KIND_CPU"
     _batching(config, batching, kind)
     return config
 
 
-def ensemble_config(tier: Tier, variant: str) -> mc.ModelConfig:
-    batching = tier.gpu if variant == GPU else tier.cpu
+def ensemble_config(tier: Tier, variant: Variant) -> mc.ModelConfig:
+    batching = tier.batching(variant)
     config = mc.ModelConfig(name=tier.model(Step.ENSEMBLE), platform="ensemble", max_batch_size=batching.max_batch_size)
     _inputs(config, spec.ENSEMBLE_INPUTS)
     _outputs(config, spec.ENSEMBLE_OUTPUTS)
@@ -160,11 +155,12 @@ def tier_table() -> str:
                "on timeout", "instances")  # fmt: skip
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for t in spec.TIERS:
-        for variant, b in ((GPU, t.gpu), (CPU, t.cpu)):
+        for variant in spec.VARIANTS:
+            b = t.batching(variant)
             order = ", in order" if b.preserve_ordering else ""
             priority = f", {b.priority_levels} priorities" if b.priority_levels else ""
             rows.append(
-                f"| `{t.model(Step.ENSEMBLE)}` | {t.purpose} | {variant} | {b.max_batch_size} | "
+                f"| `{t.model(Step.ENSEMBLE)}` | {t.purpose} | {variant.value} | {b.max_batch_size} | "
                 f"{', '.join(map(str, b.preferred_batch_sizes))} | {b.max_queue_delay_us} us | "
                 f"{b.max_queue_size}{priority} | {b.timeout_action.value} after {b.queue_timeout_us / 1e6:g} s"
                 f"{order} | {b.instances} |"
@@ -181,7 +177,7 @@ def _with_table(readme: str) -> str:
 def files() -> Iterator[tuple[Path, str]]:
     """Every rendered file, relative to the model repository, with its text."""
     for tier in spec.TIERS:
-        for variant in VARIANTS:
+        for variant in spec.VARIANTS:
             for step in spec.MODELS:
                 yield Path(tier.model(step)) / CONFIG_PATHS[variant], _pbtxt(step_config(tier, step, variant))
             yield Path(tier.model(Step.ENSEMBLE)) / CONFIG_PATHS[variant], _pbtxt(ensemble_config(tier, variant))

@@ -131,6 +131,21 @@ PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)  # the ensemble's 
 MODELS = (*PIPELINE, Step.GENDER)  # every model of a tier besides the ensemble
 
 
+class Variant(str, Enum):
+    """Where the models run. Each model has one config per variant, rendered from this spec."""
+
+    GPU = "gpu"  # config.pbtxt: DALI with nvJPEG, TensorRT plans, python on GPU tensors (the product)
+    CPU = "cpu"  # configs/cpu.pbtxt: python backend, DALI CPU operators, ONNX Runtime
+
+    @property
+    def config_name(self) -> str | None:
+        """`tritonserver --model-config-name`; None: the default `config.pbtxt`."""
+        return None if self is Variant.GPU else self.value
+
+
+VARIANTS = tuple(Variant)
+
+
 class TimeoutAction(str, Enum):
     REJECT = "REJECT"
     DELAY = "DELAY"
@@ -160,6 +175,9 @@ class Tier:
 
     def model(self, step: Step) -> str:
         return f"{step.value}_{self.name}"
+
+    def batching(self, variant: Variant) -> Batching:
+        return self.gpu if variant is Variant.GPU else self.cpu
 
 
 TIERS = (
@@ -244,7 +262,7 @@ TIER_NAMES = tuple(t.name for t in TIERS)
 # bounded by their tier's queue, so it has no queue limit or timeout of its own;
 # max_batch_size is the chunk size of postprocess's BLS calls.
 GENDER_BATCHING = {
-    "gpu": Batching(
+    Variant.GPU: Batching(
         max_batch_size=256,
         preferred_batch_sizes=(),
         max_queue_delay_us=100,
@@ -254,7 +272,7 @@ GENDER_BATCHING = {
         instances=1,
     ),
     # Small, so a handful of crowded images already exercises the chunking.
-    "cpu": Batching(
+    Variant.CPU: Batching(
         max_batch_size=32,
         preferred_batch_sizes=(),
         max_queue_delay_us=100,

@@ -29,8 +29,7 @@ import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 
-from export import manifest
-from pipelines import spec
+from pipelines import manifest, spec
 from tools.corpus import ASSETS
 from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions
 
@@ -58,7 +57,7 @@ def images() -> list[bytes]:
 
 def sweep(tier: spec.Tier) -> list[int]:
     """Concurrencies per tier: 1 (latency), half and all of its cpu max batch (throughput)."""
-    top = tier.cpu.max_batch_size
+    top = tier.batching(spec.Variant.CPU).max_batch_size
     return sorted({1, top // 2, top})
 
 
@@ -253,7 +252,7 @@ def machine() -> dict[str, str]:
         if _has("nvidia-smi")
         else ""
     )
-    record = manifest.read(REPOSITORY / spec.TIERS[0].model(spec.Step.DETECTOR) / "1")
+    record = manifest.read(REPOSITORY / spec.TIERS[0].model(spec.Step.DETECTOR) / "1", manifest.Detector)
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": f"{cpu}, {os.cpu_count()} cores",
@@ -263,7 +262,8 @@ def machine() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__,
         "ultralytics": ultralytics.__version__,
-        "detector": f"{Path(record['source']).name} ({record['source_sha256'][:12]}), {spec.IMAGE_SIZE}px",
+        "detector": f"{Path(record.artifact.source).name} ({(record.artifact.source_sha256 or '?')[:12]}), "
+        f"{spec.IMAGE_SIZE}px",
     }
 
 

@@ -32,7 +32,6 @@ from typing import Any
 import yaml
 
 from pipelines import spec
-from pipelines.render import CPU, GPU
 from pipelines.spec import Step, Tier
 from tools import serve
 from tools.tritonserver import Endpoints, ServerOptions, endpoint_args
@@ -91,8 +90,8 @@ class Variant:
 
 VARIANTS = (
     Variant(
-        name=GPU,
-        config_name=None,
+        name=spec.Variant.GPU.value,
+        config_name=spec.Variant.GPU.config_name,
         cpu="8",
         memory="32Gi",
         gpus=1,
@@ -100,8 +99,8 @@ VARIANTS = (
         note="One GPU per pod; TensorRT plans built for the GPU type of the selected nodes.",
     ),
     Variant(
-        name=CPU,
-        config_name=CPU,
+        name=spec.Variant.CPU.value,
+        config_name=spec.Variant.CPU.config_name,
         cpu=str(spec.CPU_THREADS),  # the cpu configs are sized for this many cores
         memory="8Gi",
         gpus=0,
@@ -112,7 +111,7 @@ VARIANTS = (
 
 
 def batching(tier: Tier, variant: Variant) -> spec.Batching:
-    return tier.gpu if variant.name == GPU else tier.cpu
+    return tier.batching(spec.Variant(variant.name))
 
 
 def queue_target_us(tier: Tier, variant: Variant) -> int:
@@ -251,7 +250,7 @@ def server_command() -> tuple[list[str], list[str]]:
     docker = Dockerfile.read()
     binary = docker.entrypoint[0]
     inner = Endpoints(host="0.0.0.0", http=spec.HTTP_PORT, grpc=spec.GRPC_PORT, metrics=spec.METRICS_PORT)
-    args = [*docker.entrypoint[1:], *endpoint_args(ServerOptions(config_name=None, endpoints=inner))]
+    args = [*docker.entrypoint[1:], *endpoint_args(ServerOptions(variant=spec.Variant.GPU, endpoints=inner))]
     keyed = [a for a in args if a.startswith(KEYED_FLAGS)]
     plain = [a for a in args if a not in keyed]
     if not keyed:

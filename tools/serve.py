@@ -17,8 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from export import manifest
-from pipelines import spec
+from pipelines import manifest, spec
 from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions, endpoint_args
 
 log = logging.getLogger("serve")
@@ -43,8 +42,8 @@ def missing_plans(repository: Path) -> list[Path]:
 
 def plan_build_command(image: str, repository: Path) -> list[str]:
     """Build the plans inside the serving image from the ONNX `make export` staged, same person classes."""
-    record = manifest.read(repository / spec.TIERS[0].model(spec.Step.DETECTOR) / "1")
-    classes = ",".join(map(str, record["person_class_ids"]))
+    record = manifest.read(repository / spec.TIERS[0].model(spec.Step.DETECTOR) / "1", manifest.Detector)
+    classes = ",".join(map(str, record.person_class_ids))
     return [
         "docker", "run", "--rm", "--gpus", "all", "--user", f"{os.getuid()}:{os.getgid()}",
         "-v", f"{ROOT}:/work", "-w", "/work", "--entrypoint", "python3", image,
@@ -56,7 +55,7 @@ def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: 
     """The GPU path: the serving image, model repository read-only, ports published on --host only."""
     e = endpoints
     inner = Endpoints(host="0.0.0.0", http=spec.HTTP_PORT, grpc=spec.GRPC_PORT, metrics=spec.METRICS_PORT)
-    server = endpoint_args(ServerOptions(config_name=None, endpoints=inner, api_key=api_key))
+    server = endpoint_args(ServerOptions(variant=spec.Variant.GPU, endpoints=inner, api_key=api_key))
     return [
         "docker", "run", "--rm", "--init", "--gpus", "all", "--shm-size", "2g",
         "-p", f"{e.host}:{e.http}:{spec.HTTP_PORT}",

@@ -70,7 +70,7 @@ class Endpoints:
 @dataclass
 class ServerOptions:
     repository: Path = ROOT / "model_repository"
-    config_name: str | None = "cpu"  # None: the default (GPU) config.pbtxt
+    variant: spec.Variant = spec.Variant.CPU  # the local server has no GPU, DALI or TensorRT backend
     endpoints: Endpoints = field(default_factory=Endpoints)
     api_key: str | None = None  # restricts inference and admin protocols to this key
     extra_args: tuple[str, ...] = ()
@@ -104,8 +104,8 @@ def endpoint_args(options: ServerOptions) -> list[str]:
         f"--metrics-port={e.metrics}",
         f"--log-verbose={options.log_verbose}",
     ]
-    if options.config_name:
-        args.append(f"--model-config-name={options.config_name}")
+    if options.variant.config_name:
+        args.append(f"--model-config-name={options.variant.config_name}")
     # Clients never need shared-memory registration here; without an API key it is locked with a
     # secret nobody knows (this Triton has no switch to turn it off).
     key = options.api_key or secrets.token_hex(16)
@@ -164,7 +164,7 @@ class Server:
         """Python models whose stub processes died (Triton itself keeps calling them ready)."""
         if self.process is None:
             return []
-        expected = expected_stubs(self.options.repository, self.options.config_name)
+        expected = expected_stubs(self.options.repository, self.options.variant.config_name)
         return dead_stubs(self.process.pid, expected)
 
     def healthy(self) -> bool:

@@ -83,7 +83,7 @@ def gpu_pipeline(tier: str, device_id: int | None = 0) -> Callable[..., Pipeline
 
     `device_id=None` builds the same graph for serialization on a machine without a GPU.
     """
-    batching = spec.tier(tier).gpu
+    batching = spec.tier(tier).batching(spec.Variant.GPU)
 
     @pipeline_def(
         batch_size=batching.max_batch_size,

@@ -16,9 +16,7 @@ from typing import Any
 import torch
 import triton_python_backend_utils as pb_utils
 
-from export import manifest
-from pipelines import gender, postprocess, spec
-from pipelines.crops import ClassifierInput
+from pipelines import gender, manifest, postprocess, spec
 from pipelines.triton import bls
 from pipelines.triton.tensors import (
     Counter,
@@ -38,10 +36,10 @@ THRESHOLDS = (
 )
 
 
-def _manifest(model_dir: Path, version: str) -> dict[str, Any]:
+def _manifest(directory: Path, kind: type[manifest.Record]) -> manifest.Record:
     try:
-        return manifest.read(model_dir / version)
-    except FileNotFoundError as e:
+        return manifest.read(directory, kind)
+    except manifest.ManifestError as e:
         raise pb_utils.TritonModelException(str(e)) from e
 
 
@@ -52,12 +50,13 @@ class TritonPythonModel:
         torch.set_num_threads(1)
         config = model_config(args)
         repository = Path(args["model_repository"]).parent
-        detector = _manifest(repository / parameter(config, "detector"), args["model_version"])
-        self.person_classes = torch.tensor(detector["person_class_ids"], dtype=torch.long)
+        version = args["model_version"]
+        detector = _manifest(repository / parameter(config, "detector") / version, manifest.Detector)
+        self.person_classes = torch.tensor(detector.person_class_ids, dtype=torch.long)
         self.gender_model = parameter(config, "gender")
-        classifier = _manifest(repository / self.gender_model, args["model_version"])
-        self.classifier = ClassifierInput.from_manifest(classifier)
-        self.gender_values = torch.tensor(classifier["gender_values"], dtype=torch.long)
+        classifier = _manifest(repository / self.gender_model / version, manifest.Classifier)
+        self.classifier = classifier.preprocessing
+        self.gender_values = torch.tensor(classifier.gender_values, dtype=torch.long)
         self.gender_max_batch = int(parameter(config, "gender_max_batch"))
         self.answered = Counter(spec.ANSWERED_METRIC, "responses sent, answers and errors", args["model_name"])
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import ultralytics
 
-from export import manifest
-from pipelines import spec
+from pipelines import manifest, spec
 from tools.client import PeopleClient
 from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions
 
@@ -25,13 +24,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def detector_manifest() -> dict:
+def detector_manifest() -> manifest.Detector:
     """The export record of the served detector (fails with `make export` advice when missing)."""
-    return manifest.read(ROOT / "model_repository" / spec.TIERS[0].model(spec.Step.DETECTOR) / "1")
+    return manifest.read(ROOT / "model_repository" / spec.TIERS[0].model(spec.Step.DETECTOR) / "1", manifest.Detector)
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, detector_manifest: dict) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, detector_manifest: manifest.Detector) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     options = ServerOptions(endpoints=Endpoints.free())
     with Server(options, log_path=log) as s:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import spec
+from pipelines import manifest, spec
 from tests.server.conftest import SAMPLES
 from tests.server.reference import ultralytics_people
 from tools.client import PeopleClient, Person
@@ -39,21 +39,25 @@ def assert_same_persons(served: list[Person], reference: tuple[np.ndarray, np.nd
 
 @pytest.mark.parametrize("tier", spec.TIER_NAMES)
 @pytest.mark.parametrize("image", sorted(SAMPLES))
-def test_tier_matches_ultralytics(client: PeopleClient, detector_manifest: dict, tier: str, image: str) -> None:
+def test_tier_matches_ultralytics(
+    client: PeopleClient, detector_manifest: manifest.Detector, tier: str, image: str
+) -> None:
     (served,) = client.detect([SAMPLES[image].read_bytes()], tier)
-    reference = ultralytics_people(detector_manifest["source"], SAMPLES[image], detector_manifest["person_class_ids"])
+    reference = ultralytics_people(
+        detector_manifest.artifact.source, SAMPLES[image], list(detector_manifest.person_class_ids)
+    )
     assert len(served) > 0, "the sample images show people"
     assert_same_persons(served, reference)
 
 
 @pytest.mark.parametrize(("conf", "iou"), [(0.05, 0.7), (0.5, 0.7), (0.25, 0.3), (0.9, 0.7)])
 def test_request_thresholds_match_ultralytics(
-    grpc_client: PeopleClient, detector_manifest: dict, conf: float, iou: float
+    grpc_client: PeopleClient, detector_manifest: manifest.Detector, conf: float, iou: float
 ) -> None:
     for path in SAMPLES.values():
         (served,) = grpc_client.detect([path.read_bytes()], "balanced", conf=conf, iou=iou)
         reference = ultralytics_people(
-            detector_manifest["source"], path, detector_manifest["person_class_ids"], conf=conf, iou=iou
+            detector_manifest.artifact.source, path, list(detector_manifest.person_class_ids), conf=conf, iou=iou
         )
         assert_same_persons(served, reference)
 

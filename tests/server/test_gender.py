@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -13,9 +14,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from export import manifest
-from pipelines import spec
-from pipelines.crops import ClassifierInput, crop_regions, cut
+from pipelines import manifest, spec
+from pipelines.crops import crop_regions, cut
 from tests.server.conftest import SAMPLES
 from tools.client import PeopleClient
 from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions
@@ -24,14 +24,14 @@ REPOSITORY = ROOT / "model_repository"
 SCORE_TOLERANCE = 1e-4
 
 
-def _gender_manifest(tier: str) -> dict:
-    return manifest.read(REPOSITORY / spec.tier(tier).model(spec.Step.GENDER) / "1")
+def _gender_manifest(tier: str) -> manifest.Classifier:
+    return manifest.read(REPOSITORY / spec.tier(tier).model(spec.Step.GENDER) / "1", manifest.Classifier)
 
 
 def reference_gender(image: bytes, boxes: np.ndarray, tier: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """GENDER and GENDER_SCORES for served boxes: cv2 decode, the same crops, the same ONNX on ONNX Runtime."""
     record = _gender_manifest(tier)
-    classifier = ClassifierInput.from_manifest(record)
+    classifier = record.preprocessing
     rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
     t = torch.from_numpy(boxes.copy())
@@ -44,7 +44,7 @@ def reference_gender(image: bytes, boxes: np.ndarray, tier: str, threshold: floa
         session = ort.InferenceSession(str(REPOSITORY / spec.tier(tier).model(spec.Step.GENDER) / "1" / "model.onnx"))
         (probs,) = session.run([spec.PROBABILITIES.name], {spec.CROPS.name: crops})
         top, index = probs.max(axis=1), probs.argmax(axis=1)
-        values = np.array(record["gender_values"])[index]
+        values = np.array(record.gender_values)[index]
         gender[ok.numpy()] = np.where(top >= threshold, values, spec.UNDETERMINED)
         scores[ok.numpy()] = top
     return gender, scores
@@ -109,7 +109,7 @@ def test_more_persons_than_the_classifier_batch_are_chunked(
 ) -> None:
     tier = "batch"
     model = spec.tier(tier).model(spec.Step.GENDER)
-    limit = spec.GENDER_BATCHING["cpu"].max_batch_size
+    limit = spec.GENDER_BATCHING[spec.Variant.CPU].max_batch_size
     images = [sample_bytes["bus.jpg"]] * 6
     before = _stats(server, model)
     raw = grpc_client.infer_raw(tier, grpc_client.inputs(images, conf=0.01))
@@ -160,9 +160,11 @@ def always_female_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     for step in (spec.Step.DETECTOR,):
         (repo / tier.model(step) / "1" / "model.onnx").symlink_to(REPOSITORY / tier.model(step) / "1" / "model.onnx")
     gender_dir = repo / tier.model(spec.Step.GENDER) / "1"
-    record = manifest.read(gender_dir)
-    onnx.save(_always_female(record["preprocessing"]["size"]), str(gender_dir / "model.onnx"))
-    manifest.write(gender_dir, dict(record, source="tests: always female", onnx_sha256=None))
+    record = manifest.read(gender_dir, manifest.Classifier)
+    onnx.save(_always_female(record.preprocessing.size), str(gender_dir / "model.onnx"))
+    digest = manifest.sha256(gender_dir / "model.onnx")
+    artifact = replace(record.artifact, source="tests: always female", onnx_sha256=digest)
+    manifest.write(gender_dir, replace(record, artifact=artifact))
     log = tmp_path_factory.mktemp("triton") / "always-female.log"
     with Server(ServerOptions(repository=repo, endpoints=Endpoints.free()), log_path=log) as s:
         yield s

@@ -40,7 +40,7 @@ def test_overload_is_rejected_quickly_with_unavailable(server: Server, protocol:
     assert load.accepted > 0
     assert load.accepted + load.rejected == load.sent
     # Bounded: no accepted request waited much past the tier's queue timeout plus its own work.
-    cpu = spec.tier("streaming").cpu
+    cpu = spec.tier("streaming").batching(spec.Variant.CPU)
     assert max(load.accepted_latency_s) < cpu.queue_timeout_us / 1e6 * len(spec.PIPELINE) + 10
     assert np.median(load.rejected_latency_s) < np.median(load.accepted_latency_s)
 

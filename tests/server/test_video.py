@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines import spec
+from pipelines import manifest, spec
 from tests.server.conftest import SAMPLES
 from tools import video
 from tools.client import PeopleClient
@@ -226,7 +226,7 @@ def test_server_gone_fails_frames(tmp_path: Path) -> None:
         assert all("server unavailable" in (r.error or "") for r in sink.results)
 
 
-def test_server_restart_is_survived(detector_manifest: dict, tmp_path: Path) -> None:
+def test_server_restart_is_survived(detector_manifest: manifest.Detector, tmp_path: Path) -> None:
     """A live run outlives a restart of its server on the same ports: errors during the outage, answers after."""
     # Only the streaming tier (the ensemble loads its steps; BLS's gender model is named): ~3x faster starts.
     streaming = spec.tier(TIER)

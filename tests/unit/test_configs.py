@@ -11,28 +11,28 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export import tensorrt_plan
 from pipelines import render, spec
-from pipelines.spec import Step
+from pipelines.spec import Step, Variant
 
 REPOSITORY = render.REPOSITORY
-VARIANTS = render.VARIANTS
+VARIANTS = spec.VARIANTS
 ALL_STEPS = (*spec.MODELS, Step.ENSEMBLE)  # every model of a tier: the ensemble's steps, gender, the ensemble
 CASES = [(tier, variant) for tier in spec.TIERS for variant in VARIANTS]
-CASE_IDS = [f"{tier.name}-{variant}" for tier, variant in CASES]
+CASE_IDS = [f"{tier.name}-{variant.value}" for tier, variant in CASES]
 
 
 def load(path: Path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
-def config(tier: spec.Tier, step: Step, variant: str) -> mc.ModelConfig:
+def config(tier: spec.Tier, step: Step, variant: Variant) -> mc.ModelConfig:
     return load(REPOSITORY / tier.model(step) / render.CONFIG_PATHS[variant])
 
 
-def batching(tier: spec.Tier, step: Step, variant: str) -> spec.Batching:
+def batching(tier: spec.Tier, step: Step, variant: Variant) -> spec.Batching:
     """What the spec says a model batches with: its tier's, or the gender classifier's own."""
     if step is Step.GENDER:
         return spec.GENDER_BATCHING[variant]
-    return tier.gpu if variant == render.GPU else tier.cpu
+    return tier.batching(variant)
 
 
 def parameters(c: mc.ModelConfig) -> dict[str, str]:
@@ -61,7 +61,7 @@ def test_check_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     """--check fails on an edited or missing file (so the committed-repository test can fail)."""
     assert render.main(["--repository", str(tmp_path)]) == 0
     assert render.main(["--repository", str(tmp_path), "--check"]) == 0, "a fresh render does not check clean"
-    edited = tmp_path / spec.tier("batch").model(Step.DETECTOR) / render.CONFIG_PATHS[render.CPU]
+    edited = tmp_path / spec.tier("batch").model(Step.DETECTOR) / render.CONFIG_PATHS[Variant.CPU]
     edited.write_text(edited.read_text().replace("max_batch_size: 16", "max_batch_size: 17"))
     (tmp_path / spec.tier("streaming").model(Step.PREPROCESS) / "1" / "dali.py").unlink()
     capsys.readouterr()
@@ -80,12 +80,12 @@ def test_every_committed_pbtxt_parses() -> None:
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_dynamic_batching_rules(tier: spec.Tier, variant: str) -> None:
+def test_dynamic_batching_rules(tier: spec.Tier, variant: Variant) -> None:
     """Triton refuses preserve_ordering with priority levels or DELAY, and preferred sizes above the max."""
     for step in spec.MODELS:
         c = config(tier, step, variant)
         d = c.dynamic_batching
-        label = f"{c.name} ({variant})"
+        label = f"{c.name} ({variant.value})"
         assert c.HasField("dynamic_batching"), f"{label}: no dynamic batching"
         assert c.max_batch_size > 0, f"{label}: max_batch_size {c.max_batch_size}"
         if step in spec.PIPELINE:  # the classifier takes whatever chunks postprocess sends
@@ -103,23 +103,23 @@ def test_dynamic_batching_rules(tier: spec.Tier, variant: str) -> None:
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_ensemble_batch_fits_every_step(tier: spec.Tier, variant: str) -> None:
+def test_ensemble_batch_fits_every_step(tier: spec.Tier, variant: Variant) -> None:
     ensemble = config(tier, Step.ENSEMBLE, variant)
     assert ensemble.platform == "ensemble", f"{ensemble.name}: platform {ensemble.platform!r}"
     assert not ensemble.HasField("dynamic_batching"), f"{ensemble.name}: ensembles cannot batch dynamically"
     for step in spec.PIPELINE:
         c = config(tier, step, variant)
         assert ensemble.max_batch_size <= c.max_batch_size, (
-            f"{ensemble.name} ({variant}) max_batch_size {ensemble.max_batch_size} > {c.name} {c.max_batch_size}"
+            f"{ensemble.name} ({variant.value}) max_batch_size {ensemble.max_batch_size} > {c.name} {c.max_batch_size}"
         )
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_postprocess_names_its_models(tier: spec.Tier, variant: str) -> None:
+def test_postprocess_names_its_models(tier: spec.Tier, variant: Variant) -> None:
     """postprocess reads the detector's and the classifier's manifests and calls the classifier by these names."""
     post = config(tier, Step.POSTPROCESS, variant)
     found = parameters(post)
-    label = f"{post.name} ({variant})"
+    label = f"{post.name} ({variant.value})"
     for key, step in (("detector", Step.DETECTOR), ("gender", Step.GENDER)):
         assert found.get(key) == tier.model(step), f"{label}: parameter {key}={found.get(key)!r}"
         path = REPOSITORY / found[key] / render.CONFIG_PATHS[variant]
@@ -136,10 +136,10 @@ def test_postprocess_names_its_models(tier: spec.Tier, variant: str) -> None:
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_gender_model(tier: spec.Tier, variant: str) -> None:
+def test_gender_model(tier: spec.Tier, variant: Variant) -> None:
     """Called by postprocess through BLS, so not an ensemble step; its own batching; CROPS -> PROBABILITIES."""
     c = config(tier, Step.GENDER, variant)
-    label = f"{c.name} ({variant})"
+    label = f"{c.name} ({variant.value})"
     steps = [s.model_name for s in config(tier, Step.ENSEMBLE, variant).ensemble_scheduling.step]
     assert c.name not in steps, f"{label}: is a step of the ensemble {steps}"
     assert c.max_batch_size == spec.GENDER_BATCHING[variant].max_batch_size, f"{label}: max_batch_size"
@@ -157,7 +157,7 @@ def _spec_contract(tensors: tuple[spec.Tensor, ...], with_optional: bool) -> lis
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_ensemble_contract_is_the_spec(tier: spec.Tier, variant: str) -> None:
+def test_ensemble_contract_is_the_spec(tier: spec.Tier, variant: Variant) -> None:
     ensemble = config(tier, Step.ENSEMBLE, variant)
     assert _contract(ensemble.input) == _spec_contract(spec.ENSEMBLE_INPUTS, True), f"{ensemble.name}: inputs"
     assert _contract(ensemble.output) == _spec_contract(spec.ENSEMBLE_OUTPUTS, False), f"{ensemble.name}: outputs"
@@ -175,7 +175,7 @@ def test_ensemble_contract_is_identical_across_tiers() -> None:
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_ensemble_maps_reference_existing_tensors(tier: spec.Tier, variant: str) -> None:
+def test_ensemble_maps_reference_existing_tensors(tier: spec.Tier, variant: Variant) -> None:
     """input_map keys are the step's inputs, output_map keys its outputs; every value is produced before use."""
     ensemble = config(tier, Step.ENSEMBLE, variant)
     steps = ensemble.ensemble_scheduling.step
@@ -185,7 +185,7 @@ def test_ensemble_maps_reference_existing_tensors(tier: spec.Tier, variant: str)
     for s in steps:
         c = load(REPOSITORY / s.model_name / render.CONFIG_PATHS[variant])
         inputs, outputs = {t.name: t for t in c.input}, {t.name for t in c.output}
-        label = f"{ensemble.name} ({variant}) -> {s.model_name}"
+        label = f"{ensemble.name} ({variant.value}) -> {s.model_name}"
         assert set(s.input_map) <= set(inputs), f"{label}: input_map keys {set(s.input_map) - set(inputs)} unknown"
         assert set(s.output_map) <= outputs, f"{label}: output_map keys {set(s.output_map) - outputs} unknown"
         required = {name for name, t in inputs.items() if not t.optional}
@@ -194,27 +194,27 @@ def test_ensemble_maps_reference_existing_tensors(tier: spec.Tier, variant: str)
         assert not unproduced, f"{label}: reads {unproduced} before any step produces them"
         available |= set(s.output_map.values())
     missing = {t.name for t in ensemble.output} - available
-    assert not missing, f"{ensemble.name} ({variant}): outputs {missing} are produced by no step"
+    assert not missing, f"{ensemble.name} ({variant.value}): outputs {missing} are produced by no step"
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_ensemble_hands_original_from_preprocess_to_postprocess(tier: spec.Tier, variant: str) -> None:
+def test_ensemble_hands_original_from_preprocess_to_postprocess(tier: spec.Tier, variant: Variant) -> None:
     """The crops are cut from the decoded image: preprocess's ORIGINAL must reach postprocess unchanged."""
     steps = {s.model_name: s for s in config(tier, Step.ENSEMBLE, variant).ensemble_scheduling.step}
     pre, post = steps[tier.model(Step.PREPROCESS)], steps[tier.model(Step.POSTPROCESS)]
     name = spec.ORIGINAL.name
-    assert name in pre.output_map and name in post.input_map, f"{tier.name} ({variant}): ORIGINAL is not mapped"
+    assert name in pre.output_map and name in post.input_map, f"{tier.name} ({variant.value}): ORIGINAL is not mapped"
     written, read = pre.output_map[name], post.input_map[name]
-    assert written == read, f"{tier.name} ({variant}): preprocess writes {written!r}, postprocess reads {read!r}"
+    assert written == read, f"{tier.name} ({variant.value}): preprocess writes {written!r}, postprocess reads {read!r}"
     (original,) = [t for t in config(tier, Step.PREPROCESS, variant).output if t.name == name]
     assert mc.DataType.Name(original.data_type) == "TYPE_UINT8" and list(original.dims) == [-1, -1, 3], original
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_ensemble_documents_gender_labels(tier: spec.Tier, variant: str) -> None:
+def test_ensemble_documents_gender_labels(tier: spec.Tier, variant: Variant) -> None:
     ensemble = config(tier, Step.ENSEMBLE, variant)
     text = parameters(ensemble).get("gender_labels")
-    assert text == "0=female,1=male,-1=undetermined", f"{ensemble.name} ({variant}): gender_labels {text!r}"
+    assert text == "0=female,1=male,-1=undetermined", f"{ensemble.name} ({variant.value}): gender_labels {text!r}"
     pairs = dict(item.split("=") for item in text.split(","))
     expected = {str(v): name for v, name in enumerate(spec.GENDER_LABELS)} | {str(spec.UNDETERMINED): "undetermined"}
     assert pairs == expected, f"{ensemble.name}: gender_labels {pairs} disagree with the spec {expected}"
@@ -222,7 +222,7 @@ def test_ensemble_documents_gender_labels(tier: spec.Tier, variant: str) -> None
 
 @pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
 def test_backends_and_instance_kinds(tier: spec.Tier) -> None:
-    pre, det, post, gender = (config(tier, step, render.GPU) for step in spec.MODELS)
+    pre, det, post, gender = (config(tier, step, Variant.GPU) for step in spec.MODELS)
     assert pre.backend == "dali", f"{pre.name}: GPU backend {pre.backend!r}"
     for c in (det, gender):
         assert c.platform == "tensorrt_plan" and c.default_model_filename == "model.plan", f"{c.name}: GPU platform"
@@ -232,7 +232,7 @@ def test_backends_and_instance_kinds(tier: spec.Tier) -> None:
         kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in c.instance_group]
         assert kinds == ["KIND_GPU"], f"{c.name} (gpu): instance kinds {kinds}"
     for step in spec.MODELS:
-        c = config(tier, step, render.CPU)
+        c = config(tier, step, Variant.CPU)
         kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in c.instance_group]
         assert c.backend == "python" and not c.platform, (
             f"{c.name} (cpu): backend {c.backend!r} platform {c.platform!r}"
@@ -241,25 +241,25 @@ def test_backends_and_instance_kinds(tier: spec.Tier) -> None:
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_preprocess_image_is_ragged(tier: spec.Tier, variant: str) -> None:
+def test_preprocess_image_is_ragged(tier: spec.Tier, variant: Variant) -> None:
     c = config(tier, Step.PREPROCESS, variant)
     flags = {t.name: t.allow_ragged_batch for t in c.input}
-    assert flags == {spec.IMAGE.name: True}, f"{c.name} ({variant}): allow_ragged_batch {flags}"
+    assert flags == {spec.IMAGE.name: True}, f"{c.name} ({variant.value}): allow_ragged_batch {flags}"
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
-def test_batch_sizes_come_from_the_spec(tier: spec.Tier, variant: str) -> None:
+def test_batch_sizes_come_from_the_spec(tier: spec.Tier, variant: Variant) -> None:
     for step in ALL_STEPS:
         b = batching(tier, Step.PREPROCESS if step is Step.ENSEMBLE else step, variant)
         c = config(tier, step, variant)
-        assert c.max_batch_size == b.max_batch_size, f"{c.name} ({variant}): max_batch_size"
+        assert c.max_batch_size == b.max_batch_size, f"{c.name} ({variant.value}): max_batch_size"
         if step is not Step.ENSEMBLE:
             d = c.dynamic_batching
             preferred = tuple(d.preferred_batch_size)
-            assert preferred == b.preferred_batch_sizes, f"{c.name} ({variant}): preferred {preferred}"
-            assert d.max_queue_delay_microseconds == b.max_queue_delay_us, f"{c.name} ({variant}): queue delay"
-            assert d.default_queue_policy.max_queue_size == b.max_queue_size, f"{c.name} ({variant}): queue size"
-            assert [g.count for g in c.instance_group] == [b.instances], f"{c.name} ({variant}): instances"
+            assert preferred == b.preferred_batch_sizes, f"{c.name} ({variant.value}): preferred {preferred}"
+            assert d.max_queue_delay_microseconds == b.max_queue_delay_us, f"{c.name} ({variant.value}): queue delay"
+            assert d.default_queue_policy.max_queue_size == b.max_queue_size, f"{c.name} ({variant.value}): queue size"
+            assert [g.count for g in c.instance_group] == [b.instances], f"{c.name} ({variant.value}): instances"
 
 
 @pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from export import manifest
-from pipelines import render, spec
-from pipelines.crops import ClassifierInput, crop_regions, cut
+from pipelines import manifest, render, spec
+from pipelines.crops import crop_regions, cut
+from pipelines.manifest import Preprocessing
 
 HEAD, PERSON = spec.CropPolicy.HEAD, spec.CropPolicy.PERSON
 GEOMETRY_ATOL = 2e-3  # pixels: float32 arithmetic on coordinates up to 4000 against float64
@@ -25,8 +25,8 @@ EXACT = 1e-4  # normalized units: float32 rounding where the reference is exact
 # image, in levels of 0-255: measured mean <= 0.4 and max <= 2.5 for the sides below.
 AREA_MEAN_LEVELS, AREA_MAX_LEVELS = 0.5, 3.0
 # Distinct per channel, so a swapped channel or a shared mean/scale shows.
-ODD = ClassifierInput(size=32, rgb=True, mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2)
-IDENTITY = ClassifierInput(size=32, rgb=True, mean=(0.0, 0.0, 0.0), scale=(1.0, 1.0, 1.0), padding=0.0)
+ODD = Preprocessing(size=32, channels="RGB", mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2)
+IDENTITY = Preprocessing(size=32, channels="RGB", mean=(0.0, 0.0, 0.0), scale=(1.0, 1.0, 1.0), padding=0.0)
 
 
 def regions(
@@ -194,13 +194,13 @@ def quadrant_image(height: int = 200, width: int = 300) -> np.ndarray:
     return image
 
 
-def normalized(rgb: tuple[int, int, int] | np.ndarray, classifier: ClassifierInput) -> np.ndarray:
+def normalized(rgb: tuple[int, int, int] | np.ndarray, classifier: Preprocessing) -> np.ndarray:
     """What a pixel of colour `rgb` becomes: channels in the classifier's order, (x - mean) / scale."""
     channels = np.asarray(rgb, np.float64)[..., :: 1 if classifier.rgb else -1]
     return (channels - np.asarray(classifier.mean)) / np.asarray(classifier.scale)
 
 
-def cut_np(image: np.ndarray, boxes: list[list[float]], classifier: ClassifierInput) -> np.ndarray:
+def cut_np(image: np.ndarray, boxes: list[list[float]], classifier: Preprocessing) -> np.ndarray:
     crops = cut(torch.from_numpy(image), torch.tensor(boxes, dtype=torch.float32), classifier)
     s = classifier.size
     assert crops.shape == (len(boxes), 3, s, s) and crops.dtype == torch.float32, f"crops {crops.shape} {crops.dtype}"
@@ -211,7 +211,7 @@ def cut_np(image: np.ndarray, boxes: list[list[float]], classifier: ClassifierIn
 @pytest.mark.parametrize("size", [32, 17, 64])
 def test_solid_regions_give_their_normalized_colour(rgb: bool, size: int) -> None:
     """Regions inside one quadrant, whole or fractional, touching the image's edges or not: constant crops."""
-    classifier = replace(ODD, rgb=rgb, size=size)
+    classifier = replace(ODD, channels="RGB" if rgb else "BGR", size=size)
     image = quadrant_image()
     boxes = {
         "top-left": [10, 10, 90, 90],
@@ -228,9 +228,9 @@ def test_solid_regions_give_their_normalized_colour(rgb: bool, size: int) -> Non
 def test_bgr_flips_the_channels() -> None:
     image = np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     box = [[5, 7, 55, 57]]
-    rgb, bgr = cut_np(image, box, IDENTITY)[0], cut_np(image, box, replace(IDENTITY, rgb=False))[0]
+    rgb, bgr = cut_np(image, box, IDENTITY)[0], cut_np(image, box, replace(IDENTITY, channels="BGR"))[0]
     np.testing.assert_array_equal(bgr, rgb[::-1], err_msg="BGR crop is not the RGB crop with channels reversed")
-    odd = cut_np(image, box, replace(ODD, rgb=False))[0]
+    odd = cut_np(image, box, replace(ODD, channels="BGR"))[0]
     mean, scale = np.array(ODD.mean)[:, None, None], np.array(ODD.scale)[:, None, None]
     np.testing.assert_allclose(odd, (rgb[::-1] - mean) / scale, rtol=0, atol=EXACT, err_msg="BGR normalization")
 
@@ -260,21 +260,21 @@ def smooth_image(height: int = 480, width: int = 640) -> np.ndarray:
     return np.clip(image + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8)
 
 
-def reference_crop(region: np.ndarray, classifier: ClassifierInput, interpolation: int) -> np.ndarray:
+def reference_crop(region: np.ndarray, classifier: Preprocessing, interpolation: int) -> np.ndarray:
     """cv2.resize of the region's pixels in float32 (no uint8 rounding), normalized, CHW."""
     resized = cv2.resize(region.astype(np.float32), (classifier.size, classifier.size), interpolation=interpolation)
     return np.moveaxis(normalized(resized, classifier), -1, 0)
 
 
 @pytest.fixture(scope="module")
-def exported() -> ClassifierInput:
+def exported() -> Preprocessing:
     """The served classifier's input, as postprocess reads it from the export manifest."""
     directory = render.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.GENDER) / "1"
-    return ClassifierInput.from_manifest(manifest.read(directory))
+    return manifest.read(directory, manifest.Classifier).preprocessing
 
 
 @pytest.mark.parametrize("side", [32, 64, 96, 128])
-def test_whole_factor_equals_cv2_area(exported: ClassifierInput, side: int) -> None:
+def test_whole_factor_equals_cv2_area(exported: Preprocessing, side: int) -> None:
     """Shrinking by a whole factor, roi_align samples every pixel centre once: cv2's INTER_AREA exactly."""
     image = np.random.default_rng(side).integers(0, 256, (300, 400, 3), dtype=np.uint8)  # noise: no smoothing hides
     x, y = 101, 57
@@ -284,7 +284,7 @@ def test_whole_factor_equals_cv2_area(exported: ClassifierInput, side: int) -> N
 
 
 @pytest.mark.parametrize("side", [50, 77, 200, 333])
-def test_fractional_factor_is_close_to_cv2_area(exported: ClassifierInput, side: int) -> None:
+def test_fractional_factor_is_close_to_cv2_area(exported: Preprocessing, side: int) -> None:
     """At fractional factors bilinear sampling approximates the area average; compared on a smooth image."""
     image = smooth_image()
     x, y = 101, 57
@@ -296,7 +296,7 @@ def test_fractional_factor_is_close_to_cv2_area(exported: ClassifierInput, side:
 
 
 @pytest.mark.parametrize("side", [8, 13, 20, 31])
-def test_enlarging_equals_cv2_linear(exported: ClassifierInput, side: int) -> None:
+def test_enlarging_equals_cv2_linear(exported: Preprocessing, side: int) -> None:
     """Small heads are enlarged bilinearly with pixel centres aligned: cv2's INTER_LINEAR on the region alone."""
     region = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
     crop = cut_np(region, [[0, 0, side, side]], exported)[0]
@@ -304,7 +304,7 @@ def test_enlarging_equals_cv2_linear(exported: ClassifierInput, side: int) -> No
     np.testing.assert_allclose(crop, expected, rtol=0, atol=EXACT, err_msg=f"{side} -> 32 vs INTER_LINEAR")
 
 
-def test_classifier_input_from_the_exported_manifest(exported: ClassifierInput) -> None:
+def test_classifier_input_from_the_exported_manifest(exported: Preprocessing) -> None:
     assert exported.size == 32, f"size {exported.size}"
     assert exported.rgb is True, "the default classifier reads RGB"
     np.testing.assert_allclose(exported.mean, (122.782, 117.001, 104.298), rtol=0, atol=1e-3, err_msg="mean")
@@ -313,6 +313,6 @@ def test_classifier_input_from_the_exported_manifest(exported: ClassifierInput) 
 
 
 def test_classifier_input_reads_bgr() -> None:
-    record = {"preprocessing": {"size": 224, "channels": "BGR", "mean": [1, 2, 3], "scale": [4, 5, 6], "padding": 0}}
-    got = ClassifierInput.from_manifest(record)
-    assert got == ClassifierInput(224, False, (1, 2, 3), (4, 5, 6), 0.0), got
+    got = Preprocessing.from_dict({"size": 224, "channels": "bgr", "mean": [1, 2, 3], "scale": [4, 5, 6], "padding": 0})
+    assert got == Preprocessing(224, "BGR", (1, 2, 3), (4, 5, 6), 0.0), got
+    assert not got.rgb

