@@ -12,8 +12,8 @@ import torch
 
 from pipelines import spec
 from pipelines.crops import crop_regions, cut
+from pipelines.detections import Detections
 from pipelines.manifest import Preprocessing
-from pipelines.postprocess import Detections
 
 
 @dataclass(frozen=True)

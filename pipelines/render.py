@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -168,10 +168,32 @@ def tier_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _with_table(readme: str) -> str:
-    head, _, rest = readme.partition(TABLE_BEGIN + "\n")
-    _, _, tail = rest.partition(TABLE_END)
-    return f"{head}{TABLE_BEGIN}\n{tier_table()}{TABLE_END}{tail}"
+def splice(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with what lies between the marker lines `begin` and `end` replaced by `body`."""
+    head, found, rest = text.partition(begin + "\n")
+    if not found or end not in rest:
+        raise ValueError(f"markers {begin!r} ... {end!r} not found")
+    _, _, tail = rest.partition(end)
+    return f"{head}{begin}\n{body}{end}{tail}"
+
+
+def write_or_check(rendered: Iterable[tuple[Path, str]], check: bool, command: str) -> int:
+    """Write every file whose text differs from its render, or with `check` only name them and return 1.
+
+    `command` is what regenerates them (said in the message), such as `make configs`.
+    """
+    stale = []
+    for path, text in rendered:
+        if path.is_file() and path.read_text() == text:
+            continue
+        stale.append(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    verb = f"differ from the spec (run `{command}`)" if check else "rendered"
+    for relative in stale:
+        print(f"{relative}: {verb}")
+    return 1 if check and stale else 0
 
 
 def files() -> Iterator[tuple[Path, str]]:
@@ -192,22 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=REPOSITORY)
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a file differs")
     args = parser.parse_args(argv)
-    stale = []
     rendered = [(args.repository / relative, text) for relative, text in files()]
-    if README.is_file() and TABLE_BEGIN in README.read_text():
-        rendered.append((README, _with_table(README.read_text())))
-    for path, text in rendered:
-        relative = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-        if path.is_file() and path.read_text() == text:
-            continue
-        stale.append(relative)
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    verb = "differ from the spec (run `make configs`)" if args.check else "rendered"
-    for relative in stale:
-        print(f"{relative}: {verb}")
-    return 1 if args.check and stale else 0
+    rendered.append((README, splice(README.read_text(), TABLE_BEGIN, TABLE_END, tier_table())))
+    return write_or_check(rendered, args.check, "make configs")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipelines import gender, manifest, postprocess, spec
+from pipelines import detections, gender, manifest, spec
 from pipelines.triton import bls
 from pipelines.triton.tensors import (
     Counter,
@@ -96,7 +96,7 @@ class TritonPythonModel:
         predictions = torch.cat([as_torch(r, spec.PREDICTIONS.name) for r in requests])
         device = predictions.device
         geometry = torch.cat([as_torch(r, spec.GEOMETRY.name) for r in requests]).to(device)
-        found = postprocess.detect(
+        found = detections.detect(
             predictions,
             geometry,
             torch.tensor(conf, device=device),

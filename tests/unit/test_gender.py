@@ -20,9 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 from export import detector_onnx, gender_onnx, tensorrt_plan
 from pipelines import manifest, render, spec
 from pipelines.crops import crop_regions, cut
+from pipelines.detections import Detections
 from pipelines.gender import Crops, gather, labels
 from pipelines.manifest import Preprocessing
-from pipelines.postprocess import Detections
 
 CLASSIFIER = Preprocessing(size=16, channels="RGB", mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2)
 MAX_DET = 6  # small padded outputs keep the hand-built cases readable

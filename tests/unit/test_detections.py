@@ -1,4 +1,4 @@
-"""`pipelines.postprocess.detect` against Ultralytics' non_max_suppression + scale_boxes.
+"""`pipelines.detections.detect` against Ultralytics' non_max_suppression + scale_boxes.
 
 Thresholds reach the served model as FP32 tensors, so Ultralytics is called with
 the same float32 values (float(np.float32(0.7)), not 0.7).
@@ -16,7 +16,7 @@ import torchvision  # noqa: F401  (Ultralytics uses torchvision's NMS only when 
 from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes
 
-from pipelines import postprocess, render, spec
+from pipelines import detections, render, spec
 from tests.unit import reference
 
 SIZE = spec.IMAGE_SIZE
@@ -61,9 +61,9 @@ def run_detect(
     person_classes: list[int],
     agnostic: bool = spec.AGNOSTIC_NMS,
     max_det: int = spec.MAX_DET,
-) -> postprocess.Detections:
+) -> detections.Detections:
     geometry = torch.tensor([reference.geometry(h, w) for h, w in shapes], dtype=torch.float32)
-    return postprocess.detect(
+    return detections.detect(
         predictions,
         geometry,
         torch.tensor(conf, dtype=torch.float32),
@@ -74,7 +74,7 @@ def run_detect(
     )
 
 
-def assert_image_matches(det: postprocess.Detections, b: int, ref: Reference, label: str) -> None:
+def assert_image_matches(det: detections.Detections, b: int, ref: Reference, label: str) -> None:
     """Same count, classes and order; boxes within BOX_ATOL px, scores within SCORE_ATOL; zeros after NUM."""
     max_det = det.scores.shape[1]
     assert det.num.dtype == torch.int32 and det.num.shape[1:] == (1,), f"{label}: NUM {det.num.dtype} {det.num.shape}"
@@ -268,7 +268,7 @@ def test_unletterbox_by_hand() -> None:
             [[10, 20, 100, 200], [0, 0, 0, 3.125]],
         ]
     )
-    got = postprocess.unletterbox(boxes, geometry)
+    got = detections.unletterbox(boxes, geometry)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4, msg=lambda m: f"unletterbox (atol 1e-4 px): {m}")
 
 
@@ -277,5 +277,5 @@ def test_unletterbox_maps_content_to_image_corners(height: int, width: int) -> N
     """The letterboxed content rectangle maps onto the whole original image, per-axis gains included."""
     left, top, new_w, new_h, w, h = reference.geometry(height, width)
     content = torch.tensor([[[left, top, left + new_w, top + new_h]]], dtype=torch.float32)
-    got = postprocess.unletterbox(content, torch.tensor([[left, top, new_w, new_h, w, h]]))
+    got = detections.unletterbox(content, torch.tensor([[left, top, new_w, new_h, w, h]]))
     torch.testing.assert_close(got, torch.tensor([[[0.0, 0.0, w, h]]]), rtol=0, atol=1e-4)
