@@ -30,13 +30,17 @@ PERSON_CLASSES ?=
 # `make export GENDER_MODEL=path/model.onnx` (facts in path/model.json) or an Ultralytics classification .pt.
 GENDER_MODEL   ?= default
 EXPORT_ARGS     = --detector $(DETECTOR) $(if $(PERSON_CLASSES),--person-classes $(PERSON_CLASSES)) --gender-model $(GENDER_MODEL)
-# `make serve HOST=0.0.0.0 HTTP_PORT=... API_KEY=...`
-HOST       ?= 127.0.0.1
-HTTP_PORT  ?= 8000
-GRPC_PORT  ?= 8001
-METRICS_PORT ?= 8002
-API_KEY    ?=
-VARIANT    ?= auto
+# `make serve HOST=0.0.0.0 HTTP_PORT=... API_KEY=...`; what is not given takes the spec's default
+# (pipelines/spec.py: loopback, ports 8000/8001/8002).
+HOST         ?=
+HTTP_PORT    ?=
+GRPC_PORT    ?=
+METRICS_PORT ?=
+API_KEY      ?=
+VARIANT      ?= auto
+SERVE_ARGS    = $(if $(HOST),--host $(HOST)) $(if $(HTTP_PORT),--http-port $(HTTP_PORT)) \
+                $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT)) $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT)) \
+                $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE) --variant $(VARIANT)
 PYTEST_ARGS ?=
 
 .PHONY: help setup tritonserver export configs serve test test-unit robustness perf-analyzer bench lint image clean k8s-manifests k8s-check
@@ -83,8 +87,7 @@ configs: $(VENV)/.installed ## Re-render every config.pbtxt and served wiring fi
 	$(PY) -m pipelines.render
 
 serve: setup model_repository/gender_batch/1/manifest.json ## Serve all tiers (local Triton, cpu variant; Docker+GPU: the image)
-	$(PY) -m tools.serve --host $(HOST) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
-	  --metrics-port $(METRICS_PORT) $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE) --variant $(VARIANT)
+	$(PY) -m tools.server $(SERVE_ARGS)
 
 test: export YOLO_OFFLINE := 1
 test: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json .venv-deploy/.installed ## Lint, unit tests, then tests against a real tritonserver
@@ -111,10 +114,10 @@ $(PERF_ANALYZER): $(PA_WHEEL) $(TRITON_DIR)/bin/tritonserver
 perf-analyzer: $(PERF_ANALYZER) ## Unpack perf_analyzer 2.50 (runs on glibc 2.36) into build/perf_analyzer
 
 bench: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json ## perf_analyzer on every tier vs the alternatives -> bench/REPORT.md (~10 min)
-	$(PY) -m tools.bench
+	$(PY) -m tools.evaluate.bench
 
 robustness: setup model_repository/gender_batch/1/manifest.json ## Bad inputs, overload and a killed stub against a real server; prints a report
-	$(PY) -m tools.robustness
+	$(PY) -m tools.evaluate.robustness
 
 test-unit: setup ## Unit tests only (no server)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

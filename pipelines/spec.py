@@ -305,3 +305,16 @@ HOST = "127.0.0.1"  # loopback unless the user asks otherwise
 HTTP_PORT = 8000
 GRPC_PORT = 8001
 METRICS_PORT = 8002
+# Flags every server of ours runs with, local or in the image (Dockerfile.triton's ENTRYPOINT holds
+# the same): no model loading over the API, not ready until every model is, a failed model stops
+# the server, and at most 30 s to finish what is in flight on SIGTERM.
+SERVER_FLAGS = (
+    "--model-control-mode=none",
+    "--strict-readiness=true",
+    "--exit-on-error=true",
+    "--exit-timeout-secs=30",
+)
+# With an API key, clients send it in this HTTP header; over gRPC, Triton expects the header with
+# its protocol prefix (`--grpc-restricted-protocol` docs in Triton's command line).
+API_KEY_HEADER = "x-api-key"
+GRPC_API_KEY_HEADER = f"triton-grpc-protocol-{API_KEY_HEADER}"

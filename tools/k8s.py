@@ -6,7 +6,7 @@ never drift from the numbers they are made of:
 - ports, tiers, the cpu variant's threads: `pipelines/spec.py`;
 - the server's fixed flags, the model repository path and the non-root uid:
   `Dockerfile.triton` (its ENTRYPOINT and `useradd`), the same flags as
-  `tools/tritonserver.command`; the per-deployment flags: `tools.tritonserver.endpoint_args`;
+  `tools.server.triton.command`; the per-deployment flags: `tools.server.triton.endpoint_args`;
 - /dev/shm: the size `make serve` gives the serving container (`tools/serve.py`);
 - image, model repository location, namespace, GPU node selector: Makefile
   variables (IMAGE, MODEL_REPO_URI, MODEL_SYNC_IMAGE, K8S_NAMESPACE,
@@ -33,8 +33,8 @@ import yaml
 
 from pipelines import spec
 from pipelines.spec import Step, Tier
-from tools import serve
-from tools.tritonserver import Endpoints, ServerOptions, endpoint_args
+from tools.server import serve
+from tools.server.triton import Endpoints, ServerOptions, endpoint_args
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

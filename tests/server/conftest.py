@@ -10,8 +10,8 @@ import pytest
 import ultralytics
 
 from pipelines import manifest, spec
-from tools.client import PeopleClient
-from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions
+from tools.client.people import PeopleClient
+from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 SAMPLES = {name: ASSETS / name for name in ("bus.jpg", "zidane.jpg")}

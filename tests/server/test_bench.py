@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools import bench
-from tools.tritonserver import Server
+from tools.evaluate import bench
+from tools.server.triton import Server
 
 
 def test_bench_smoke_renders_the_report(server: Server, tmp_path: Path) -> None:

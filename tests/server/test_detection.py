@@ -8,7 +8,7 @@ import pytest
 from pipelines import manifest, spec
 from tests.server.conftest import SAMPLES
 from tests.server.reference import ultralytics_people
-from tools.client import PeopleClient, Person
+from tools.client.people import PeopleClient, Person
 
 # At or above the default confidence, boxes agree within 1 px. Weaker boxes move
 # more under the letterbox's 1/255 pixel differences (DALI's bilinear resize is

@@ -17,8 +17,8 @@ from onnx import TensorProto, helper
 from pipelines import manifest, spec
 from pipelines.crops import crop_regions, cut
 from tests.server.conftest import SAMPLES
-from tools.client import PeopleClient
-from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions
+from tools.client.people import PeopleClient
+from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
 
 REPOSITORY = ROOT / "model_repository"
 SCORE_TOLERANCE = 1e-4

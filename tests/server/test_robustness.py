@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipelines import spec
-from tools import robustness
-from tools.tritonserver import Server
+from tools.evaluate import robustness
+from tools.server.triton import Server
 
 MiB = 1 << 20
 MEMORY_AFTER_ROUND: dict[str, int] = {}

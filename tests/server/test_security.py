@@ -17,8 +17,8 @@ from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
 from tests.server.conftest import SAMPLES
-from tools.client import PeopleClient
-from tools.tritonserver import Endpoints, Server, ServerOptions
+from tools.client.people import PeopleClient
+from tools.server.triton import Endpoints, Server, ServerOptions
 
 KEY = "test-key-" + "0123456789abcdef"
 

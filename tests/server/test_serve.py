@@ -8,14 +8,14 @@ import sys
 import time
 
 from tests.server.conftest import SAMPLES
-from tools.client import PeopleClient
-from tools.tritonserver import ROOT, Endpoints
+from tools.client.people import PeopleClient
+from tools.server.triton import ROOT, Endpoints
 
 
 def test_serve_prints_endpoints_and_stops_on_ctrl_c() -> None:
     e = Endpoints.free()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tools.serve", "--variant", "cpu", "--host", e.host, "--http-port", str(e.http),
+        [sys.executable, "-m", "tools.server", "--variant", "cpu", "--host", e.host, "--http-port", str(e.http),
          "--grpc-port", str(e.grpc), "--metrics-port", str(e.metrics)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

@@ -15,8 +15,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tools.client import PeopleClient
-from tools.tritonserver import ROOT, Server
+from tools.client.people import PeopleClient
+from tools.server.triton import ROOT, Server
 
 DTYPES = {spec.DType.UINT8: "TYPE_UINT8", spec.DType.INT32: "TYPE_INT32", spec.DType.FP32: "TYPE_FP32"}
 

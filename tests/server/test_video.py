@@ -15,10 +15,9 @@ import pytest
 
 from pipelines import manifest, spec
 from tests.server.conftest import SAMPLES
-from tools import video
-from tools.client import PeopleClient
-from tools.tritonserver import Endpoints, Server, ServerOptions, free_port
-from tools.video_stream import (
+from tools.client.people import PeopleClient
+from tools.client.video import cli as video
+from tools.client.video.session import (
     DropPolicy,
     FileSink,
     FrameResult,
@@ -28,6 +27,7 @@ from tools.video_stream import (
     StreamSession,
     encode_jpeg,
 )
+from tools.server.triton import Endpoints, Server, ServerOptions, free_port
 
 TIER = "streaming"
 QUALITY = 85

@@ -22,7 +22,8 @@ import yaml
 
 from pipelines import render, spec
 from pipelines.spec import Step
-from tools import k8s, tritonserver
+from tools import k8s
+from tools.server import triton as tritonserver
 
 ROOT = k8s.ROOT
 TOOLS = ROOT / ".venv-deploy" / "bin"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import spec
-from tools.health import dead_stubs, expected_stubs, triton_ready
+from tools.server.health import dead_stubs, expected_stubs, triton_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "build" / "tritonserver"
@@ -36,7 +36,6 @@ LIBS = INSTALL / "lib"
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 30  # as Triton's --exit-timeout-secs
-API_KEY_HEADER = "x-api-key"  # HTTP clients send it as is; gRPC clients as triton-grpc-protocol-x-api-key
 # With an API key, everything but health and metadata needs it (probes stay open).
 RESTRICTED_APIS = ("inference", "model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
 
@@ -111,8 +110,8 @@ def endpoint_args(options: ServerOptions) -> list[str]:
     key = options.api_key or secrets.token_hex(16)
     restricted = RESTRICTED_APIS if options.api_key else ("shared-memory",)
     args += [
-        f"--grpc-restricted-protocol={','.join(restricted)}:{API_KEY_HEADER}={key}",
-        f"--http-restricted-api={','.join(restricted)}:{API_KEY_HEADER}={key}",
+        f"--grpc-restricted-protocol={','.join(restricted)}:{spec.API_KEY_HEADER}={key}",
+        f"--http-restricted-api={','.join(restricted)}:{spec.API_KEY_HEADER}={key}",
     ]
     return args + list(options.extra_args)
 
@@ -123,10 +122,7 @@ def command(options: ServerOptions) -> list[str]:
         str(BINARY),
         f"--model-repository={options.repository}",
         f"--backend-directory={BACKENDS}",
-        "--model-control-mode=none",
-        "--strict-readiness=true",
-        "--exit-on-error=true",
-        "--exit-timeout-secs=30",
+        *spec.SERVER_FLAGS,
         *endpoint_args(options),
     ]
 

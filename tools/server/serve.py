@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from pipelines import manifest, spec
-from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions, endpoint_args
+from tools.server.triton import ROOT, Endpoints, Server, ServerOptions, endpoint_args
 
 log = logging.getLogger("serve")
 

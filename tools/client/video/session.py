@@ -49,7 +49,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tools.client import Person, pack, unpack
+from tools.client.people import Person, auth_headers, request_inputs, unpack
 
 log = logging.getLogger("video")
 
@@ -340,7 +340,7 @@ class StreamSession:
         self.model = spec.tier(options.tier).model(spec.Step.ENSEMBLE)
         self.stop_event = stop or threading.Event()
         self.stats = Stats()
-        self._headers = {"x-api-key": options.api_key} if options.api_key else None
+        self._headers = auth_headers("grpc", options.api_key)
         self._cond = threading.Condition()
         self._inflight: OrderedDict[int, _Frame] = OrderedDict()  # in send order, which is frame order
         self._order: deque[int] = deque()  # frames sent, not yet handed to the sink
@@ -449,26 +449,12 @@ class StreamSession:
             self._order.append(frame.index)
             self.stats.max_inflight_seen = max(self.stats.max_inflight_seen, len(self._inflight))
         try:
-            self._client.async_stream_infer(self.model, self._inputs(frame.jpeg), request_id=str(frame.index))
+            o = self.options
+            inputs = request_inputs(grpcclient, [frame.jpeg], o.conf, o.iou, o.gender_threshold)
+            self._client.async_stream_infer(self.model, inputs, request_id=str(frame.index))
         except InferenceServerException as e:
             with self._cond:
                 self._abandon_stream(f"sending failed: {e.message()}")
-
-    def _inputs(self, jpeg: bytes) -> list[grpcclient.InferInput]:
-        tensors = [(spec.IMAGE, pack([jpeg]))]
-        for tensor, value in (
-            (spec.CONF_THRESHOLD, self.options.conf),
-            (spec.IOU_THRESHOLD, self.options.iou),
-            (spec.GENDER_THRESHOLD, self.options.gender_threshold),
-        ):
-            if value is not None:
-                tensors.append((tensor, np.full((1, 1), value, dtype=np.float32)))
-        inputs = []
-        for tensor, data in tensors:
-            i = grpcclient.InferInput(tensor.name, list(data.shape), tensor.dtype.value)
-            i.set_data_from_numpy(data)
-            inputs.append(i)
-        return inputs
 
     def _fail_now(self, frame: _Frame, error: str) -> None:
         with self._cond:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import spec
-from tools.video_stream import (
+from tools.client.video.session import (
     DEFAULT_JPEG_QUALITY,
     DropPolicy,
     FileSink,

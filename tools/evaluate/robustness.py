@@ -24,9 +24,9 @@ import psutil
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from pipelines import spec
-from tools.client import PeopleClient, Person
-from tools.corpus import ASSETS, Case, Expect, cases
-from tools.tritonserver import Endpoints, Server, ServerOptions
+from tools.client.people import PeopleClient, Person
+from tools.evaluate.corpus import ASSETS, Case, Expect, cases
+from tools.server.triton import Endpoints, Server, ServerOptions
 
 log = logging.getLogger("robustness")
 
@@ -205,7 +205,7 @@ def overload(
 
 def kill_stub_under_load(server: Server, tier: str, supervise: bool = True) -> dict[str, Any]:
     """Kill the tier's postprocess stub while requests flow; in-flight ones must fail clearly, not hang."""
-    from tools.health import STUB
+    from tools.server.health import STUB
 
     assert server.process is not None
     client = PeopleClient(server.options.endpoints.grpc_url)

@@ -30,8 +30,8 @@ import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 
 from pipelines import manifest, spec
-from tools.corpus import ASSETS
-from tools.tritonserver import ROOT, Endpoints, Server, ServerOptions
+from tools.evaluate.corpus import ASSETS
+from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
 
 log = logging.getLogger("bench")
 
@@ -235,7 +235,7 @@ def client_pipeline(jpegs: list[bytes], seconds: float) -> dict[str, Any]:
 
 
 def server_memory(server: Server) -> float:
-    from tools.robustness import server_rss
+    from tools.evaluate.robustness import server_rss
 
     return server_rss(server) / (1 << 20)
 

@@ -1,0 +1,91 @@
+"""Send encoded images to a tier and print one JSON object per image.
+
+    python -m tools.client bus.jpg zidane.jpg --tier balanced [--annotate out/]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tritonclient.utils import InferenceServerException
+
+from pipelines import spec
+from tools.client.people import PeopleClient, Person
+
+log = logging.getLogger("client")
+
+
+def annotate(path: Path, persons: list[Person], out_dir: Path) -> Path:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    for p in persons:
+        x1, y1, x2, y2 = (round(v) for v in p.box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), (0, 200, 0), 2)
+        cv2.putText(
+            image,
+            f"{p.cls}:{p.score:.2f} {p.gender_label or '?'}",
+            (x1, max(y1 - 5, 12)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 200, 0),
+            1,
+            cv2.LINE_AA,
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / path.name
+    cv2.imwrite(str(target), image)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("images", nargs="+", type=Path, help="JPEG or PNG files")
+    parser.add_argument("--tier", choices=spec.TIER_NAMES, default=spec.DEFAULT_TIER)
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    parser.add_argument(
+        "--url", help=f"server address (default {spec.HOST}:{spec.GRPC_PORT} for gRPC, :{spec.HTTP_PORT} for HTTP)"
+    )
+    parser.add_argument(
+        "--conf", type=float, help=f"person confidence threshold (server default {spec.DEFAULT_CONF_THRESHOLD})"
+    )
+    parser.add_argument("--iou", type=float, help=f"NMS IoU threshold (server default {spec.DEFAULT_IOU_THRESHOLD})")
+    parser.add_argument(
+        "--gender-threshold",
+        type=float,
+        help=f"below this probability gender is undetermined (server default {spec.DEFAULT_GENDER_THRESHOLD})",
+    )
+    parser.add_argument("--api-key", help="the key given to `make serve API_KEY=...`")
+    parser.add_argument("--annotate", type=Path, metavar="DIR", help="write each image with its boxes drawn into DIR")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    url = args.url or f"{spec.HOST}:{spec.GRPC_PORT if args.protocol == 'grpc' else spec.HTTP_PORT}"
+    client = PeopleClient(url, args.protocol, args.api_key)
+    failures = 0
+    for path in args.images:
+        record: dict[str, Any] = {"image": str(path), "tier": args.tier}
+        try:
+            (persons,) = client.detect([path.read_bytes()], args.tier, args.conf, args.iou, args.gender_threshold)
+        except (OSError, InferenceServerException) as e:
+            failures += 1
+            record["error"] = str(e)
+            print(json.dumps(record), flush=True)
+            continue
+        record["count"] = len(persons)
+        record["persons"] = [p.as_json() for p in persons]
+        if args.annotate:
+            record["annotated"] = str(annotate(path, persons, args.annotate))
+        print(json.dumps(record), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The client side of the contract, used by every client here: requests, auth headers, results.
+
+Only the encoded file's bytes travel; decoding, letterboxing, detection, NMS
+and gender happen in the server. Boxes are x1, y1, x2, y2 in the original
+image's pixels. Any Triton client works; this one packs several images into one
+request, sends the optional thresholds, the API key in the header Triton
+expects for the protocol, and turns the padded outputs into persons.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipelines import spec
+
+log = logging.getLogger("client")
+
+
+@dataclass(frozen=True)
+class Person:
+    box: tuple[float, float, float, float]
+    score: float
+    cls: int
+    gender: int  # 0 female, 1 male, -1 undetermined (spec.GENDER_LABELS)
+    gender_score: float
+
+    @property
+    def gender_label(self) -> str | None:
+        return spec.GENDER_LABELS[self.gender] if self.gender != spec.UNDETERMINED else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"box": list(self.box), "score": self.score, "class": self.cls, "gender": self.gender_label,
+                "gender_score": self.gender_score}  # fmt: skip
+
+
+def pack(images: Sequence[bytes]) -> np.ndarray:
+    """Encoded images as one [N, L] uint8 batch, zero-padded to the longest (decoders ignore the tail)."""
+    longest = max(len(i) for i in images)
+    batch = np.zeros((len(images), longest), dtype=np.uint8)
+    for row, data in zip(batch, images, strict=False):
+        row[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    return batch
+
+
+def request_inputs(
+    client_module: Any,
+    images: Sequence[bytes],
+    conf: float | None = None,
+    iou: float | None = None,
+    gender_threshold: float | None = None,
+) -> list[Any]:
+    """The request's tensors for `tritonclient.grpc` or `.http`; thresholds left as None take the server's defaults."""
+    values = [(spec.IMAGE, pack(images))]
+    given = ((spec.CONF_THRESHOLD, conf), (spec.IOU_THRESHOLD, iou), (spec.GENDER_THRESHOLD, gender_threshold))
+    values += [(t, np.full((len(images), 1), v, dtype=np.float32)) for t, v in given if v is not None]
+    tensors = []
+    for tensor, value in values:
+        i = client_module.InferInput(tensor.name, list(value.shape), tensor.dtype.value)
+        i.set_data_from_numpy(value)
+        tensors.append(i)
+    return tensors
+
+
+def auth_headers(protocol: str, api_key: str | None) -> dict[str, str] | None:
+    """The API key as Triton checks it: the HTTP header as given, the gRPC one with its protocol prefix."""
+    if not api_key:
+        return None
+    return {spec.API_KEY_HEADER if protocol == "http" else spec.GRPC_API_KEY_HEADER: api_key}
+
+
+def unpack(outputs: dict[str, np.ndarray]) -> list[list[Person]]:
+    """The padded ensemble outputs as a list of persons per image."""
+    result = []
+    columns = [outputs[t.name] for t in (spec.BOXES, spec.SCORES, spec.CLASSES, spec.GENDER, spec.GENDER_SCORES)]
+    for n, boxes, scores, classes, gender, gender_scores in zip(
+        outputs[spec.NUM_DETECTIONS.name][:, 0], *columns, strict=True
+    ):
+        result.append(
+            [
+                Person(
+                    box=tuple(round(float(v), 2) for v in boxes[k]),
+                    score=round(float(scores[k]), 4),
+                    cls=int(classes[k]),
+                    gender=int(gender[k]),
+                    gender_score=round(float(gender_scores[k]), 4),
+                )
+                for k in range(int(n))
+            ]
+        )
+    return result
+
+
+class PeopleClient:
+    """A thin gRPC or HTTP client for the `people_<tier>` ensembles."""
+
+    def __init__(self, url: str, protocol: str = "grpc", api_key: str | None = None, timeout_s: float = 60):
+        if protocol == "grpc":
+            import tritonclient.grpc as client
+        elif protocol == "http":
+            import tritonclient.http as client
+        else:
+            raise ValueError(f"protocol must be grpc or http, not {protocol!r}")
+        self.client_module = client
+        self.protocol = protocol
+        self.client = (
+            client.InferenceServerClient(url)
+            if protocol == "grpc"
+            else client.InferenceServerClient(url, network_timeout=timeout_s, connection_timeout=timeout_s)
+        )
+        self.headers = auth_headers(protocol, api_key)
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        """Close the connections (an open HTTP keep-alive connection delays Triton's shutdown)."""
+        self.client.close()
+
+    def __enter__(self) -> PeopleClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def inputs(
+        self,
+        images: Sequence[bytes],
+        conf: float | None = None,
+        iou: float | None = None,
+        gender_threshold: float | None = None,
+    ) -> list[Any]:
+        """Request tensors; thresholds left as None take the server's defaults."""
+        return request_inputs(self.client_module, images, conf, iou, gender_threshold)
+
+    def infer_raw(self, tier: str, inputs: list[Any], **kwargs: Any) -> dict[str, np.ndarray]:
+        model = spec.tier(tier).model(spec.Step.ENSEMBLE)
+        if self.protocol == "grpc":
+            kwargs.setdefault("client_timeout", self.timeout_s)
+        result = self.client.infer(model, inputs, headers=self.headers, **kwargs)
+        return {t.name: result.as_numpy(t.name) for t in spec.ENSEMBLE_OUTPUTS}
+
+    def detect(
+        self,
+        images: Sequence[bytes],
+        tier: str = spec.DEFAULT_TIER,
+        conf: float | None = None,
+        iou: float | None = None,
+        gender_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> list[list[Person]]:
+        """Persons in each image, sent as one request (fails as a whole if one image is bad)."""
+        return unpack(self.infer_raw(tier, self.inputs(images, conf, iou, gender_threshold), **kwargs))
