@@ -122,9 +122,10 @@ robustness: setup model_repository/gender_batch/1/manifest.json ## Bad inputs, o
 test-unit: setup ## Unit tests only (no server)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed ## ruff, and rendered configs up to date
+lint: $(VENV)/.installed ## ruff, and rendered configs and deploy/ up to date
 	$(PY) -m ruff check .
 	$(PY) -m pipelines.render --check
+	$(PY) -m tools.k8s --check --image '$(IMAGE)'
 
 image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
 	docker build -f Dockerfile.triton --build-arg TRITON_IMAGE_TAG=$(TRITON_IMAGE_TAG) -t $(IMAGE) .
@@ -132,16 +133,12 @@ image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
 clean: ## Remove exported models, the local Triton and caches (keeps the virtualenv)
 	rm -rf build .cache/export model_repository/*/1/model.onnx model_repository/*/1/model.plan model_repository/*/1/manifest.json
 
-# --- Kubernetes (deploy/, rendered by `make k8s-manifests`; see README "Kubernetes") ---
-# Where each pod's init container copies the model repository from: pvc://CLAIM[/PATH] or s3://BUCKET[/PREFIX].
-MODEL_REPO_URI    ?= pvc://triton-people-models/v1
-# The image that runs `aws s3 sync` for s3:// repositories (unused for pvc://).
-MODEL_SYNC_IMAGE  ?= amazon/aws-cli:2.22.0
-K8S_NAMESPACE     ?= people
-# Nodes the gpu overlay may use (key=value[,key=value]); pin the GPU type the plans were built for,
-# e.g. nvidia.com/gpu.product=NVIDIA-L4 (labels from NVIDIA GPU Feature Discovery).
-GPU_NODE_SELECTOR ?= nvidia.com/gpu.present=true
-DEPLOY_VENV       := .venv-deploy
+# --- Kubernetes (deploy/: static kustomize YAML; see README "Kubernetes") ---
+# `make k8s-manifests` writes only what derives from the spec and IMAGE (marked `# k8s:begin` in deploy/).
+# The registry the cluster pulls the serving image from (IMAGE = $(REGISTRY)/triton-people:$(TRITON_IMAGE_TAG));
+# localhost:5000 is a local cluster's registry (minikube's registry addon, `docker run registry:2`).
+REGISTRY    ?= localhost:5000
+DEPLOY_VENV := .venv-deploy
 
 $(DEPLOY_VENV)/.installed: requirements-deploy.txt
 	@echo "== creating $(DEPLOY_VENV) (kubernetes-validate, checkov) =="
@@ -150,9 +147,12 @@ $(DEPLOY_VENV)/.installed: requirements-deploy.txt
 	$(DEPLOY_VENV)/bin/python -m pip install -q -r requirements-deploy.txt
 	touch $@
 
-k8s-manifests: $(VENV)/.installed ## Render deploy/ (kustomize) from the spec, IMAGE, MODEL_REPO_URI, K8S_NAMESPACE, GPU_NODE_SELECTOR
-	$(PY) -m tools.k8s --image '$(IMAGE)' --model-repo-uri '$(MODEL_REPO_URI)' --model-sync-image '$(MODEL_SYNC_IMAGE)' \
-	  --k8s-namespace '$(K8S_NAMESPACE)' --gpu-node-selector '$(GPU_NODE_SELECTOR)'
+.PHONY: image-push
+image-push: image ## Build, then push IMAGE to its registry (REGISTRY) for a cluster to pull
+	docker push $(IMAGE)
 
-k8s-check: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## Render check, kustomize build, kubernetes-validate, checkov (part of make test)
+k8s-manifests: $(VENV)/.installed ## Write deploy/'s generated parts (autoscaling targets, engine files, adapter rules, IMAGE)
+	$(PY) -m tools.k8s --image '$(IMAGE)'
+
+k8s-check: $(VENV)/.installed $(DEPLOY_VENV)/.installed ## deploy/ checks: generated parts, kustomize build, kubernetes-validate, checkov (part of make test)
 	$(PY) -m pytest tests/unit/test_k8s.py $(PYTEST_ARGS)
