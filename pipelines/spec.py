@@ -294,9 +294,14 @@ def tier(name: str) -> Tier:
 
 
 # --- Serving -------------------------------------------------------------------
-# While this file exists, the cpu preprocess step refuses new requests (UNAVAILABLE) so that
-# those in flight can finish before SIGTERM; the launcher sets it in the server's environment.
-DRAIN_FILE_ENV = "PEOPLE_DRAIN_FILE"
+# Draining before a stop (cpu variant, local server): the launcher sends one request carrying the
+# parameter DRAIN_PARAMETER = the secret it put in the server's environment (DRAIN_TOKEN_ENV)
+# straight to each tier's preprocess model. It queues behind every request that reached the
+# tier before it; preprocess answers those as usual and refuses every request after it with
+# UNAVAILABLE. That cut needs one preprocess instance per tier (one queue, served in order).
+DRAIN_TOKEN_ENV = "PEOPLE_DRAIN_TOKEN"
+DRAIN_PARAMETER = "people_drain"
+DRAINING_MESSAGE = "the server is draining before it stops: send the request to another replica"
 # Counters the python models publish on Triton's metrics endpoint, so a drain can tell
 # how many requests are inside a tier (Triton's pending count leaves out executing ones).
 ADMITTED_METRIC = "people_admitted_total"  # requests preprocess passed on, per preprocess model

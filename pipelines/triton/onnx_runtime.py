@@ -13,7 +13,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from pipelines import spec
-from pipelines.triton.tensors import model_config
+from pipelines.triton.config import model_config
 
 
 class TritonPythonModel:

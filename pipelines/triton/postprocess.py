@@ -18,16 +18,10 @@ import triton_python_backend_utils as pb_utils
 
 from pipelines import detections, gender, manifest, spec
 from pipelines.triton import bls
-from pipelines.triton.tensors import (
-    Counter,
-    as_torch,
-    invalid,
-    model_config,
-    parameter,
-    per_image,
-    split_sizes,
-    to_triton,
-)
+from pipelines.triton.config import model_config, parameter
+from pipelines.triton.errors import internal, invalid
+from pipelines.triton.metrics import Counter
+from pipelines.triton.tensors import as_torch, per_image, split_sizes, to_triton
 
 THRESHOLDS = (
     (spec.CONF_THRESHOLD, spec.DEFAULT_CONF_THRESHOLD),
@@ -83,7 +77,7 @@ class TritonPythonModel:
                 )
             except bls.BlsError as e:
                 for b in set(crops.image[chunk].tolist()):
-                    errors[owner[b]] = _internal(f"gender classification failed: {e}")
+                    errors[owner[b]] = internal(f"gender classification failed: {e}")
                 parts.append(
                     torch.zeros((crops.pixels[chunk].shape[0], len(self.gender_values)), device=crops.pixels.device)
                 )
@@ -132,8 +126,3 @@ class TritonPythonModel:
             )
         self.answered.increment(len(responses))
         return responses
-
-
-def _internal(message: str) -> Any:
-    """A response that fails one request with INTERNAL: the server, not the request, went wrong."""
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))

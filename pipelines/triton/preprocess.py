@@ -3,11 +3,16 @@
 DALI fails a whole batch, and invalidates the pipeline, when one image in it
 cannot be decoded. So a failed batch is rebuilt and retried request by
 request: only the requests whose images fail get an error.
+
+It is also where a drain cuts the tier (see spec.DRAIN_PARAMETER): requests
+queued before the launcher's drain request are answered, those after refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,9 +20,22 @@ import triton_python_backend_utils as pb_utils
 
 from pipelines import spec, validate
 from pipelines.dali.letterbox import cpu_pipeline
-from pipelines.triton.tensors import Counter, invalid, model_config
+from pipelines.triton.config import model_config
+from pipelines.triton.errors import invalid, unavailable
+from pipelines.triton.metrics import Counter
 
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # IMAGES, GEOMETRY, ORIGINAL
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request answered with an error instead of outputs."""
+
+    message: str
+    draining: bool = False  # UNAVAILABLE (send it elsewhere); otherwise INVALID_ARG (the request is bad)
+
+    def response(self) -> Any:
+        return unavailable(self.message) if self.draining else invalid(self.message)
 
 
 def problem(images: list[np.ndarray]) -> str | None:
@@ -42,24 +60,34 @@ def _trim(outputs: Outputs) -> Outputs:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.max_batch = model_config(args)["max_batch_size"]
-        self.drain_file = os.environ.get(spec.DRAIN_FILE_ENV)
+        self.drain_token = os.environ.get(spec.DRAIN_TOKEN_ENV)
+        self.draining = False
         self.admitted = Counter(spec.ADMITTED_METRIC, "requests passed on to the detector", args["model_name"])
         self.pipe = cpu_pipeline(self.max_batch)
 
     def _run(self, images: list[np.ndarray]) -> Outputs:
         return tuple(np.array(out.as_tensor()) for out in self.pipe.run(**{spec.IMAGE.name: images}))
 
+    def _is_drain_marker(self, request: Any) -> bool:
+        if not self.drain_token:
+            return False
+        given = json.loads(request.parameters() or "{}").get(spec.DRAIN_PARAMETER)
+        return given == self.drain_token
+
     def execute(self, requests: list[Any]) -> list[Any]:
-        if self.drain_file and os.path.exists(self.drain_file):
-            message = "the server is draining before it stops: send the request to another replica"
-            error = pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE)
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
         batches: list[list[np.ndarray]] = []
-        results: list[Outputs | str | None] = []
-        for request in requests:
+        results: list[Outputs | Refusal | None] = []
+        for request in requests:  # in queue order: the drain marker cuts the batch where it stands
+            if not self.draining and self._is_drain_marker(request):
+                self.draining = True
+                pb_utils.Logger.log_info("draining: refusing every request queued after this one")
             images = list(pb_utils.get_input_tensor_by_name(request, spec.IMAGE.name).as_numpy())
             batches.append(images)
-            results.append(problem(images))
+            if self.draining:
+                results.append(Refusal(spec.DRAINING_MESSAGE, draining=True))
+                continue
+            why = problem(images)
+            results.append(Refusal(why) if why else None)
         pending = [i for i, r in enumerate(results) if r is None]
         if pending:
             try:
@@ -72,23 +100,23 @@ class TritonPythonModel:
                 bounds = np.cumsum([0] + [len(batches[i]) for i in pending])
                 for i, lo, hi in zip(pending, bounds[:-1], bounds[1:], strict=True):
                     results[i] = tuple(out[lo:hi] for out in together)
-        self.admitted.increment(sum(not isinstance(r, str) for r in results))
+        self.admitted.increment(sum(isinstance(r, tuple) for r in results))
         return [self._respond(r) for r in results]
 
-    def _run_alone(self, images: list[np.ndarray]) -> Outputs | str:
+    def _run_alone(self, images: list[np.ndarray]) -> Outputs | Refusal:
         try:
             return self._run(images)
         except RuntimeError as e:
             self.pipe = cpu_pipeline(self.max_batch)
             lines = str(e).strip().splitlines()
             pb_utils.Logger.log_info(f"decode failed: {lines[-1] if lines else e}")
-            return f"{spec.IMAGE.name}: the image could not be decoded (corrupt or unsupported data)"
+            return Refusal(f"{spec.IMAGE.name}: the image could not be decoded (corrupt or unsupported data)")
 
     @staticmethod
-    def _respond(result: Outputs | str | None) -> Any:
-        if isinstance(result, str):
-            return invalid(result)
+    def _respond(result: Outputs | Refusal | None) -> Any:
         assert result is not None
+        if isinstance(result, Refusal):
+            return result.response()
         names = (spec.IMAGES.name, spec.GEOMETRY.name, spec.ORIGINAL.name)
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(n, v) for n, v in zip(names, _trim(result), strict=True)]

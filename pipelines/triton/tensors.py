@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,18 +10,6 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from pipelines import spec
-
-
-def model_config(args: dict[str, str]) -> dict[str, Any]:
-    return json.loads(args["model_config"])
-
-
-def parameter(config: dict[str, Any], key: str) -> str:
-    """A `parameters { key: ... }` entry of the model config; a missing one is a config bug."""
-    try:
-        return config["parameters"][key]["string_value"]
-    except KeyError as e:
-        raise pb_utils.TritonModelException(f"model config lacks parameter {key!r}") from e
 
 
 def to_torch(tensor: Any) -> torch.Tensor:
@@ -57,23 +44,3 @@ def to_triton(name: str, value: torch.Tensor | np.ndarray) -> Any:
 def split_sizes(requests: Sequence[Any], name: str) -> list[int]:
     """How many batch rows each request contributed for input `name`."""
     return [pb_utils.get_input_tensor_by_name(r, name).shape()[0] for r in requests]
-
-
-def invalid(message: str) -> Any:
-    """A response that fails one request with INVALID_ARG (HTTP 400) and leaves the others alone."""
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
-
-
-class Counter:
-    """A counter on Triton's metrics endpoint, labelled with the model.
-
-    Holds its MetricFamily: Triton refuses to update a Metric whose family was garbage-collected.
-    """
-
-    def __init__(self, name: str, description: str, model: str):
-        self.family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
-        self.metric = self.family.Metric(labels={"model": model})
-
-    def increment(self, value: int) -> None:
-        if value:
-            self.metric.increment(value)

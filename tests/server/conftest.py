@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,15 @@ from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 SAMPLES = {name: ASSETS / name for name in ("bus.jpg", "zidane.jpg")}
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.02) -> None:
+    """Poll until `predicate()` holds; fail naming `what` after `timeout_s` (every wait in the tests has one)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(interval_s)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

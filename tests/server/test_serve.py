@@ -1,41 +1,156 @@
-"""`make serve`'s launcher: ready banner with the endpoints, answers, stops cleanly on Ctrl-C."""
+"""`make serve` as a user runs it in a terminal: the banner, answers, and Ctrl-C.
+
+Ctrl-C is typed into a pseudo-terminal whose foreground process group is `make`'s: the terminal
+sends SIGINT to make, the launcher and anything else in that group, exactly as in a shell.
+Triton runs in its own session, so only the launcher's orderly stop reaches it.
+"""
 
 from __future__ import annotations
 
-import signal
+import fcntl
+import os
+import pty
 import subprocess
-import sys
-import time
+import termios
+import threading
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
-from tests.server.conftest import SAMPLES
+import psutil
+import pytest
+
+from pipelines import spec
+from tests.server.conftest import SAMPLES, wait_until
 from tools.client.people import PeopleClient
 from tools.server.triton import ROOT, Endpoints
 
+CTRL_C = b"\x03"
 
-def test_serve_prints_endpoints_and_stops_on_ctrl_c() -> None:
+
+@dataclass
+class Terminal:
+    """`make serve` on a pseudo-terminal; everything it prints is collected."""
+
+    process: subprocess.Popen[bytes]
+    master: int
+    endpoints: Endpoints
+    output: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+
+def _read(terminal: Terminal) -> None:
+    while True:
+        try:
+            chunk = os.read(terminal.master, 4096)
+        except OSError:  # the terminal closed: every process on it has exited
+            return
+        if not chunk:
+            return
+        terminal.output.append(chunk.decode(errors="replace"))
+
+
+@pytest.fixture()
+def terminal() -> Iterator[Terminal]:
     e = Endpoints.free()
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:  # a new session whose controlling terminal is the pty, as a shell's job
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
     process = subprocess.Popen(
-        [sys.executable, "-m", "tools.server", "--variant", "cpu", "--host", e.host, "--http-port", str(e.http),
-         "--grpc-port", str(e.grpc), "--metrics-port", str(e.metrics)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["make", "--no-print-directory", "serve", f"HTTP_PORT={e.http}", f"GRPC_PORT={e.grpc}",
+         f"METRICS_PORT={e.metrics}", "VARIANT=cpu"],
+        cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_terminal,
     )  # fmt: skip
-    lines: list[str] = []
+    os.close(slave)
+    t = Terminal(process, master, e)
+    reader = threading.Thread(target=_read, args=(t,), daemon=True)
+    reader.start()
     try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            assert line, "serve exited before it was ready:\n" + "".join(lines[-30:])
-            lines.append(line)
-            if "serve: try:" in line:
-                break
-        banner = "".join(line for line in lines if line.startswith("serve:"))
-        assert f"gRPC {e.grpc_url}" in banner and f"http://{e.http_url}" in banner, banner
-        (persons,) = PeopleClient(e.grpc_url).detect([SAMPLES["bus.jpg"].read_bytes()])
-        assert persons
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=90) == 0
+        wait_until(lambda: "serve: try:" in t.text() or process.poll() is not None, 600, "the ready banner")
+        assert process.poll() is None, "make serve exited before it was ready:\n" + t.text()[-3000:]
+        yield t
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            os.killpg(process.pid, 9)
+        for p in _tritonservers(e):
+            p.kill()
+        process.wait(timeout=60)
+        os.close(master)
+
+
+def _tritonservers(e: Endpoints) -> list[psutil.Process]:
+    """tritonserver processes serving these endpoints (by their command line)."""
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if p.info["name"] == "tritonserver" and f"--http-port={e.http}" in cmdline:
+            found.append(p)
+    return found
+
+
+def _admitted(e: Endpoints, tier: str) -> float:
+    with urllib.request.urlopen(f"http://{e.host}:{e.metrics}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    model = spec.tier(tier).model(spec.Step.PREPROCESS)
+    prefix = f'{spec.ADMITTED_METRIC}{{model="{model}"}} '
+    return next((float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)), 0.0)
+
+
+def test_banner_names_the_endpoints(terminal: Terminal) -> None:
+    banner = "".join(line for line in terminal.text().splitlines(keepends=True) if line.startswith("serve:"))
+    e = terminal.endpoints
+    assert f"gRPC {e.grpc_url}" in banner and f"http://{e.http_url}" in banner, banner
+    (persons,) = PeopleClient(e.grpc_url).detect([SAMPLES["bus.jpg"].read_bytes()])
+    assert persons
+    terminal.type(CTRL_C)
+    assert terminal.process.wait(timeout=120) != 0  # make reports the interrupt
+    assert "stopped: every accepted request was answered" in terminal.text(), terminal.text()[-2000:]
+    assert not _tritonservers(terminal.endpoints)
+
+
+def test_ctrl_c_finishes_requests_in_flight_then_stops(terminal: Terminal) -> None:
+    """Ctrl-C with single- and multi-image requests in every step: all answered, nothing restarted, all gone."""
+    e = terminal.endpoints
+    client = PeopleClient(e.grpc_url)
+    bus, zidane = SAMPLES["bus.jpg"].read_bytes(), SAMPLES["zidane.jpg"].read_bytes()
+    requests = [[zidane]] * 6 + [[bus, zidane, bus, zidane]] * 3
+    expected = {len(r): client.detect(r, "batch") for r in (requests[0], requests[-1])}
+    before = _admitted(e, "batch")
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(client.detect, r, "batch") for r in requests]
+        wait_until(lambda: _admitted(e, "batch") > before, 120, "a request past preprocess")
+        terminal.type(CTRL_C)
+        results = [f.result(timeout=120) for f in futures]
+    assert terminal.process.wait(timeout=120) != 0
+    text = terminal.text()
+    assert [r == expected[len(q)] for r, q in zip(results, requests, strict=True)] == [True] * len(requests)
+    assert "restart" not in text, text[-3000:]
+    assert "stopped: every accepted request was answered" in text, text[-3000:]
+    assert not _tritonservers(e), "tritonserver outlived make serve"
+
+
+def test_second_ctrl_c_stops_without_waiting(terminal: Terminal) -> None:
+    e = terminal.endpoints
+    client = PeopleClient(e.grpc_url)
+    bus = SAMPLES["bus.jpg"].read_bytes()
+    before = _admitted(e, "batch")
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client.detect, [bus] * 4, "batch") for _ in range(4)]
+        wait_until(lambda: _admitted(e, "batch") > before, 120, "a request past preprocess")
+        terminal.type(CTRL_C)
+        wait_until(lambda: "again to stop at once" in terminal.text(), 30, "the launcher to start draining")
+        terminal.type(CTRL_C)
+        assert terminal.process.wait(timeout=120) != 0
+        for f in futures:
+            f.exception(timeout=120)  # answered or failed, never left hanging
+    assert "stopping without waiting" in terminal.text(), terminal.text()[-2000:]
+    assert not _tritonservers(e), "tritonserver outlived make serve"

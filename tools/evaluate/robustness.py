@@ -223,7 +223,10 @@ def kill_stub_under_load(server: Server, tier: str, supervise: bool = True) -> d
     during = send(client, tier, image)
     result = {
         "in_flight": len(outcomes),
-        "in_flight_failed_clearly": sum(o.kind == "other" and "not healthy" in o.message for o in outcomes),
+        # Clear answers: the dead stub named, or UNAVAILABLE (a queue that filled or timed out meanwhile).
+        "in_flight_failed_clearly": sum(
+            o.kind == "unavailable" or (o.kind == "other" and "not healthy" in o.message) for o in outcomes
+        ),
         "in_flight_ok": sum(o.kind == "ok" for o in outcomes),
         "hung": 0,  # f.result(timeout=...) above raises if one hangs
         "after_kill": f"{during.kind}: {during.message[:100]}",

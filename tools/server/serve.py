@@ -1,78 +1,61 @@
-"""`make serve`: start Triton on the model repository and print the endpoints.
+"""`make serve`: start Triton on the model repository, print the endpoints, supervise it, stop it cleanly.
 
-With Docker and an NVIDIA GPU it runs the serving image (Dockerfile.triton)
+With Docker and an NVIDIA GPU it runs the serving image (tools/server/docker.py)
 on the default GPU configs. Otherwise it runs the Triton from the
-nvidia-pytriton wheel on the cpu variant (`--model-config-name=cpu`). Binds
-to 127.0.0.1 unless --host says otherwise; Ctrl-C stops it cleanly.
+nvidia-pytriton wheel on the cpu variant and supervises it: a python stub that
+died (Triton keeps it "ready") or an unasked exit restarts the server. Binds to
+127.0.0.1 unless --host says otherwise.
+
+Ctrl-C or SIGTERM: the requests already inside a tier finish, new ones get
+UNAVAILABLE, then Triton stops (tools/server/triton.py, Server.drain). A second
+Ctrl-C stops without waiting. Exit status 0 only when every accepted request
+was answered and Triton exited cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import signal
 import subprocess
-import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
-from pipelines import manifest, spec
-from tools.server.triton import ROOT, Endpoints, Server, ServerOptions, endpoint_args
+from pipelines import spec
+from tools.server import docker
+from tools.server.triton import REPOSITORY, Endpoints, Server, ServerOptions
 
 log = logging.getLogger("serve")
 
 
-def gpu_docker_available() -> str | None:
-    """None when the GPU image can run here, else why not."""
-    if not shutil.which("docker"):
-        return "no docker command"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return "no Docker engine is reachable"
-    if not shutil.which("nvidia-smi") or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode != 0:
-        return "no NVIDIA GPU is visible"
-    return None
+class StopRequest:
+    """SIGINT and SIGTERM as requests the main loop acts on: the first drains and stops, the second stops now."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.now = threading.Event()
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.asked.is_set():
+            self.now.set()
+            log.warning("%s again: stopping without waiting for requests in flight", name)
+            return
+        self.asked.set()
+        log.info("%s: finishing the requests in flight, then stopping (%s again to stop at once)", name, name)
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self)
 
 
-def missing_plans(repository: Path) -> list[Path]:
-    """TensorRT plans the GPU configs need and the repository lacks."""
-    plans = [repository / t.model(spec.Step.DETECTOR) / "1" / "model.plan" for t in spec.TIERS]
-    return [p for p in plans if not p.is_file()]
-
-
-def plan_build_command(image: str, repository: Path) -> list[str]:
-    """Build the plans inside the serving image from the ONNX `make export` staged, same person classes."""
-    record = manifest.read(repository / spec.TIERS[0].model(spec.Step.DETECTOR) / "1", manifest.Detector)
-    classes = ",".join(map(str, record.person_class_ids))
-    return [
-        "docker", "run", "--rm", "--gpus", "all", "--user", f"{os.getuid()}:{os.getgid()}",
-        "-v", f"{ROOT}:/work", "-w", "/work", "--entrypoint", "python3", image,
-        "-m", "export", "--detector", ".cache/export/detector.onnx", "--person-classes", classes, "--plans", "yes",
-    ]  # fmt: skip
-
-
-def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: str | None) -> list[str]:
-    """The GPU path: the serving image, model repository read-only, ports published on --host only."""
-    e = endpoints
-    inner = Endpoints(host="0.0.0.0", http=spec.HTTP_PORT, grpc=spec.GRPC_PORT, metrics=spec.METRICS_PORT)
-    server = endpoint_args(ServerOptions(variant=spec.Variant.GPU, endpoints=inner, api_key=api_key))
-    return [
-        "docker", "run", "--rm", "--init", "--gpus", "all", "--shm-size", "2g",
-        "-p", f"{e.host}:{e.http}:{spec.HTTP_PORT}",
-        "-p", f"{e.host}:{e.grpc}:{spec.GRPC_PORT}",
-        "-p", f"{e.host}:{e.metrics}:{spec.METRICS_PORT}",
-        "-v", f"{repository.resolve()}:/models:ro",
-        image, *server,
-    ]  # fmt: skip
-
-
-def supervise(server: Server, interval_s: float) -> int:
-    """Wait on the server; restart it when it exits unasked or a python stub dies."""
-    while True:
+def supervise(server: Server, interval_s: float, stop: StopRequest) -> None:
+    """Until a stop is asked: restart the server when it exits unasked or a python stub dies."""
+    while not stop.asked.wait(interval_s):
         assert server.process is not None
-        try:
-            code = server.process.wait(timeout=interval_s)
-        except subprocess.TimeoutExpired:
+        code = server.process.poll()
+        if code is None:
             dead = server.dead_stubs()
             if not dead:
                 continue
@@ -80,24 +63,54 @@ def supervise(server: Server, interval_s: float) -> int:
                       ", ".join(dead))  # fmt: skip
             server.stop(drain=False)  # its requests fail anyway
         else:
-            if server.stopping:
-                return code
             log.error("tritonserver exited with %s; restarting", code)
-        server.start()
-        log.info("restarted and ready")
+        if stop.asked.is_set():
+            return
+        server.start(abort=stop.asked)
+        if not stop.asked.is_set():
+            log.info("restarted and ready")
+
+
+def serve_cpu(args: argparse.Namespace, endpoints: Endpoints, stop: StopRequest) -> int:
+    server = Server(ServerOptions(repository=args.repository, endpoints=endpoints, api_key=args.api_key))
+    try:
+        server.start(abort=stop.asked)
+    except (RuntimeError, TimeoutError) as e:
+        log.error("%s", e)
+        server.stop(drain=False)
+        return 1
+    if not stop.asked.is_set():
+        log.info(
+            "ready: HTTP http://%s  gRPC %s  metrics http://%s:%d/metrics",
+            endpoints.http_url, endpoints.grpc_url, endpoints.host, endpoints.metrics,
+        )  # fmt: skip
+        for tier in spec.TIERS:
+            log.info("  %-12s %s", tier.model(spec.Step.ENSEMBLE), tier.purpose)
+        log.info("try: .venv/bin/python -m tools.client <image.jpg> --tier %s   (Ctrl-C stops)", spec.DEFAULT_TIER)
+        try:
+            supervise(server, args.check_interval, stop)
+        except (RuntimeError, TimeoutError) as e:
+            log.error("restart failed: %s", e)
+    stopped = server.stop(abort=stop.now)
+    if stopped.clean:
+        log.info("stopped: every accepted request was answered")
+        return 0
+    log.error("stopped: %d request(s) unfinished, tritonserver exit status %s", stopped.unfinished, stopped.returncode)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.serve", description=__doc__)
-    parser.add_argument("--host", default=spec.HOST, help="address to bind (default loopback only)")
+    parser = argparse.ArgumentParser(prog="python -m tools.server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--host", default=spec.HOST, help=f"address to bind (default {spec.HOST}: loopback only)")
     parser.add_argument("--http-port", type=int, default=spec.HTTP_PORT)
     parser.add_argument("--grpc-port", type=int, default=spec.GRPC_PORT)
     parser.add_argument("--metrics-port", type=int, default=spec.METRICS_PORT)
-    parser.add_argument("--api-key", help="require header x-api-key on inference and admin APIs")
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--api-key", help=f"require header {spec.API_KEY_HEADER} on inference and admin APIs")
+    parser.add_argument("--repository", type=Path, default=REPOSITORY)
     parser.add_argument(
         "--variant",
-        choices=("auto", "gpu", "cpu"),
+        choices=("auto", *(v.value for v in spec.VARIANTS)),
         default="auto",
         help="gpu: the Docker image on a GPU; cpu: local Triton, cpu configs; auto: gpu when possible",
     )
@@ -108,48 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
 
-    why_not_gpu = gpu_docker_available() if args.variant != "cpu" else "--variant cpu"
-    if args.variant == "gpu" and why_not_gpu:
+    why_not_gpu = docker.gpu_docker_available() if args.variant != spec.Variant.CPU.value else "--variant cpu"
+    if args.variant == spec.Variant.GPU.value and why_not_gpu:
         log.error("cannot serve the gpu variant: %s", why_not_gpu)
         return 2
-    if not why_not_gpu and missing_plans(args.repository):
-        log.error(
-            "the gpu variant needs TensorRT plans built by the image's TensorRT on this GPU; missing: %s. "
-            "Build them with: %s   (or serve the cpu variant: make serve VARIANT=cpu)",
-            ", ".join(map(str, missing_plans(args.repository))),
-            " ".join(plan_build_command(args.image, args.repository)),
-        )
-        return 2
     if not why_not_gpu:
-        cmd = docker_command(args.image, endpoints, args.repository, args.api_key)
+        missing = docker.missing_plans(args.repository)
+        if missing:
+            log.error(
+                "the gpu variant needs TensorRT plans built by the image's TensorRT on this GPU; missing: %s. "
+                "Build them with: %s   (or serve the cpu variant: make serve VARIANT=cpu)",
+                ", ".join(map(str, missing)),
+                " ".join(docker.plan_build_command(args.image, args.repository)),
+            )
+            return 2
+        cmd = docker.docker_command(args.image, endpoints, args.repository, args.api_key)
         log.info("gpu variant: %s", " ".join(cmd))
         return subprocess.call(cmd)
 
     log.info("cpu variant on the local Triton (%s)", why_not_gpu)
-    server = Server(ServerOptions(repository=args.repository, endpoints=endpoints, api_key=args.api_key))
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    try:
-        server.start()
-        log.info(
-            "ready: HTTP http://%s  gRPC %s  metrics http://%s:%d/metrics",
-            endpoints.http_url,
-            endpoints.grpc_url,
-            endpoints.host,
-            endpoints.metrics,
-        )
-        for tier in spec.TIERS:
-            log.info("  %-12s %s", tier.model(spec.Step.ENSEMBLE), tier.purpose)
-        log.info("try: .venv/bin/python tools/client.py <image.jpg> --tier %s   (Ctrl-C stops)", spec.DEFAULT_TIER)
-        return supervise(server, args.check_interval)
-    except KeyboardInterrupt:
-        log.info("stopping")
-        return server.stop() or 0
-    except (RuntimeError, TimeoutError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 1
-    finally:
-        server.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    stop = StopRequest()
+    stop.install()
+    return serve_cpu(args, endpoints, stop)

@@ -9,6 +9,8 @@ virtualenv. Used by `make serve` and by the server tests.
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
 import os
 import re
@@ -18,16 +20,18 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import spec
+from pipelines.render import REPOSITORY, ROOT
 from tools.server.health import dead_stubs, expected_stubs, triton_ready
 
-ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "build" / "tritonserver"
 BINARY = INSTALL / "bin" / "tritonserver"
 BACKENDS = INSTALL / "backends"
@@ -40,10 +44,32 @@ DRAIN_TIMEOUT_S = 30  # as Triton's --exit-timeout-secs
 RESTRICTED_APIS = ("inference", "model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections' local ports (Linux; a common default elsewhere)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((spec.HOST, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, outside the ephemeral range.
+
+    A port the kernel handed out (bind to port 0) is free only until Triton binds it; meanwhile any
+    outgoing connection may take it as its local port. Ports below the ephemeral range are never
+    given to outgoing connections, so only another listener could take it.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(20000, 32768) if p not in ephemeral]
+    for port in secrets.SystemRandom().sample(candidates, 64):
+        with socket.socket() as s:
+            try:
+                s.bind((spec.HOST, port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port found between 20000 and 32767")
 
 
 @dataclass
@@ -68,7 +94,7 @@ class Endpoints:
 
 @dataclass
 class ServerOptions:
-    repository: Path = ROOT / "model_repository"
+    repository: Path = REPOSITORY
     variant: spec.Variant = spec.Variant.CPU  # the local server has no GPU, DALI or TensorRT backend
     endpoints: Endpoints = field(default_factory=Endpoints)
     api_key: str | None = None  # restricts inference and admin protocols to this key
@@ -76,11 +102,11 @@ class ServerOptions:
     log_verbose: int = 0
 
 
-def environment(drain_file: Path | None = None) -> dict[str, str]:
-    """PATH and LD_LIBRARY_PATH that make the stub run this virtualenv's Python; where drain() signals."""
+def environment(drain_token: str | None = None) -> dict[str, str]:
+    """PATH and LD_LIBRARY_PATH that make the stub run this virtualenv's Python; the drain's secret."""
     env = dict(os.environ)
-    if drain_file is not None:
-        env[spec.DRAIN_FILE_ENV] = str(drain_file)
+    if drain_token is not None:
+        env[spec.DRAIN_TOKEN_ENV] = drain_token
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     libpython_dir = sysconfig.get_config_var("LIBDIR")
@@ -127,8 +153,43 @@ def command(options: ServerOptions) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """How a stop went: Triton's exit status and the requests a drain could not finish."""
+
+    returncode: int | None
+    unfinished: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return self.returncode == 0 and self.unfinished == 0
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _own_session_dying_with_parent() -> None:
+    """In the child before exec: out of the terminal's process group, SIGTERM when the launcher dies.
+
+    A terminal's Ctrl-C reaches its whole foreground process group; Triton and its python stubs
+    must get the launcher's orderly stop instead. PR_SET_PDEATHSIG fires when the *thread* that
+    started the child ends, so it is only set from the main thread (see Server.start).
+    """
+    os.setsid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _own_session() -> None:
+    os.setsid()
+
+
 class Server:
-    """A tritonserver child process; `with Server(options) as s:` waits for readiness."""
+    """A tritonserver child process; `with Server(options) as s:` waits for readiness.
+
+    Triton runs in its own session: signals for the launcher (a terminal's Ctrl-C) never reach it
+    or its stubs; the launcher stops it with stop(), which drains first.
+    """
 
     def __init__(self, options: ServerOptions, log_path: Path | None = None, ready_timeout_s: float = 300):
         if not BINARY.is_file():
@@ -138,19 +199,22 @@ class Server:
         self.ready_timeout_s = ready_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = False  # set by stop(): an exit that follows was asked for
-        self.drain_file = Path(tempfile.gettempdir()) / f"people-drain-{os.getpid()}-{id(self)}"
+        self.drain_token = secrets.token_hex(16)  # only this launcher can make the server drain
 
-    def start(self) -> Server:
+    def start(self, abort: threading.Event | None = None) -> Server:
+        """Start and wait until ready, or until `abort` is set (then the caller stops it)."""
         self.stopping = False
-        self.drain_file.unlink(missing_ok=True)
+        self.drain_token = secrets.token_hex(16)
         out = self.log_path.open("ab") if self.log_path else None
+        main_thread = threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(
             command(self.options),
-            env=environment(self.drain_file),
+            env=environment(self.drain_token),
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
+            preexec_fn=_own_session_dying_with_parent if main_thread else _own_session,
         )
-        self.wait_ready()
+        self.wait_ready(abort)
         return self
 
     def ready(self) -> bool:
@@ -166,9 +230,9 @@ class Server:
     def healthy(self) -> bool:
         return self.process is not None and self.process.poll() is None and self.ready() and not self.dead_stubs()
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, abort: threading.Event | None = None) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (abort and abort.is_set()):
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -177,7 +241,9 @@ class Server:
             if self.ready():
                 return
             time.sleep(0.5)
-        self.stop()
+        if abort and abort.is_set():
+            return
+        self.stop(drain=False)
         raise TimeoutError(
             f"tritonserver not ready after {self.ready_timeout_s:.0f}s; see {self.log_path or 'its output'}"
         )
@@ -192,15 +258,15 @@ class Server:
             values[metric, model] = values.get((metric, model), 0.0) + float(value)
         return values
 
-    def in_flight(self) -> int:
-        """Requests the server holds: queued at any step, or passed on by preprocess and not yet answered.
+    def admitted_in_flight(self) -> int:
+        """Requests preprocess passed on and the tier has not yet answered or refused.
 
-        Triton's pending count covers queued requests only; the executing ones come from the
-        counters the python models publish (spec.ADMITTED_METRIC, ANSWERED_METRIC), less the
-        requests Triton's schedulers refused between the steps.
+        From the counters the python models publish (spec.ADMITTED_METRIC, ANSWERED_METRIC, which
+        count error responses too) less the requests Triton's schedulers refused between the steps
+        (queue full or timed out: nv_inference_request_failure of the detector and postprocess).
         """
         values = self.metrics()
-        total = sum(v for (metric, _), v in values.items() if metric == "nv_inference_pending_request_count")
+        total = 0.0
         for tier in spec.TIERS:
             admitted = values.get((spec.ADMITTED_METRIC, tier.model(spec.Step.PREPROCESS)), 0.0)
             answered = values.get((spec.ANSWERED_METRIC, tier.model(spec.Step.POSTPROCESS)), 0.0)
@@ -211,37 +277,84 @@ class Server:
             total += max(admitted - answered - refused, 0.0)
         return int(total)
 
-    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> int:
-        """Refuse new requests (UNAVAILABLE, "draining") and wait for those in flight; returns how many remain.
+    def in_flight(self) -> int:
+        """Requests the server holds: queued at any step, or admitted by preprocess and not yet answered."""
+        queued = sum(v for (metric, _), v in self.metrics().items() if metric == "nv_inference_pending_request_count")
+        return int(queued) + self.admitted_in_flight()
 
-        Needed because on SIGTERM Triton 2.51 refuses the next step of an ensemble request already
-        in flight ("Server is stopping") instead of finishing it (seen here). cpu variant: the
-        preprocess step reads the flag; on the GPU variant the orchestrator stops traffic first.
+    def _mark(self, tier: spec.Tier, deadline: float, abort: threading.Event) -> bool:
+        """Queue the drain marker at the tier's preprocess; True once preprocess has seen it.
+
+        Retried while Triton refuses it for a full queue or a queue timeout (503); every request
+        queued before it is admitted, every one after it refused.
         """
-        self.drain_file.touch()
-        deadline = time.monotonic() + timeout_s
-        remaining = self.in_flight()
-        while remaining > 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            remaining = self.in_flight()
-        return remaining
+        e = self.options.endpoints
+        body = {
+            "inputs": [{"name": spec.IMAGE.name, "shape": [1, 1], "datatype": spec.IMAGE.dtype.value, "data": [0]}],
+            "parameters": {spec.DRAIN_PARAMETER: self.drain_token},
+        }
+        headers = {"Content-Type": "application/json"}
+        if self.options.api_key:
+            headers[spec.API_KEY_HEADER] = self.options.api_key
+        url = f"http://{e.http_url}/v2/models/{tier.model(spec.Step.PREPROCESS)}/infer"
+        while time.monotonic() < deadline and not abort.is_set():
+            request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=max(deadline - time.monotonic(), 0.1)) as r:
+                    message, status = r.read().decode(), r.status
+            except urllib.error.HTTPError as error:
+                message, status = error.read().decode(errors="replace"), error.code
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                log.warning("drain of %s: %s", tier.name, error)
+                return False
+            if spec.DRAINING_MESSAGE in message:
+                return True
+            if status != 503:  # not a queue refusal: the step is broken; waiting will not help
+                log.warning("drain of %s: preprocess answered %s %s", tier.name, status, message[:200])
+                return False
+            time.sleep(0.05)
+        return False
 
-    def stop(self, timeout_s: float = 60, drain: bool = True) -> int | None:
-        """Drain (see drain()), then SIGTERM: Triton finishes what is still executing and exits."""
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S, abort: threading.Event | None = None) -> int:
+        """Cut every tier (spec.DRAIN_PARAMETER) and wait for what was admitted; returns how many remain.
+
+        Needed because on SIGTERM Triton refuses the next step of an ensemble request already in
+        flight ("Server is stopping", seen here on 2.51; the same code path in later releases per
+        triton-inference-server/core src/dynamic_batch_scheduler.cc). Requests that reached a tier
+        before its cut finish, whatever step they are in; later ones get UNAVAILABLE. cpu variant
+        only: on the GPU variant the orchestrator stops sending traffic first.
+        """
+        abort = abort or threading.Event()
+        deadline = time.monotonic() + timeout_s
+        with ThreadPoolExecutor(len(spec.TIERS)) as pool:
+            cut = list(pool.map(lambda t: self._mark(t, deadline, abort), spec.TIERS))
+        uncut = [t.name for t, ok in zip(spec.TIERS, cut, strict=True) if not ok]
+        if uncut:
+            log.warning("could not cut tier(s) %s before stopping", ", ".join(uncut))
+        remaining = self.admitted_in_flight()
+        while remaining > 0 and time.monotonic() < deadline and not abort.is_set():
+            time.sleep(0.1)
+            remaining = self.admitted_in_flight()
+        return remaining + len(uncut)
+
+    def stop(self, timeout_s: float = 60, drain: bool = True, abort: threading.Event | None = None) -> Stopped:
+        """Drain (see drain(); `abort` cuts the wait short), then SIGTERM and wait for Triton to exit."""
         self.stopping = True
         if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
+            return Stopped(self.process.returncode if self.process else None)
+        unfinished = 0
         if drain and self.ready():
-            left = self.drain()
-            if left:
-                log.warning("%d requests still in flight after draining %.0fs; stopping anyway", left, DRAIN_TIMEOUT_S)
+            unfinished = self.drain(abort=abort)
+            if unfinished:
+                log.warning("%d request(s) unfinished after draining; stopping anyway", unfinished)
         self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout_s)
+            code = self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             log.warning("tritonserver did not stop in %.0fs; killing it", timeout_s)
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        return Stopped(code, unfinished)
 
     def __enter__(self) -> Server:
         return self.start()

@@ -1,0 +1,20 @@
+"""Counters the python models publish on Triton's metrics endpoint (the drain reads them)."""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+
+class Counter:
+    """A counter labelled with the model.
+
+    Holds its MetricFamily: Triton refuses to update a Metric whose family was garbage-collected.
+    """
+
+    def __init__(self, name: str, description: str, model: str):
+        self.family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+        self.metric = self.family.Metric(labels={"model": model})
+
+    def increment(self, value: int) -> None:
+        if value:
+            self.metric.increment(value)

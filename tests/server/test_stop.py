@@ -1,0 +1,94 @@
+"""Stopping drains: every request that reached the server before the stop is answered, whatever step it is in.
+
+Triton alone refuses the next step of an ensemble request in flight once it gets SIGTERM
+("Server is stopping"); Server.stop() first cuts every tier with a drain request queued behind the
+requests already there, waits for them, then sends SIGTERM. These tests stop servers with requests
+queued at preprocess and past it, single- and multi-image, with an API key (the drain request
+must carry it) and without waiting at all (requests still on their way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from pipelines import spec
+from tests.server.conftest import SAMPLES, wait_until
+from tools.client.people import PeopleClient, Person
+from tools.server.triton import Endpoints, Server, ServerOptions
+
+KEY = "stop-test-key-0123456789"
+TIER = "batch"  # the deepest queues and batches: requests spread over every step
+MODELS = {step: spec.tier(TIER).model(step) for step in (*spec.PIPELINE, spec.Step.ENSEMBLE)}
+
+
+@pytest.fixture()
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of its own: the test stops it."""
+    log = tmp_path_factory.mktemp("triton") / "stop.log"
+    server = Server(ServerOptions(endpoints=Endpoints.free(), api_key=KEY), log_path=log)
+    with server:
+        yield server
+
+
+def _load(client: PeopleClient) -> tuple[list[list[bytes]], dict[int, list[list[Person]]]]:
+    """Eight single-image and four four-image requests, and each one's answer when the server is idle."""
+    bus, zidane = SAMPLES["bus.jpg"].read_bytes(), SAMPLES["zidane.jpg"].read_bytes()
+    requests = [[zidane]] * 8 + [[bus, zidane, bus, zidane]] * 4
+    expected = {len(r): client.detect(r, TIER) for r in (requests[0], requests[-1])}
+    return requests, expected
+
+
+def _counts(server: Server) -> tuple[float, float, float]:
+    """(queued at preprocess, admitted by preprocess, answered by postprocess) for the tier."""
+    m = server.metrics()
+    return (
+        m.get(("nv_inference_pending_request_count", MODELS[spec.Step.PREPROCESS]), 0.0),
+        m.get((spec.ADMITTED_METRIC, MODELS[spec.Step.PREPROCESS]), 0.0),
+        m.get((spec.ANSWERED_METRIC, MODELS[spec.Step.POSTPROCESS]), 0.0),
+    )
+
+
+def test_stop_answers_every_request_already_in_the_server(fresh: Server) -> None:
+    client = PeopleClient(fresh.options.endpoints.grpc_url, api_key=KEY)
+    requests, expected = _load(client)
+    _, admitted_before, _ = _counts(fresh)
+    with ThreadPoolExecutor(len(requests) + 1) as pool:
+        futures = [pool.submit(client.detect, r, TIER) for r in requests]
+
+        def spread_over_the_steps() -> bool:
+            queued, admitted, answered = _counts(fresh)
+            inside = queued + admitted - admitted_before  # none executing in preprocess: all are counted
+            return inside == len(requests) and queued > 0 and admitted - answered > 0
+
+        wait_until(spread_over_the_steps, 120, "all requests inside, some queued at preprocess and some past it")
+        stopping = pool.submit(fresh.stop)
+        results = [f.result(timeout=120) for f in futures]
+        stopped = stopping.result(timeout=120)
+    assert [r == expected[len(q)] for r, q in zip(results, requests, strict=True)] == [True] * len(requests)
+    assert stopped.clean, stopped
+
+
+def _outcome(future: Future) -> str:
+    try:
+        future.result(timeout=120)
+    except InferenceServerException as e:
+        return f"{e.status()} {e.message()}"
+    return "ok"
+
+
+def test_stop_at_once_answers_or_refuses_each_request_cleanly(fresh: Server) -> None:
+    """Stopped while requests are still on their way or in preprocess: each is answered or refused as draining."""
+    client = PeopleClient(fresh.options.endpoints.grpc_url, api_key=KEY)
+    requests, _ = _load(client)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(client.detect, r, TIER) for r in requests]
+        stopped = fresh.stop()
+        outcomes = [_outcome(f) for f in futures]
+    refused = [o for o in outcomes if o != "ok"]
+    assert all(o.startswith("StatusCode.UNAVAILABLE") and spec.DRAINING_MESSAGE in o for o in refused), outcomes
+    assert stopped.clean, stopped
+    assert fresh.process is not None and fresh.process.returncode == 0
