@@ -1,9 +1,14 @@
 """Detector head -> persons in original pixels, with Ultralytics' NMS semantics.
 
 Written in torch so the same code runs on host tensors (cpu variant) and on the
-GPU tensors Triton hands over through DLPack (GPU variant). Everything but the
-NMS kernel itself is vectorized over the batch; torchvision's NMS, the one
-Ultralytics calls, runs once per image so ties and offsets match it exactly.
+GPU tensors Triton hands over through DLPack (GPU variant). The whole batch is
+suppressed at once: candidates ranked per image in the order torchvision's NMS
+visits them, the IoU of every pair within an image computed with the kernel's
+own float32 arithmetic, and the greedy pass resolved as a fixed point over the
+batch. No offset separates the images: adding image * offset to float32 boxes
+rounds them and changes Ultralytics' decisions (seen in the unit tests). Larger
+candidate sets than PAIR_BUDGET allows, or more than MAX_NMS in one image, take
+torchvision's kernel once per image instead, which are Ultralytics' own steps.
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ import torch
 import torchvision
 
 from pipelines import spec
+
+# Pairs (B * K * K, K = most candidates in one image) the batched NMS may compare in one go.
+# Its cost grows with every pair while torchvision's kernel skips suppressed boxes, so a CPU
+# is faster per image past a few dozen candidates; on a GPU the bound is memory (~1 GiB).
+PAIR_BUDGET = {"cpu": 2**16, "cuda": 2**26}
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,80 @@ def unletterbox(boxes: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
     return torch.minimum(mapped.clamp(min=0), upper)
 
 
+def ranked(scores: torch.Tensor, candidate: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, k] anchors of each image's candidates, best score first and, among equal scores, lowest anchor first.
+
+    That is the order torchvision's NMS visits Ultralytics' candidates in: a stable sort of
+    their scores, listed by anchor. k is the largest candidate count, so topk picks exactly
+    each image's candidates (then non-candidates); only their order needs the two small sorts.
+    """
+    masked = torch.where(candidate, scores, float("-inf"))
+    anchor = masked.topk(k, dim=1).indices.sort(dim=1).values
+    order = torch.gather(masked, 1, anchor).sort(dim=1, descending=True, stable=True).indices
+    return torch.gather(anchor, 1, order)
+
+
+def greedy(boxes: torch.Tensor, valid: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+    """Greedy NMS of every image at once: boxes [B, K, 4] in visiting order, valid [B, K], iou [B] -> kept [B, K].
+
+    The overlap of each pair within an image is computed as torchvision's CPU kernel does
+    (float32 throughout, ovr = inter / (area_i + area_j - inter), suppressed when > iou), so
+    each decision is bit for bit the kernel's; where a coordinate is NaN, torch.maximum and
+    std::max differ, but the area is NaN, so ovr is NaN and suppresses nothing in either.
+    The kept set is the fixed point of
+    "kept = valid and not overlapped by an earlier kept box": iterating from "all kept" makes
+    the first t entries final after t rounds, and the fixed point is unique, so the loop ends
+    on the greedy result: 2 to 7 rounds on the heads measured (one host sync each).
+    """
+    x1, y1, x2, y2 = boxes.unbind(dim=-1)
+    area = (x2 - x1) * (y2 - y1)
+    w = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp_(min=0)
+    h = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp_(min=0)
+    inter = w.mul_(h)
+    ovr = inter.div_((area[:, :, None] + area[:, None, :]).sub_(inter))
+    k = boxes.shape[1]
+    later = torch.ones((k, k), dtype=torch.bool, device=boxes.device).triu_(diagonal=1)
+    suppresses = (ovr > iou[:, None, None]) & later  # [b, i, j]: i comes first and overlaps j past the threshold
+    kept = valid
+    while True:
+        update = valid & ~(suppresses & kept[:, :, None]).any(dim=1)
+        if torch.equal(update, kept):
+            return kept
+        kept = update
+
+
+def per_image(
+    rows: torch.Tensor,
+    scores: torch.Tensor,
+    cls: torch.Tensor,
+    candidate: torch.Tensor,
+    iou: torch.Tensor,
+    agnostic: bool,
+    max_det: int,
+) -> torch.Tensor:
+    """[B, max_det] anchors kept, -1 past each image's last: Ultralytics' own steps, one image at a time.
+
+    For candidate sets too large to compare every pair: torchvision's kernel skips suppressed
+    boxes, and past MAX_NMS candidates only this reproduces Ultralytics' cut, the head of an
+    unstable argsort (equal scores come in that sort's own order).
+    rows [B, A, 4 + C], scores and cls [B, A].
+    """
+    kept = torch.full((rows.shape[0], max_det), -1, dtype=torch.long, device=rows.device)
+    for b, threshold in enumerate(iou.tolist()):
+        anchor = candidate[b].nonzero()[:, 0]
+        if anchor.numel() > spec.MAX_NMS:
+            anchor = anchor[scores[b, anchor].argsort(descending=True)[: spec.MAX_NMS]]
+        boxes = class_offset(rows[b, anchor, :4], cls[b, anchor], agnostic)
+        keep = anchor[torchvision.ops.nms(boxes, scores[b, anchor], threshold)[:max_det]]
+        kept[b, : keep.numel()] = keep
+    return kept
+
+
+def class_offset(xywh: torch.Tensor, cls: torch.Tensor, agnostic: bool) -> torch.Tensor:
+    """xyxy boxes moved by class * MAX_WH in float32, as Ultralytics separates classes for one NMS call."""
+    return xywh_to_xyxy(xywh) + (0.0 if agnostic else float(spec.MAX_WH)) * cls[..., None].float()
+
+
 def detect(
     predictions: torch.Tensor,
     geometry: torch.Tensor,
@@ -52,51 +136,51 @@ def detect(
     person_classes: torch.Tensor,
     agnostic: bool = spec.AGNOSTIC_NMS,
     max_det: int = spec.MAX_DET,
+    pair_budget: int | None = None,
 ) -> Detections:
     """Filter, suppress and map a batch of raw detector outputs.
 
     predictions [B, 4 + C, A] (cx, cy, w, h, class scores), geometry [B, 6],
-    conf and iou [B] (per-request thresholds), person_classes: ids to keep.
+    conf and iou [B] (per-request thresholds in [0, 1]), person_classes: ids to keep.
     Semantics of Ultralytics' non_max_suppression(multi_label=False): best class
     per anchor, score > conf, keep person classes, at most MAX_NMS candidates by
     score, per-class NMS (IoU > iou suppresses), at most max_det per image.
+    pair_budget: see PAIR_BUDGET (None: the one for the tensors' device).
+    Host syncs: the largest candidate count (it sizes the pairs), then one per greedy round.
     """
     batch, device = predictions.shape[0], predictions.device
     rows = predictions.transpose(1, 2).float()  # [B, A, 4 + C]
-    best, cls = rows[..., 4:].max(dim=2)  # [B, A]
-    keep = (best > conf[:, None]) & torch.isin(cls, person_classes)
+    best, cls = predictions[:, 4:].float().max(dim=1)  # [B, A]; the first of equal scores, as Ultralytics' max
+    is_person = (torch.arange(predictions.shape[1] - 4, device=device)[:, None] == person_classes).any(dim=1)
+    candidate = (best > conf[:, None]) & is_person.take(cls)
+    k = int(candidate.sum(dim=1).max()) if batch else 0
+    if k == 0:
+        zero = torch.zeros((batch, max_det), dtype=torch.float32, device=device)
+        return Detections(zero[:, :1].int(), zero[..., None].expand(-1, -1, 4).clone(), zero, zero.int())
 
-    num = torch.zeros((batch, 1), dtype=torch.int32, device=device)
-    boxes = torch.zeros((batch, max_det, 4), dtype=torch.float32, device=device)
-    scores = torch.zeros((batch, max_det), dtype=torch.float32, device=device)
-    classes = torch.zeros((batch, max_det), dtype=torch.int32, device=device)
-    image, anchor = keep.nonzero(as_tuple=True)
-    if image.numel() == 0:
-        return Detections(num, boxes, scores, classes)
+    image = torch.arange(batch, device=device)[:, None]
+    budget = PAIR_BUDGET.get(device.type, 0) if pair_budget is None else pair_budget
+    if k > spec.MAX_NMS or batch * k * k > budget:
+        anchor = per_image(rows, best, cls, candidate, iou, agnostic, max_det)
+        take = anchor >= 0
+        slot = torch.arange(max_det, device=device).expand(batch, -1)
+        anchor = anchor.clamp(min=0)
+    else:
+        anchor = ranked(best, candidate, k)  # [B, K]
+        boxes = class_offset(rows[image, anchor, :4], cls[image, anchor], agnostic)
+        kept = greedy(boxes, candidate[image, anchor], iou)
+        slot = kept.cumsum(dim=1) - 1
+        take = kept & (slot < max_det)
 
-    cand_boxes = xywh_to_xyxy(rows[image, anchor, :4])
-    cand_scores = best[image, anchor]
-    cand_classes = cls[image, anchor]
-    offsets = cand_boxes + (0.0 if agnostic else float(spec.MAX_WH)) * cand_classes[:, None].float()
-    counts = torch.bincount(image, minlength=batch).tolist()  # one host sync for the split
-    starts = [0]
-    for c in counts:
-        starts.append(starts[-1] + c)
-    iou_host = iou.tolist()
-    for b in range(batch):
-        lo, hi = starts[b], starts[b + 1]
-        if lo == hi:
-            continue
-        idx = torch.arange(lo, hi, device=device)
-        if hi - lo > spec.MAX_NMS:
-            idx = idx[cand_scores[lo:hi].argsort(descending=True)[: spec.MAX_NMS]]
-        kept = idx[torchvision.ops.nms(offsets[idx], cand_scores[idx], iou_host[b])[:max_det]]
-        n = kept.numel()
-        num[b, 0] = n
-        boxes[b, :n] = cand_boxes[kept]
-        scores[b, :n] = cand_scores[kept]
-        classes[b, :n] = cand_classes[kept].int()
-    mapped = unletterbox(boxes, geometry.float())
+    # Kept entries go to their slot, everything else to a spare last column that is dropped.
+    column = torch.where(take, slot, max_det)
+    boxes = torch.zeros((batch, max_det + 1, 4), dtype=torch.float32, device=device)
+    scores = torch.zeros((batch, max_det + 1), dtype=torch.float32, device=device)
+    classes = torch.zeros((batch, max_det + 1), dtype=torch.int32, device=device)
+    boxes[image, column] = xywh_to_xyxy(rows[image, anchor, :4])
+    scores[image, column] = best[image, anchor]
+    classes[image, column] = cls[image, anchor].int()
+    num = take.sum(dim=1, keepdim=True, dtype=torch.int32)
+    mapped = unletterbox(boxes[:, :max_det], geometry.float())
     valid = torch.arange(max_det, device=device)[None, :] < num
-    boxes = torch.where(valid[..., None], mapped, torch.zeros_like(mapped))
-    return Detections(num, boxes, scores, classes)
+    return Detections(num, torch.where(valid[..., None], mapped, 0), scores[:, :max_det], classes[:, :max_det])

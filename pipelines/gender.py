@@ -68,6 +68,9 @@ def labels(
     undetermined (-1) when it was not classified (crop too small) or when its
     top probability is below its image's threshold; GENDER_SCORES is the top
     probability wherever the classifier ran, else 0.
+    One pass over all persons of the batch, no host sync, provided gender_values and
+    thresholds already lie on the probabilities' device (a host tensor is copied, which
+    waits for the GPU).
     """
     device = probabilities.device
     gender = torch.full((batch, max_det), spec.UNDETERMINED, dtype=torch.int32, device=device)

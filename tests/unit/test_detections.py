@@ -6,15 +6,16 @@ the same float32 values (float(np.float32(0.7)), not 0.7).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-import torchvision  # noqa: F401  (Ultralytics uses torchvision's NMS only when it is imported, as detect does)
+import torchvision  # Ultralytics uses torchvision's NMS only when it is imported, as detect does
 from ultralytics.utils.nms import non_max_suppression
-from ultralytics.utils.ops import scale_boxes
+from ultralytics.utils.ops import scale_boxes, xywh2xyxy
 
 from pipelines import detections, render, spec
 from tests.unit import reference
@@ -22,6 +23,7 @@ from tests.unit import reference
 SIZE = spec.IMAGE_SIZE
 BOX_ATOL = 1e-3  # pixels
 SCORE_ATOL = 1e-6
+PATHS = {"default": None, "batched": 2**62, "per-image": 0}  # detect()'s pair_budget for each NMS path
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,26 @@ def run_detect(
     agnostic: bool = spec.AGNOSTIC_NMS,
     max_det: int = spec.MAX_DET,
 ) -> detections.Detections:
+    """detect() with its default, batched and per-image NMS: all three must agree bit for bit."""
     geometry = torch.tensor([reference.geometry(h, w) for h, w in shapes], dtype=torch.float32)
-    return detections.detect(
-        predictions,
-        geometry,
-        torch.tensor(conf, dtype=torch.float32),
-        torch.tensor(iou, dtype=torch.float32),
-        torch.tensor(person_classes),
-        agnostic=agnostic,
-        max_det=max_det,
-    )
+    results = [
+        detections.detect(
+            predictions,
+            geometry,
+            torch.tensor(conf, dtype=torch.float32),
+            torch.tensor(iou, dtype=torch.float32),
+            torch.tensor(person_classes),
+            agnostic=agnostic,
+            max_det=max_det,
+            pair_budget=budget,
+        )
+        for budget in PATHS.values()
+    ]
+    for path, result in zip(PATHS, results, strict=True):
+        for field in dataclasses.fields(detections.Detections):
+            got, expected = getattr(result, field.name), getattr(results[0], field.name)
+            assert got.dtype == expected.dtype and torch.equal(got, expected), f"{field.name}: {path} NMS != default"
+    return results[0]
 
 
 def assert_image_matches(det: detections.Detections, b: int, ref: Reference, label: str) -> None:
@@ -221,6 +233,156 @@ def test_more_candidates_than_max_nms() -> None:
     assert (ref.scores < 0.5).sum() < isolated, "the cut at MAX_NMS did not drop any isolated box; the test is vacuous"
 
 
+def assert_batch_matches(
+    det: detections.Detections,
+    predictions: torch.Tensor,
+    shapes: list[tuple[int, int]],
+    conf: list[float],
+    iou: list[float],
+    persons: list[int],
+    agnostic: bool = spec.AGNOSTIC_NMS,
+    max_det: int = spec.MAX_DET,
+) -> list[int]:
+    """Each image of the batch equals Ultralytics run on that image alone with its own thresholds; the counts."""
+    counts = []
+    for b in range(len(shapes)):
+        ref = ultralytics(predictions[b], shapes[b], f32(conf[b]), f32(iou[b]), persons, agnostic, max_det)
+        assert_image_matches(det, b, ref, f"image {b}: conf={conf[b]}, iou={iou[b]}, agnostic={agnostic}")
+        counts.append(len(ref.scores))
+    return counts
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_mixed_thresholds_match_each_image_alone(agnostic: bool) -> None:
+    """Twelve images in one batch, thresholds repeated and at their extremes (CONF 0 and 1, IOU 0 and 1)."""
+    conf = [0.25, 0.0, 0.5, 0.25, 1.0, 0.1, 0.25, 0.75, 0.05, 0.25, 0.3, 0.0]
+    iou = [0.7, 0.5, 0.7, 0.0, 0.7, 1.0, 0.45, 0.7, 0.3, 0.7, 0.9, 0.7]
+    predictions = random_predictions(seed=17, batch=len(conf), num_classes=3, anchors=500)
+    shapes = [*SHAPES, *SHAPES][: len(conf)]
+    det = run_detect(predictions, shapes, conf, iou, [0, 1], agnostic=agnostic)
+    counts = assert_batch_matches(det, predictions, shapes, conf, iou, [0, 1], agnostic)
+    assert counts[4] == 0 and len(set(counts)) > 6, f"expected varied counts and none at CONF 1, got {counts}"
+
+
+def test_images_without_candidates_inside_a_batch() -> None:
+    """Empty images first, inside and last, each for another reason; the others are unaffected."""
+    predictions = random_predictions(seed=19, batch=7, num_classes=2, anchors=400)
+    predictions[0, 4:] = predictions[0, 4:].clamp(max=0.25)  # no score above CONF 0.25
+    predictions[3, 4] = 0  # the person class never wins
+    predictions[6, 4:] = predictions[6, 4:].clamp(max=0.2)
+    conf = [0.25, 0.25, 0.25, 0.25, 1.0, 0.25, 0.25]  # image 4: CONF 1
+    shapes = SHAPES[:7]
+    det = run_detect(predictions, shapes, conf, [0.7] * 7, [0])
+    counts = assert_batch_matches(det, predictions, shapes, conf, [0.7] * 7, [0])
+    assert [c > 0 for c in counts] == [False, True, True, False, False, True, False], f"counts {counts}"
+
+
+def test_max_nms_cut_inside_a_batch() -> None:
+    """Image 0 has more than MAX_NMS candidates and the cut falls among equal scores; its neighbours do not.
+
+    A crowd one box suppresses plus 400 disjoint boxes all scored 0.3: the cut keeps 100 of
+    those, and which 100 (and their order) is whatever Ultralytics' unstable argsort gives.
+    """
+    rng = np.random.default_rng(29)
+    crowd, isolated = spec.MAX_NMS - 100, 400
+    anchors = crowd + isolated
+    rows = np.zeros((3, 5, anchors), np.float32)
+    rows[0, :2, :crowd] = rng.uniform(300, 340, (2, crowd))
+    rows[0, 2:4, :crowd] = 200
+    rows[0, 4, :crowd] = rng.uniform(0.5, 0.9, crowd)
+    grid = np.stack(np.meshgrid(np.arange(20), np.arange(20)), -1).reshape(-1, 2)
+    rows[0, :2, crowd:] = (10 + grid * 31).T
+    rows[0, 2:4, crowd:] = 8
+    rows[0, 4, crowd:] = 0.3
+    rows[1, :, :600] = random_predictions(seed=31, batch=1, num_classes=1, anchors=600)[0].numpy()
+    predictions = torch.from_numpy(rows)
+    shapes = SHAPES[:3]
+    det = run_detect(predictions, shapes, [0.25] * 3, [0.7] * 3, [0])
+    counts = assert_batch_matches(det, predictions, shapes, [0.25] * 3, [0.7] * 3, [0])
+    tied = int((det.scores[0] == np.float32(0.3)).sum())
+    assert tied == spec.MAX_NMS - crowd, f"{tied} boxes scored 0.3 survive; the cut should keep exactly 100"
+    assert counts[1] > 0 and counts[2] == 0, f"counts {counts}"
+
+
+def test_more_survivors_than_max_det_inside_a_batch() -> None:
+    """400 and 350 disjoint boxes (scores tie in eighths) next to an image with 20: MAX_DET keeps the best 300."""
+    rng = np.random.default_rng(37)
+    rows = np.zeros((3, 5, 1000), np.float32)
+    grid = np.stack(np.meshgrid(np.arange(20), np.arange(20)), -1).reshape(-1, 2)
+    for b, n in enumerate((400, 350, 20)):
+        rows[b, :2, :n] = (16 + grid[:n] * 32).T
+        rows[b, 2:4, :n] = 20
+        rows[b, 4, :n] = np.round(rng.uniform(0.3, 1.0, n) * 8) / 8
+    rows[1, :, 400:600] = rows[1, :, :200]  # duplicates of the first 200: suppressed (IoU 1)
+    predictions = torch.from_numpy(rows)
+    shapes = SHAPES[:3]
+    det = run_detect(predictions, shapes, [0.25] * 3, [0.7] * 3, [0])
+    counts = assert_batch_matches(det, predictions, shapes, [0.25] * 3, [0.7] * 3, [0])
+    assert counts == [spec.MAX_DET, spec.MAX_DET, 20], f"counts {counts}"
+
+
+def test_identical_images_tie_across_the_batch() -> None:
+    """One head four times: scores tie within and across images; equal inputs give equal outputs."""
+    predictions = random_predictions(seed=23, batch=1, num_classes=2, anchors=600, tie_step=1 / 8).repeat(4, 1, 1)
+    conf, iou = [0.25, 0.25, 0.5, 0.25], [0.7, 0.7, 0.7, 0.3]
+    shapes = [SHAPES[1]] * 4
+    det = run_detect(predictions, shapes, conf, iou, [0, 1])
+    counts = assert_batch_matches(det, predictions, shapes, conf, iou, [0, 1])
+    assert torch.equal(det.boxes[0], det.boxes[1]) and torch.equal(det.scores[0], det.scores[1])
+    assert len(set(counts)) == 3, f"other thresholds should give other counts, got {counts}"
+
+
+def pairs_on_the_threshold(iou: float, seed: int, cells: int = 36) -> tuple[torch.Tensor, int, int, int]:
+    """A head [4 + 1, 2 * cells]: per grid cell a box and a weaker box inside it whose float32 IoU,
+    as Ultralytics' NMS computes it (xywh2xyxy, then torchvision's formula), is exactly `iou` (kept)
+    or the next float32 above it (suppressed); where neither is found, the nearest. Also returns how
+    many pairs are on, one above, and decided otherwise by the same IoU in float64."""
+    threshold = np.float32(iou)
+    above = np.nextafter(threshold, np.float32(1))
+    rng = np.random.default_rng(seed)
+    rows = np.zeros((5, 2 * cells), np.float32)
+    found = {threshold: 0, above: 0}
+    differ = 0
+    for cell in range(cells):
+        want = threshold if cell % 2 else above
+        for _ in range(16):
+            cx, cy = (40 + 100 * np.array(divmod(cell, 6)) + rng.uniform(-5, 5, 2)).astype(np.float32)
+            wa, h = rng.uniform(30, 60, 2).astype(np.float32)
+            wb = np.float32(threshold * wa) + np.arange(-40, 41, dtype=np.float32) * np.spacing(np.float32(wa))
+            pair = np.array([[cx, cy, wa, h]] + [[cx, cy, w, h] for w in wb], np.float32)
+            xyxy = xywh2xyxy(torch.from_numpy(pair))
+            ovr = torchvision.ops.box_iou(xyxy[:1], xyxy[1:])[0].numpy()
+            hits = np.flatnonzero(ovr == want)
+            if hits.size:
+                break
+        pick = hits[0] if hits.size else int(np.argmin(np.abs(ovr - threshold)))
+        found[ovr[pick]] = found.get(ovr[pick], 0) + 1
+        exact = torchvision.ops.box_iou(xyxy[:1].double(), xyxy[1 + pick : 2 + pick].double())[0, 0]
+        differ += int((float(ovr[pick]) > threshold) != bool(exact > float(threshold)))
+        rows[:4, 2 * cell] = pair[0]
+        rows[:4, 2 * cell + 1] = pair[1 + pick]
+        rows[4, 2 * cell : 2 * cell + 2] = (0.9, 0.8)
+    return torch.from_numpy(rows), found[threshold], found[above], differ
+
+
+def test_iou_exactly_on_the_threshold() -> None:
+    """Pairs whose IoU is the threshold or one float32 step above it, three thresholds in one batch.
+
+    Only float32 arithmetic identical to torchvision's kernel decides these as Ultralytics does:
+    the same IoUs in float64 (or of boxes shifted to separate images) fall on the other side.
+    """
+    iou = [0.7, 0.45, 0.5]
+    heads = [pairs_on_the_threshold(t, seed=41 + i) for i, t in enumerate(iou)]
+    predictions = torch.stack([head for head, *_ in heads])
+    shapes = [(640, 640)] * 3
+    det = run_detect(predictions, shapes, [0.25] * 3, iou, [0])
+    counts = assert_batch_matches(det, predictions, shapes, [0.25] * 3, iou, [0])
+    on, above, differ = (sum(h[i] for h in heads) for i in (1, 2, 3))
+    assert on >= 10 and above >= 10, f"only {on} pairs on and {above} one step above the thresholds"
+    assert differ > 0, "float64 decides every pair as float32 does: the case cannot tell them apart"
+    assert 36 < min(counts) and max(counts) < 72, f"some pairs should survive and some not, got {counts}"
+
+
 @pytest.fixture(scope="module")
 def photo_predictions() -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """The exported detector's raw head on bus.jpg and zidane.jpg, letterboxed by Ultralytics."""
@@ -279,3 +441,25 @@ def test_unletterbox_maps_content_to_image_corners(height: int, width: int) -> N
     content = torch.tensor([[[left, top, left + new_w, top + new_h]]], dtype=torch.float32)
     got = detections.unletterbox(content, torch.tensor([[left, top, new_w, new_h, w, h]]))
     torch.testing.assert_close(got, torch.tensor([[[0.0, 0.0, w, h]]]), rtol=0, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("path", list(PATHS))
+def test_cuda_matches_cpu(path: str, photo_predictions: tuple[torch.Tensor, list[tuple[int, int]]]) -> None:
+    """The GPU variant's tensors give bit for bit the host's results (which equal Ultralytics' above)."""
+    photos, photo_shapes = photo_predictions
+    cases = [
+        (random_predictions(seed=43, batch=8, num_classes=2, anchors=2000), SHAPES, [0.25, 0.1, 0.5, 0.25] * 2),
+        (photos, photo_shapes, [0.01, 0.25]),
+    ]
+    for predictions, shapes, conf in cases:
+        batch = len(shapes)
+        iou = [0.7, 0.45] * (batch // 2)
+        geometry = torch.tensor([reference.geometry(h, w) for h, w in shapes], dtype=torch.float32)
+        inputs = (predictions, geometry, torch.tensor(conf), torch.tensor(iou), torch.tensor([0, 1]))
+        host = detections.detect(*inputs, pair_budget=PATHS[path])
+        cuda = detections.detect(*(t.cuda() for t in inputs), pair_budget=PATHS[path])
+        for field in dataclasses.fields(detections.Detections):
+            got, expected = getattr(cuda, field.name).cpu(), getattr(host, field.name)
+            assert torch.equal(got, expected), f"{field.name}: CUDA != CPU ({path} NMS, batch {batch})"

@@ -416,3 +416,53 @@ def test_exported_classifier(tier: spec.Tier) -> None:
 def test_gender_tensorrt_profile() -> None:
     top = spec.GENDER_BATCHING[spec.Variant.GPU].max_batch_size
     assert tensorrt_plan.gender_profile() == (1, top, top)
+
+
+# --- labels at batch scale ---------------------------------------------------------------------
+def random_labels_case(seed: int, batch: int, max_det: int) -> tuple[torch.Tensor, Crops, torch.Tensor]:
+    """Probabilities of persons at random (image, slot), edges included, and a threshold per image."""
+    rng = np.random.default_rng(seed)
+    where = rng.permutation(batch * max_det)[: batch * max_det // 3]
+    where = np.union1d(where, [0, batch * max_det - 1])  # first slot of the first image, last of the last
+    female = np.round(rng.uniform(0, 1, where.size), 2).astype(np.float32)  # ties with the thresholds
+    probabilities = torch.from_numpy(np.stack([female, 1 - female], 1))
+    crops = crops_at((where // max_det).tolist(), (where % max_det).tolist())
+    thresholds = torch.from_numpy(np.round(rng.uniform(0.5, 0.9, batch), 1).astype(np.float32))
+    return probabilities, crops, thresholds
+
+
+def test_labels_batch_matches_person_by_person() -> None:
+    """Thirty-two images, a third of all slots classified: the same as deciding each person on its own."""
+    batch, values = 32, [1, 0]
+    probabilities, crops, thresholds = random_labels_case(seed=3, batch=batch, max_det=spec.MAX_DET)
+    gender, scores = labels(probabilities, torch.tensor(values), crops, thresholds, batch)
+    expected_gender = np.full((batch, spec.MAX_DET), spec.UNDETERMINED, np.int32)
+    expected_scores = np.zeros((batch, spec.MAX_DET), np.float32)
+    for p, (b, slot) in enumerate(zip(crops.image.tolist(), crops.slot.tolist(), strict=True)):
+        top = probabilities[p].max()
+        expected_scores[b, slot] = top
+        if top >= thresholds[b]:
+            expected_gender[b, slot] = values[int(probabilities[p].argmax())]
+    np.testing.assert_array_equal(gender.numpy(), expected_gender, err_msg="GENDER")
+    np.testing.assert_array_equal(scores.numpy(), expected_scores, err_msg="GENDER_SCORES")
+    assert (gender == spec.UNDETERMINED).any() and (gender == 0).any() and (gender == 1).any(), "a label is missing"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_labels_on_cuda_match_cpu_without_host_sync() -> None:
+    """On device tensors labels() never waits for the GPU, and decides as on the host."""
+    probabilities, crops, thresholds = random_labels_case(seed=5, batch=32, max_det=spec.MAX_DET)
+    values = torch.tensor([0, 1])
+    expected = labels(probabilities, values, crops, thresholds, 32)
+    cuda = torch.device("cuda")
+    on_device = Crops(crops.pixels.to(cuda), crops.image.to(cuda), crops.slot.to(cuda))
+    args = (probabilities.to(cuda), values.to(cuda), on_device, thresholds.to(cuda), 32)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = labels(*args)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for name, g, e in zip(("GENDER", "GENDER_SCORES"), got, expected, strict=True):
+        assert torch.equal(g.cpu(), e), f"{name} on CUDA differs from the CPU run"
