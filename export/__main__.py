@@ -8,7 +8,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,19 +51,13 @@ def _artifact(source: Path, staged: Path, license: str, exporter_names: dict[str
     )
 
 
-def _publish(
-    step: spec.Step,
-    staged: Path,
-    record: manifest.Detector | manifest.Classifier,
-    repository: Path,
-    plan: Callable[[spec.Tier, Path], manifest.Plan] | None,
-) -> None:
-    """Place the ONNX in every tier's version folder, build its plan if asked, write the manifest."""
+def _publish(step: spec.Step, staged: Path, record: manifest.Detector | manifest.Classifier, repository: Path) -> None:
+    """Place the ONNX in every tier's version folder and write its manifest (no plan yet: they follow)."""
     for tier in spec.TIERS:
         directory = repository / tier.model(step) / "1"
         _place(staged, directory / "model.onnx")
-        artifact = replace(record.artifact, tier=tier.name, plan=plan(tier, directory) if plan else None)
-        manifest.write(directory, replace(record, artifact=artifact))
+        (directory / tensorrt_plan.PLAN).unlink(missing_ok=True)  # built from the ONNX this replaces
+        manifest.write(directory, replace(record, artifact=replace(record.artifact, tier=tier.name)))
         log.info("%s: %s", tier.model(step), ", ".join(sorted(p.name for p in directory.iterdir())))
 
 
@@ -97,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plans",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="build TensorRT plans: auto (when TensorRT and a GPU are here), yes, no",
+        help="build TensorRT plans with trtexec: auto (when trtexec and a GPU are here), yes, no",
     )
     parser.add_argument("--fp32", action="store_true", help="build plans in FP32 instead of FP16")
     args = parser.parse_args(argv)
@@ -109,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if why_no_plans:
         log.info("skipping TensorRT plans: %s", why_no_plans)
-    cache = args.cache / "tensorrt-timing.cache"
     t0 = time.monotonic()
     try:
         source = weights.resolve(args.detector, args.person_classes)
@@ -131,35 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         image_size=spec.IMAGE_SIZE,
         opset=detector.opset,
     )
-    _publish(
-        spec.Step.DETECTOR,
-        detector_staged,
-        detector_record,
-        args.repository,
-        None
-        if why_no_plans
-        else lambda tier, d: tensorrt_plan.build(
-            d / "model.onnx", d / "model.plan", spec.IMAGES.dims, tensorrt_plan.profile(tier.gpu), cache, not args.fp32
-        ),
-    )
-    size = gender.preprocessing.size
+    _publish(spec.Step.DETECTOR, detector_staged, detector_record, args.repository)
     gender_record = manifest.Classifier(
         artifact=_artifact(classifier.path, gender_staged, gender.license, gender.exporter_tensor_names),
         preprocessing=gender.preprocessing,
         labels=gender.labels,
         gender_values=gender.gender_values,
     )
-    _publish(
-        spec.Step.GENDER,
-        gender_staged,
-        gender_record,
-        args.repository,
-        None
-        if why_no_plans
-        else lambda tier, d: tensorrt_plan.build(
-            d / "model.onnx", d / "model.plan", (3, size, size), tensorrt_plan.gender_profile(), cache, not args.fp32
-        ),
-    )
+    _publish(spec.Step.GENDER, gender_staged, gender_record, args.repository)
+    if not why_no_plans:
+        try:
+            tensorrt_plan.build_all(args.repository, args.cache, fp16=not args.fp32)
+        except (tensorrt_plan.PlanError, manifest.ManifestError) as e:
+            log.error("%s", e)
+            return 2
     log.info("export done in %.1fs", time.monotonic() - t0)
     return 0
 

@@ -1,0 +1,122 @@
+"""The serving image's pins agree with each other and with what its Triton release ships.
+
+Nothing here builds the image (no Docker or GPU where these tests run): `make gpu-check` builds it and checks
+the built image against the same facts (`python3 -m export.serving_image <tag>`). The resolution test asks
+the package registry what `pip install -r requirements-image.txt` would install in the image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nvidia.dali
+import pytest
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from export import serving_image
+from export.serving_image import pinned_version, pins
+from pipelines import spec
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile.triton"
+IMAGE_REQUIREMENTS = ROOT / "requirements-image.txt"
+INDEX = "https://pypi.org/simple"  # what the image's pip uses: it has no other index configured
+# Never in the serving image: what only the export, the training, a desktop or the tests need.
+NOT_SERVED = {
+    "ultralytics": "training and export (the ONNX is exported on the host)",
+    "onnx": "export only",
+    "opencv-python": "a GUI build of OpenCV (and nothing served imports cv2)",
+    "matplotlib": "plots",
+    "pytest": "tests",
+    "ruff": "lint",
+}
+
+
+def makefile_tag() -> str:
+    found = re.search(r"^TRITON_IMAGE_TAG\s*\?=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M)
+    assert found, "the Makefile defines no TRITON_IMAGE_TAG"
+    return found.group(1)
+
+
+def test_tag_is_chosen_once_and_its_facts_are_recorded() -> None:
+    tag = makefile_tag()
+    text = DOCKERFILE.read_text()
+    arg = re.search(r"^ARG TRITON_IMAGE_TAG=(\S+)$", text, re.M)
+    assert arg and arg.group(1) == tag, f"Dockerfile.triton's default ARG differs from the Makefile's {tag}"
+    assert "FROM nvcr.io/nvidia/tritonserver:${TRITON_IMAGE_TAG}\n" in text, "the image is not built on the ARG"
+    release = serving_image.release(tag)  # raises when the table has no row for it
+    year, month = map(int, release.container.split("."))
+    assert (year, month) >= (26, 4), f"{tag}: before 26.04 a dead python stub leaves /v2/health/ready true"
+
+
+def test_local_tests_run_the_images_dali() -> None:
+    """The DALI backend runs its own DALI; requirements.txt pins the same version, and the venv has it."""
+    release = serving_image.release(makefile_tag())
+    local = pins(ROOT / "requirements.txt")
+    dali = [name for name in local if name.startswith("nvidia-dali-")]
+    assert dali == ["nvidia-dali-cuda120"], f"requirements.txt installs DALI as {dali}"
+    assert pinned_version(local["nvidia-dali-cuda120"]) == release.dali, f"{release.tag} runs DALI {release.dali}"
+    assert nvidia.dali.__version__ == release.dali, f"the venv has DALI {nvidia.dali.__version__}: run `make setup`"
+
+
+def test_entrypoint_is_the_spec_flags() -> None:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    entrypoint = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", text, re.M)
+    assert entrypoint, "Dockerfile.triton has no exec-form ENTRYPOINT"
+    assert json.loads(entrypoint.group(1)) == ["tritonserver", "--model-repository=/models", *spec.SERVER_FLAGS]
+
+
+def test_image_requirements_are_pinned_and_lean() -> None:
+    image = pins(IMAGE_REQUIREMENTS)
+    loose = [str(r) for r in image.values() if pinned_version(r) is None]
+    assert not loose, f"requirements-image.txt must pin exact versions: {loose}"
+    assert Version(pinned_version(image["numpy"]) or "0") < Version("2"), "numpy 2 in the serving image"
+    unwanted = {name: why for name, why in NOT_SERVED.items() if name in image}
+    unwanted |= {name: "the DALI backend runs its own DALI" for name in image if name.startswith("nvidia-dali-")}
+    assert not unwanted, f"not for the serving image: {unwanted}"
+
+
+def test_image_runs_the_versions_the_tests_run() -> None:
+    """Every package both files name: the image's pin is one the local requirement allows."""
+    local, image = pins(ROOT / "requirements.txt"), pins(IMAGE_REQUIREMENTS)
+    shared = sorted(set(local) & set(image))
+    assert {"numpy", "torch", "torchvision", "onnxruntime"} <= set(shared), f"shared: {shared}"
+    differ = {
+        name: (str(local[name].specifier), pinned_version(image[name]))
+        for name in shared
+        if not local[name].specifier.contains(pinned_version(image[name]) or "", prereleases=True)
+    }
+    assert not differ, f"requirements.txt vs requirements-image.txt: {differ}"
+
+
+def test_resolution_for_the_image_is_exactly_the_pins(tmp_path: Path) -> None:
+    """pip resolves requirements-image.txt for the image's Python and platform: nothing unpinned, numpy < 2."""
+    try:
+        urllib.request.urlopen(f"{INDEX}/numpy/", timeout=20).close()
+    except (urllib.error.URLError, OSError) as e:
+        pytest.skip(f"package registry {INDEX} unreachable ({e}): requirements-image.txt was not resolved")
+    report = tmp_path / "report.json"
+    platforms = [arg for tag in serving_image.platforms() for arg in ("--platform", tag)]
+    cmd = [
+        sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed", "--quiet",
+        "--report", str(report), "--index-url", INDEX, "--only-binary=:all:",
+        "--python-version", serving_image.PYTHON, *platforms, "-r", str(IMAGE_REQUIREMENTS),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"pip could not resolve requirements-image.txt:\n{done.stderr[-3000:]}"
+    resolved = {
+        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert Version(resolved["numpy"]) < Version("2"), f"numpy {resolved['numpy']} resolved"
+    image = pins(IMAGE_REQUIREMENTS)
+    unpinned = {name: version for name, version in resolved.items() if name not in image}
+    assert not unpinned, f"resolved but not pinned in requirements-image.txt: {unpinned}"
+    assert set(resolved) == set(image), f"pinned but not resolved: {sorted(set(image) - set(resolved))}"
