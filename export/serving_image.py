@@ -112,17 +112,19 @@ def check(facts: Release, requirements: Path, site: Path = SITE) -> list[str]:
     expect("CUDA_VERSION (major.minor.patch)", ".".join(cuda.split(".")[:3]), facts.cuda)
     expect("Python", f"{sys.version_info.major}.{sys.version_info.minor}", PYTHON)
 
-    import nvidia.dali  # the DALI backend's own wheel, through PYTHONPATH
-
-    expect("DALI version", nvidia.dali.__version__, facts.dali)
-    if not Path(nvidia.dali.__file__).is_relative_to(DALI_WHEEL_DIR):
-        problems.append(f"nvidia.dali comes from {nvidia.dali.__file__}, not the DALI backend's {DALI_WHEEL_DIR}")
     try:
-        target = tensorrt_plan.Target.detect()
-    except tensorrt_plan.PlanError as e:
-        problems.append(str(e))
+        import nvidia.dali  # the DALI backend's own wheel, through PYTHONPATH
+    except ImportError as e:
+        problems.append(f"nvidia.dali does not import ({e}); PYTHONPATH={os.environ.get('PYTHONPATH')}")
     else:
-        expect("TensorRT major version", target.tensorrt_major, facts.tensorrt_major)
+        expect("DALI version", nvidia.dali.__version__, facts.dali)
+        if not Path(nvidia.dali.__file__).is_relative_to(DALI_WHEEL_DIR):
+            problems.append(f"nvidia.dali comes from {nvidia.dali.__file__}, not the DALI backend's {DALI_WHEEL_DIR}")
+    why_no_plans = tensorrt_plan.available()  # trtexec, the TensorRT version and a GPU
+    if why_no_plans:
+        problems.append(why_no_plans)
+    else:
+        expect("TensorRT major version", tensorrt_plan.Target.detect().tensorrt_major, facts.tensorrt_major)
 
     for name, requirement in pins(requirements).items():
         try:
@@ -134,10 +136,13 @@ def check(facts: Release, requirements: Path, site: Path = SITE) -> list[str]:
         if dist.version != pinned_version(requirement) or not where.is_relative_to(site):
             problems.append(f"{requirement}: found {name}=={dist.version} in {where}, expected it in {site}")
 
-    import torch  # postprocess runs on the GPU through torch
-
-    if not torch.cuda.is_available():
-        problems.append(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU in the image")
+    try:
+        import torch  # postprocess runs on the GPU through torch
+    except ImportError as e:
+        problems.append(f"torch does not import: {e}")
+    else:
+        if not torch.cuda.is_available():
+            problems.append(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU in the image")
     return problems
 
 

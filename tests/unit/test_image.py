@@ -120,3 +120,24 @@ def test_resolution_for_the_image_is_exactly_the_pins(tmp_path: Path) -> None:
     unpinned = {name: version for name, version in resolved.items() if name not in image}
     assert not unpinned, f"resolved but not pinned in requirements-image.txt: {unpinned}"
     assert set(resolved) == set(image), f"pinned but not resolved: {sorted(set(image) - set(resolved))}"
+
+
+def test_image_check_names_what_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-image check, run here: what this machine shares with the image passes, the rest is named."""
+    import numpy
+
+    release = serving_image.release(makefile_tag())
+    monkeypatch.setenv("NVIDIA_TRITON_SERVER_VERSION", release.container)
+    monkeypatch.setenv("TRITON_SERVER_VERSION", release.triton)
+    monkeypatch.setenv("CUDA_VERSION", f"{release.cuda}.001")
+    site = Path(numpy.__file__).parents[1]
+    requirements = tmp_path / "requirements-image.txt"
+    requirements.write_text(f"numpy=={numpy.__version__}\npsutil==0.0.1  # not what is installed\n")
+    problems = serving_image.check(release, requirements, site)
+    assert not [p for p in problems if re.match(r"(NVIDIA_TRITON|TRITON|CUDA)_|numpy==", p)], problems
+    assert any(p.startswith("psutil==0.0.1: found psutil==") for p in problems), problems
+    assert any("not the DALI backend's /opt/tritonserver" in p for p in problems), problems
+    monkeypatch.setenv("TRITON_SERVER_VERSION", "2.51.0")
+    assert f"TRITON_SERVER_VERSION: '2.51.0', expected '{release.triton}'" in serving_image.check(
+        release, requirements, site
+    )
