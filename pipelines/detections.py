@@ -7,8 +7,8 @@ visits them, the IoU of every pair within an image computed with the kernel's
 own float32 arithmetic, and the greedy pass resolved as a fixed point over the
 batch. No offset separates the images: adding image * offset to float32 boxes
 rounds them and changes Ultralytics' decisions (seen in the unit tests). Larger
-candidate sets than PAIR_BUDGET allows, or more than MAX_NMS in one image, take
-torchvision's kernel once per image instead, which are Ultralytics' own steps.
+candidate sets (see MAX_PAIRS, CPU_MAX_CANDIDATES), or more than MAX_NMS in one
+image, take torchvision's kernel once per image instead: Ultralytics' own steps.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import torchvision
 
 from pipelines import spec
 
-# Pairs (B * K * K, K = most candidates in one image) the batched NMS may compare in one go.
-# Its cost grows with every pair while torchvision's kernel skips suppressed boxes, so a CPU
-# is faster per image past a few dozen candidates; on a GPU the bound is memory (~1 GiB).
-PAIR_BUDGET = {"cpu": 2**16, "cuda": 2**26}
+# The batched NMS compares every pair of candidates within an image: B * K * K pairs, K the
+# most candidates in one image, about 16 bytes each at the peak, so at most MAX_PAIRS (~1 GiB).
+MAX_PAIRS = 2**26
+# On a CPU it is faster than one kernel call per image only while pairs are few (the kernel
+# skips suppressed boxes): measured break-even near 60 candidates at batch 8 and 32.
+CPU_MAX_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,10 @@ def greedy(boxes: torch.Tensor, valid: torch.Tensor, iou: torch.Tensor) -> torch
     (float32 throughout, ovr = inter / (area_i + area_j - inter), suppressed when > iou), so
     each decision is bit for bit the kernel's; where a coordinate is NaN, torch.maximum and
     std::max differ, but the area is NaN, so ovr is NaN and suppresses nothing in either.
-    The kept set is the fixed point of
-    "kept = valid and not overlapped by an earlier kept box": iterating from "all kept" makes
-    the first t entries final after t rounds, and the fixed point is unique, so the loop ends
-    on the greedy result: 2 to 7 rounds on the heads measured (one host sync each).
+    The kept set is the fixed point of "kept = valid and not overlapped by an earlier kept
+    box": iterating from "all kept" makes the first t entries final after t rounds, and the
+    fixed point is unique, so the loop ends on the greedy result: 2 to 7 rounds on the heads
+    measured (one host sync each).
     """
     x1, y1, x2, y2 = boxes.unbind(dim=-1)
     area = (x2 - x1) * (y2 - y1)
@@ -136,7 +138,7 @@ def detect(
     person_classes: torch.Tensor,
     agnostic: bool = spec.AGNOSTIC_NMS,
     max_det: int = spec.MAX_DET,
-    pair_budget: int | None = None,
+    batched: bool | None = None,
 ) -> Detections:
     """Filter, suppress and map a batch of raw detector outputs.
 
@@ -145,7 +147,8 @@ def detect(
     Semantics of Ultralytics' non_max_suppression(multi_label=False): best class
     per anchor, score > conf, keep person classes, at most MAX_NMS candidates by
     score, per-class NMS (IoU > iou suppresses), at most max_det per image.
-    pair_budget: see PAIR_BUDGET (None: the one for the tensors' device).
+    batched: None picks the faster NMS (see MAX_PAIRS); True the batched one wherever it
+    is exact (at most MAX_NMS candidates per image); False the per-image kernel calls.
     Host syncs: the largest candidate count (it sizes the pairs), then one per greedy round.
     """
     batch, device = predictions.shape[0], predictions.device
@@ -159,8 +162,9 @@ def detect(
         return Detections(zero[:, :1].int(), zero[..., None].expand(-1, -1, 4).clone(), zero, zero.int())
 
     image = torch.arange(batch, device=device)[:, None]
-    budget = PAIR_BUDGET.get(device.type, 0) if pair_budget is None else pair_budget
-    if k > spec.MAX_NMS or batch * k * k > budget:
+    if batched is None:
+        batched = batch * k * k <= MAX_PAIRS and (device.type != "cpu" or k <= CPU_MAX_CANDIDATES)
+    if not batched or k > spec.MAX_NMS:
         anchor = per_image(rows, best, cls, candidate, iou, agnostic, max_det)
         take = anchor >= 0
         slot = torch.arange(max_det, device=device).expand(batch, -1)

@@ -23,7 +23,7 @@ from tests.unit import reference
 SIZE = spec.IMAGE_SIZE
 BOX_ATOL = 1e-3  # pixels
 SCORE_ATOL = 1e-6
-PATHS = {"default": None, "batched": 2**62, "per-image": 0}  # detect()'s pair_budget for each NMS path
+PATHS = {"default": None, "batched": True, "per-image": False}  # detect(batched=...) for each NMS path
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def run_detect(
             torch.tensor(person_classes),
             agnostic=agnostic,
             max_det=max_det,
-            pair_budget=budget,
+            batched=batched,
         )
-        for budget in PATHS.values()
+        for batched in PATHS.values()
     ]
     for path, result in zip(PATHS, results, strict=True):
         for field in dataclasses.fields(detections.Detections):
@@ -458,8 +458,8 @@ def test_cuda_matches_cpu(path: str, photo_predictions: tuple[torch.Tensor, list
         iou = [0.7, 0.45] * (batch // 2)
         geometry = torch.tensor([reference.geometry(h, w) for h, w in shapes], dtype=torch.float32)
         inputs = (predictions, geometry, torch.tensor(conf), torch.tensor(iou), torch.tensor([0, 1]))
-        host = detections.detect(*inputs, pair_budget=PATHS[path])
-        cuda = detections.detect(*(t.cuda() for t in inputs), pair_budget=PATHS[path])
+        host = detections.detect(*inputs, batched=PATHS[path])
+        cuda = detections.detect(*(t.cuda() for t in inputs), batched=PATHS[path])
         for field in dataclasses.fields(detections.Detections):
             got, expected = getattr(cuda, field.name).cpu(), getattr(host, field.name)
             assert torch.equal(got, expected), f"{field.name}: CUDA != CPU ({path} NMS, batch {batch})"
