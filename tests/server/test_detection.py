@@ -10,12 +10,14 @@ from tests.server.conftest import SAMPLES
 from tests.server.reference import ultralytics_people
 from tools.client.people import PeopleClient, Person
 
-# At or above the default confidence, boxes agree within 1 px. Weaker boxes move
-# more under the letterbox's 1/255 pixel differences (DALI's bilinear resize is
-# exact; cv2's INTER_LINEAR is fixed-point), so they get 3 px.
-BOX_TOLERANCE_PX = 1.0
-WEAK_BOX_TOLERANCE_PX = 3.0
-SCORE_TOLERANCE = 0.01
+# Measured on bus.jpg and zidane.jpg, every tier, thresholds down to conf 0.01 (DALI 2.1, the default
+# detector): boxes at or above the default confidence within 0.17 px of Ultralytics (zidane: 0.005 px),
+# weaker boxes within 1.95 px (they move more under the letterbox's 1/255 pixel differences: DALI's
+# bilinear resize is exact, cv2's INTER_LINEAR fixed-point), scores within 0.0048. The tolerances sit
+# just above, so a half-pixel mapping error fails.
+BOX_TOLERANCE_PX = 0.25
+WEAK_BOX_TOLERANCE_PX = 2.5
+SCORE_TOLERANCE = 0.0075
 
 
 def box_tolerance(score: float) -> float:

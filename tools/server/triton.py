@@ -307,7 +307,7 @@ class Server:
             except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
                 log.warning("drain of %s: %s", tier.name, error)
                 return False
-            if spec.DRAINING_MESSAGE in message:
+            if spec.DRAINING_MESSAGE in message or status == 404:  # cut now, or a tier this server does not load
                 return True
             if status != 503:  # not a queue refusal: the step is broken; waiting will not help
                 log.warning("drain of %s: preprocess answered %s %s", tier.name, status, message[:200])
