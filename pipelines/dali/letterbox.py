@@ -41,7 +41,8 @@ def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNod
     of the batch so that any split of the batch into requests is uniform.
     """
     size = float(spec.IMAGE_SIZE)
-    hwc = fn.cast(fn.peek_image_shape(encoded), dtype=types.FLOAT64)
+    # DALI 2.1 (the serving image's): only the experimental operators apply EXIF orientation.
+    hwc = fn.cast(fn.experimental.peek_image_shape(encoded, adjust_orientation=True), dtype=types.FLOAT64)
     h, w = hwc[0], hwc[1]
     r = dmath.min(size / h, size / w)
     new_w = dmath.max(_round_half_even(w * r), 1.0)
@@ -49,7 +50,9 @@ def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNod
     left = dmath.floor((size - new_w) / 2.0)
     top = dmath.floor((size - new_h) / 2.0)
 
-    decoded = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+    decoded = fn.experimental.decoders.image(
+        encoded, device=decoder_device, output_type=types.RGB, adjust_orientation=True
+    )
     original = fn.pad(decoded, axes=[0, 1], fill_value=0)
     image = fn.resize(
         decoded,
