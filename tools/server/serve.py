@@ -126,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot serve the gpu variant: %s", why_not_gpu)
         return 2
     if not why_not_gpu:
-        missing = docker.missing_plans(args.repository)
-        if missing:
+        problems = docker.plan_problems(args.image, args.repository)
+        if problems:
             log.error(
-                "the gpu variant needs TensorRT plans built by the image's TensorRT on this GPU; missing: %s. "
+                "the gpu variant needs TensorRT plans built by the image's TensorRT on this GPU:\n  %s\n"
                 "Build them with: %s   (or serve the cpu variant: make serve VARIANT=cpu)",
-                ", ".join(map(str, missing)),
+                "\n  ".join(problems),
                 " ".join(docker.plan_build_command(args.image, args.repository)),
             )
             return 2
