@@ -86,6 +86,12 @@ GENDER = Tensor("GENDER", DType.INT32, (MAX_DET,))  # 0 female, 1 male, -1 undet
 GENDER_SCORES = Tensor("GENDER_SCORES", DType.FP32, (MAX_DET,))  # classifier's top probability, 0 if not run
 
 ENSEMBLE_INPUTS = (IMAGE, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD)
+# The optional per-image thresholds and the value the server applies when a request omits one.
+THRESHOLDS = (
+    (CONF_THRESHOLD, DEFAULT_CONF_THRESHOLD),
+    (IOU_THRESHOLD, DEFAULT_IOU_THRESHOLD),
+    (GENDER_THRESHOLD, DEFAULT_GENDER_THRESHOLD),
+)
 ENSEMBLE_OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASSES, GENDER, GENDER_SCORES)
 
 # --- Tensors between the steps -------------------------------------------------

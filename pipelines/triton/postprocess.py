@@ -23,12 +23,6 @@ from pipelines.triton.errors import internal, invalid
 from pipelines.triton.metrics import Counter
 from pipelines.triton.tensors import as_torch, per_image, split_sizes, to_triton
 
-THRESHOLDS = (
-    (spec.CONF_THRESHOLD, spec.DEFAULT_CONF_THRESHOLD),
-    (spec.IOU_THRESHOLD, spec.DEFAULT_IOU_THRESHOLD),
-    (spec.GENDER_THRESHOLD, spec.DEFAULT_GENDER_THRESHOLD),
-)
-
 
 def _manifest(directory: Path, kind: type[manifest.Record]) -> manifest.Record:
     try:
@@ -56,10 +50,10 @@ class TritonPythonModel:
 
     def _thresholds(self, requests: list[Any], sizes: list[int]) -> tuple[list[list[float]], dict[int, Any]]:
         """Per threshold tensor, one value per image; and error responses for values out of range."""
-        values: list[list[float]] = [[] for _ in THRESHOLDS]
+        values: list[list[float]] = [[] for _ in spec.THRESHOLDS]
         errors = {}
         for i, (request, rows) in enumerate(zip(requests, sizes, strict=True)):
-            for column, (tensor, default) in zip(values, THRESHOLDS, strict=True):
+            for column, (tensor, default) in zip(values, spec.THRESHOLDS, strict=True):
                 given = per_image(request, tensor, default, rows)
                 if not all(0.0 <= v <= 1.0 for v in given):
                     errors[i] = invalid(f"{tensor.name} must lie in [0, 1], got {given}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,18 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
         time.sleep(interval_s)
+
+
+@contextmanager
+def first_step_busy(client: PeopleClient, tier: str, image: bytes) -> Iterator[Future]:
+    """Inside, the tier's preprocess works on a full batch sent first: requests sent meanwhile queue behind it
+    and are batched together, however slowly the test's threads start (no need to arrive within the
+    queue delay). Yields the blocker's future; it must be answered too."""
+    batch = spec.tier(tier).batching(spec.Variant.CPU).max_batch_size
+    with ThreadPoolExecutor(1) as pool:
+        blocker = pool.submit(client.detect, [image] * batch, tier)
+        yield blocker
+        assert len(blocker.result(timeout=300)) == batch
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,6 +72,11 @@ def client(request: pytest.FixtureRequest, server: Server) -> PeopleClient:
 @pytest.fixture(scope="session")
 def grpc_client(server: Server) -> PeopleClient:
     return PeopleClient(server.options.endpoints.grpc_url, "grpc")
+
+
+@pytest.fixture(scope="session")
+def bus() -> bytes:
+    return SAMPLES["bus.jpg"].read_bytes()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tools.client.people import PeopleClient
+from tests.server.conftest import first_step_busy
+from tools.client.people import PeopleClient, unpack
 from tools.server.triton import ROOT, Server
 
 DTYPES = {spec.DType.UINT8: "TYPE_UINT8", spec.DType.INT32: "TYPE_INT32", spec.DType.FP32: "TYPE_FP32"}
@@ -58,19 +59,89 @@ def _stats(server: Server, model: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("tier", ["balanced", "batch"])
 def test_dynamic_batching_forms_batches(server: Server, sample_bytes: dict[str, bytes], tier: str) -> None:
-    """Concurrent single-image requests are executed in fewer, larger batches."""
+    """Single-image requests that queue together are executed in fewer, larger batches, at every step."""
     models = [spec.tier(tier).model(step) for step in spec.PIPELINE]
-    before = {m: _stats(server, m) for m in models}
     client = PeopleClient(server.options.endpoints.grpc_url)
-    requests = 16
-    with ThreadPoolExecutor(requests) as pool:
-        results = list(pool.map(lambda _: client.detect([sample_bytes["bus.jpg"]], tier), range(requests)))
-    assert all(r == results[0] for r in results)
+    bus = sample_bytes["bus.jpg"]
+    (alone,) = client.detect([bus], tier)
+    before = {m: _stats(server, m) for m in models}
+    batch = spec.tier(tier).cpu.max_batch_size
+    requests = 2 * batch
+    with first_step_busy(client, tier, bus), ThreadPoolExecutor(requests) as pool:
+        results = list(pool.map(lambda _: client.detect([bus], tier), range(requests)))
+    assert results == [[alone]] * requests
     for m in models:
-        inferences = _stats(server, m)[0] - before[m][0]
-        executions = _stats(server, m)[1] - before[m][1]
-        assert inferences == requests, m
-        assert executions < inferences, f"{m}: {executions} executions for {inferences} inferences"
+        inferences, executions = (a - b for a, b in zip(_stats(server, m), before[m], strict=True))
+        assert inferences == requests + batch, m  # with the blocker's rows
+        assert executions < requests, f"{m}: {executions} executions for {requests} requests and the blocker"
+
+
+def test_different_thresholds_batched_together_get_their_own(server: Server, bus: bytes) -> None:
+    """Requests with different thresholds sent together share executions, and each gets its own answer.
+
+    Our client sends all three thresholds (defaults where not asked), so its requests batch together;
+    Triton does not batch requests with different sets of inputs (triton-inference-server/common PR #35).
+    """
+    client = PeopleClient(server.options.endpoints.grpc_url)
+    tier = "balanced"
+    asks: list[dict[str, float]] = [{}, {"conf": 0.5}, {}, {"iou": 0.3}, {"conf": 0.05, "iou": 0.5},
+                                    {"gender_threshold": 0.95}, {}, {"conf": 0.9, "gender_threshold": 0.0}]  # fmt: skip
+    alone = [client.detect([bus], tier, **a) for a in asks]
+    assert len({str(a) for a in alone}) >= 5, "the thresholds must give different answers"
+    post = spec.tier(tier).model(spec.Step.POSTPROCESS)
+    before = _stats(server, post)
+    with first_step_busy(client, tier, bus), ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(lambda a: client.detect([bus], tier, **a), asks))
+    assert together == alone
+    executions = _stats(server, post)[1] - before[1]
+    assert executions < 1 + len(asks), f"{executions} postprocess executions for the blocker and {len(asks)} requests"
+
+
+def test_requests_without_thresholds_next_to_requests_with_them(server: Server, bus: bytes) -> None:
+    """Requests that leave thresholds out (the server's defaults apply) among requests that send them."""
+    client = PeopleClient(server.options.endpoints.grpc_url)
+    tier = "balanced"
+    asks = [({}, False), ({"conf": 0.5}, False), ({}, True), ({"iou": 0.3, "gender_threshold": 0.9}, False)]
+    alone = [client.detect([bus], tier, **a) for a, _ in asks]
+    assert alone[0] == alone[2], "a left-out threshold takes the same default the client sends"
+    with first_step_busy(client, tier, bus), ThreadPoolExecutor(len(asks)) as pool:
+        futures = [pool.submit(client.infer_raw, tier, client.inputs([bus], **a, send_defaults=d)) for a, d in asks]
+        together = [unpack(f.result(timeout=120)) for f in futures]
+    assert together == alone
+
+
+@pytest.mark.parametrize("tensor", [spec.CONF_THRESHOLD, spec.IOU_THRESHOLD, spec.GENDER_THRESHOLD])
+@pytest.mark.parametrize("value", [-0.01, 1.01, float("nan")])
+def test_out_of_range_threshold_is_rejected(grpc_client: PeopleClient, bus: bytes, tensor: spec.Tensor,
+                                            value: float) -> None:  # fmt: skip
+    keyword = {spec.CONF_THRESHOLD: "conf", spec.IOU_THRESHOLD: "iou", spec.GENDER_THRESHOLD: "gender_threshold"}
+    with pytest.raises(InferenceServerException) as e:
+        grpc_client.detect([bus], **{keyword[tensor]: value})
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT", e.value
+    assert f"{tensor.name} must lie in [0, 1]" in e.value.message()
+
+
+def test_http_and_grpc_answer_the_same(server: Server, sample_bytes: dict[str, bytes]) -> None:
+    """The same requests over both protocols: identical outputs, identical errors (with each one's code)."""
+    e = server.options.endpoints
+    with PeopleClient(e.grpc_url, "grpc") as grpc, PeopleClient(e.http_url, "http") as http:
+        images = [sample_bytes["bus.jpg"], sample_bytes["zidane.jpg"]]
+        for tier in spec.TIER_NAMES:
+            a = grpc.infer_raw(tier, grpc.inputs(images, conf=0.1, iou=0.6, gender_threshold=0.5))
+            b = http.infer_raw(tier, http.inputs(images, conf=0.1, iou=0.6, gender_threshold=0.5))
+            assert a.keys() == b.keys()
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name], err_msg=f"{tier} {name}")
+        bad_image = ([b"not an image"], {})
+        bad_threshold = ([sample_bytes["bus.jpg"]], {"iou": 2.0})
+        for images, thresholds in (bad_image, bad_threshold):
+            errors = []
+            for client, code in ((grpc, "StatusCode.INVALID_ARGUMENT"), (http, "400")):
+                with pytest.raises(InferenceServerException) as error:
+                    client.detect(images, **thresholds)
+                assert error.value.status() == code
+                errors.append(error.value.message())
+            assert errors[0] == errors[1], errors
 
 
 CORRUPT = {
@@ -113,22 +184,16 @@ def test_corrupt_image_over_http_is_400(server: Server) -> None:
     assert server.ready()
 
 
-def test_out_of_range_threshold_is_rejected(grpc_client: PeopleClient, sample_bytes: dict[str, bytes]) -> None:
-    with pytest.raises(InferenceServerException) as e:
-        grpc_client.detect([sample_bytes["bus.jpg"]], conf=1.5)
-    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "CONF_THRESHOLD" in e.value.message()
-
-
 def test_client_command_line(server: Server, tmp_path: Path) -> None:
-    """tools/client.py prints one JSON object per image and draws the boxes when asked."""
+    """`python -m tools.client` prints one JSON object per image and draws the boxes when asked."""
     from tests.server.conftest import SAMPLES
 
     images = [str(p) for p in SAMPLES.values()]
     out = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tools" / "client.py"),
+            "-m",
+            "tools.client",
             *images,
             "--tier",
             "streaming",
@@ -141,6 +206,7 @@ def test_client_command_line(server: Server, tmp_path: Path) -> None:
         text=True,
         timeout=120,
         check=True,
+        cwd=ROOT,
     )
     records = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["image"] for r in records] == images

@@ -53,11 +53,21 @@ def request_inputs(
     conf: float | None = None,
     iou: float | None = None,
     gender_threshold: float | None = None,
+    send_defaults: bool = True,
 ) -> list[Any]:
-    """The request's tensors for `tritonclient.grpc` or `.http`; thresholds left as None take the server's defaults."""
+    """The request's tensors for `tritonclient.grpc` or `.http`.
+
+    A threshold left as None is sent with the server's default (the spec's), unless `send_defaults`
+    is False (then the server applies it). Sending all three keeps requests batchable together:
+    Triton batches only requests with the same set of inputs (triton-inference-server/common PR #35),
+    so a request without a threshold tensor never shares postprocess's execution with one that has it.
+    """
     values = [(spec.IMAGE, pack(images))]
-    given = ((spec.CONF_THRESHOLD, conf), (spec.IOU_THRESHOLD, iou), (spec.GENDER_THRESHOLD, gender_threshold))
-    values += [(t, np.full((len(images), 1), v, dtype=np.float32)) for t, v in given if v is not None]
+    for (tensor, default), value in zip(spec.THRESHOLDS, (conf, iou, gender_threshold), strict=True):
+        if value is None and send_defaults:
+            value = default
+        if value is not None:
+            values.append((tensor, np.full((len(images), 1), value, dtype=np.float32)))
     tensors = []
     for tensor, value in values:
         i = client_module.InferInput(tensor.name, list(value.shape), tensor.dtype.value)
@@ -131,9 +141,10 @@ class PeopleClient:
         conf: float | None = None,
         iou: float | None = None,
         gender_threshold: float | None = None,
+        send_defaults: bool = True,
     ) -> list[Any]:
-        """Request tensors; thresholds left as None take the server's defaults."""
-        return request_inputs(self.client_module, images, conf, iou, gender_threshold)
+        """Request tensors (see request_inputs)."""
+        return request_inputs(self.client_module, images, conf, iou, gender_threshold, send_defaults)
 
     def infer_raw(self, tier: str, inputs: list[Any], **kwargs: Any) -> dict[str, np.ndarray]:
         model = spec.tier(tier).model(spec.Step.ENSEMBLE)
