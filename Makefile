@@ -134,9 +134,9 @@ lint: $(VENV)/.installed ## ruff, and rendered configs and deploy/ up to date
 image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
 	docker build -f Dockerfile.triton --build-arg TRITON_IMAGE_TAG=$(TRITON_IMAGE_TAG) -t $(IMAGE) .
 
-.PHONY: gpu-check
-gpu-check: ## On a Docker host with an NVIDIA GPU: image, plans, serve, GPU tests, perf_analyzer (tools/gpu_check.sh)
-	IMAGE='$(IMAGE)' TRITON_IMAGE_TAG='$(TRITON_IMAGE_TAG)' tools/gpu_check.sh
+.PHONY: gpu-image-check
+gpu-image-check: ## On a Docker host with an NVIDIA GPU: image, plans, serve, GPU tests, perf_analyzer (tools/gpu_image_check.sh)
+	IMAGE='$(IMAGE)' TRITON_IMAGE_TAG='$(TRITON_IMAGE_TAG)' tools/gpu_image_check.sh
 
 clean: ## Remove exported models, the local Triton and caches (keeps the virtualenv)
 	rm -rf build .cache/export model_repository/*/1/model.onnx model_repository/*/1/model.plan model_repository/*/1/manifest.json

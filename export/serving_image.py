@@ -2,7 +2,7 @@
 
 The Makefile's TRITON_IMAGE_TAG picks a row (Dockerfile.triton's default ARG equals it), the local tests run
 the DALI of that row (requirements.txt), and `python3 -m export.serving_image <tag>` inside the built image
-(run by `make gpu-check`) fails on anything in the image that differs from the row or from
+(run by `make gpu-image-check`) fails on anything in the image that differs from the row or from
 requirements-image.txt. Nobody could build the image where this table was written, so each column says
 where it comes from; tests/unit/test_image.py keeps the Makefile, Dockerfile and requirements in step with it.
 """

@@ -1,6 +1,6 @@
 """The serving image's pins agree with each other and with what its Triton release ships.
 
-Nothing here builds the image (no Docker or GPU where these tests run): `make gpu-check` builds it and checks
+Nothing here builds the image (no Docker or GPU where these tests run): `make gpu-image-check` builds it and checks
 the built image against the same facts (`python3 -m export.serving_image <tag>`). The resolution test asks
 the package registry what `pip install -r requirements-image.txt` would install in the image.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for a GPU owner (`make gpu-check`, on a Docker host with an NVIDIA GPU): build the serving
+# One command for a GPU owner (`make gpu-image-check`, on a Docker host with an NVIDIA GPU): build the serving
 # image, check it against its release's facts, export the ONNX, build every TensorRT plan in the image with
 # its trtexec, serve the gpu variant, run the tests marked `gpu` against that server and perf_analyzer on
 # every tier (`make bench`'s report format, in bench/gpu/). It stops at the first step that fails and names it.
@@ -13,8 +13,8 @@ set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 PY=.venv/bin/python
-: "${IMAGE:?run it as make gpu-check (IMAGE comes from the Makefile)}"
-: "${TRITON_IMAGE_TAG:?run it as make gpu-check (TRITON_IMAGE_TAG comes from the Makefile)}"
+: "${IMAGE:?run it as make gpu-image-check (IMAGE comes from the Makefile)}"
+: "${TRITON_IMAGE_TAG:?run it as make gpu-image-check (TRITON_IMAGE_TAG comes from the Makefile)}"
 HTTP_PORT=${HTTP_PORT:-8000}
 GRPC_PORT=${GRPC_PORT:-8001}
 METRICS_PORT=${METRICS_PORT:-8002}
@@ -27,23 +27,23 @@ SERVER_PID=""
 step() {
     STEP=$1
     echo
-    echo "== gpu-check: $STEP =="
+    echo "== gpu-image-check: $STEP =="
 }
 
 fail() {
-    echo "gpu-check: FAILED at step '$STEP': $*" >&2
+    echo "gpu-image-check: FAILED at step '$STEP': $*" >&2
     exit 1
 }
 
 on_error() {
     local status=$?
-    echo "gpu-check: FAILED at step '$STEP' (exit status $status)" >&2
+    echo "gpu-image-check: FAILED at step '$STEP' (exit status $status)" >&2
     exit "$status"
 }
 
 stop_server() {
     if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "gpu-check: stopping the server (process group $SERVER_PID)"
+        echo "gpu-image-check: stopping the server (process group $SERVER_PID)"
         kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 60); do
             kill -0 "$SERVER_PID" 2>/dev/null || break
@@ -120,4 +120,4 @@ step "stop the server"
 stop_server
 
 echo
-echo "gpu-check: every step passed; report in $REPORT_DIR/REPORT.md, server log in $SERVER_LOG"
+echo "gpu-image-check: every step passed; report in $REPORT_DIR/REPORT.md, server log in $SERVER_LOG"
