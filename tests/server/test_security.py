@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -72,12 +73,25 @@ def test_health_and_metadata_stay_open_admin_apis_do_not(keyed: Server) -> None:
     assert c.get_model_config(ensemble, headers={"triton-grpc-protocol-x-api-key": KEY}).config.name == ensemble
 
 
-def test_shared_memory_is_locked_without_a_key(server: Server) -> None:
-    """Without API_KEY, inference is open but client shared-memory registration is refused."""
-    c = httpclient.InferenceServerClient(server.options.endpoints.http_url)
-    with pytest.raises(InferenceServerException):
-        c.get_system_shared_memory_status()
-    c.close()
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_shared_memory_registration_is_refused_without_a_key(server: Server, protocol: str) -> None:
+    """Without API_KEY, inference is open but registering a client shared-memory region is refused."""
+    import tritonclient.utils.shared_memory as shm
+
+    e = server.options.endpoints
+    module = grpcclient if protocol == "grpc" else httpclient
+    key = f"/people-test-{protocol}-{os.getpid()}"
+    region = shm.create_shared_memory_region(f"people-{protocol}", key, 1024)
+    client = module.InferenceServerClient(e.grpc_url if protocol == "grpc" else e.http_url)
+    try:
+        with pytest.raises(InferenceServerException) as error:
+            client.register_system_shared_memory(f"people-{protocol}", key, 1024)
+        assert "restricted" in str(error.value).lower() or "401" in str(error.value.status()), error.value
+    finally:
+        shm.destroy_shared_memory_region(region)
+        client.close()
+    (persons,) = PeopleClient(e.grpc_url).detect([SAMPLES["bus.jpg"].read_bytes()])
+    assert persons, "inference stays open"
 
 
 def test_binds_loopback_only(server: Server) -> None:

@@ -10,6 +10,7 @@ import io
 import struct
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -81,6 +82,13 @@ def _upright(encoded: bytes) -> bytes:
     """What a viewer shows for `encoded` (cv2 applies EXIF orientation), stored losslessly without EXIF."""
     decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
     return cv2.imencode(".png", decoded)[1].tobytes()
+
+
+@cache
+def large_image() -> bytes:
+    """A 4K photo (zidane.jpg enlarged): slow enough to decode that requests sent meanwhile queue together."""
+    small = cv2.imdecode(np.frombuffer((ASSETS / "zidane.jpg").read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    return _jpeg(cv2.resize(small, (3840, 2160), interpolation=cv2.INTER_CUBIC), IMWRITE_JPEG_QUALITY=95)
 
 
 def cases() -> list[Case]:
