@@ -1,8 +1,8 @@
 """Run videos, cameras or stream URLs through a tier over one gRPC stream each, results in frame order.
 
-    python tools/video.py input.mp4 --tier streaming --out results/
-    python tools/video.py rtsp://camera/stream --max-inflight 4 --drop oldest
-    python tools/video.py a.mp4 b.mp4 --out results/     # results/a/..., results/b/...
+    python -m tools.client.video input.mp4 --tier streaming --out results/
+    python -m tools.client.video rtsp://camera/stream --max-inflight 4 --drop oldest
+    python -m tools.client.video a.mp4 b.mp4 --out results/     # results/a/..., results/b/...
 
 Each source gets OUT/annotated.mp4 and OUT/frame_counts.jsonl (OUT/<source>/
 when there are several), a progress line on stderr and one JSON summary on
@@ -24,16 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import spec
-from tools.client.video.session import (
-    DEFAULT_JPEG_QUALITY,
-    DropPolicy,
-    FileSink,
-    OnError,
-    StreamOptions,
-    StreamSession,
-    open_source,
-    source_name,
-)
+from tools.client.video.media import DEFAULT_JPEG_QUALITY, FileSink, open_source, source_name
+from tools.client.video.session import DropPolicy, OnError, StreamOptions, StreamSession
 
 log = logging.getLogger("video")
 
@@ -100,14 +92,14 @@ def summarize(job: Job, tier: str) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="tools/video.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tools.client.video", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("sources", nargs="+", help="video files, camera indices (0) or stream URLs (rtsp://...)")
     parser.add_argument("--tier", choices=spec.TIER_NAMES, default="streaming", help="streaming keeps order")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     parser.add_argument("--url", default=f"{spec.HOST}:{spec.GRPC_PORT}", help="the server's gRPC address")
     parser.add_argument("--api-key", help="the key given to `make serve API_KEY=...`")
-    parser.add_argument("--max-inflight", type=int, default=4, help="requests on the stream awaiting an answer")
+    parser.add_argument("--max-inflight", type=int, default=4, help="frames sent, not yet written")
     parser.add_argument("--max-pending", type=int, default=1, help="live: captured frames waiting for a slot")
     parser.add_argument("--drop", choices=[p.value for p in DropPolicy], default=DropPolicy.OLDEST.value,
                         help="live: which frame goes when the buffer is full (oldest keeps results fresh)")  # fmt: skip

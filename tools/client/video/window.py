@@ -1,0 +1,127 @@
+"""The frames sent and not yet handed to the sink, in frame order, and the session's statistics.
+
+Answers can come out of order (only the streaming tier preserves it), so the
+`Window` holds a frame that is finished before an older one until the older
+ones are finished too, and counts it (`reordered`). It bounds the frames sent
+and not yet handed on, held ones included, so nothing waits without bound.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tools.client.people import Person
+from tools.client.video.media import FrameResult
+
+
+@dataclass
+class Stats:
+    """Counters of one session, each counted by the part that sees the event; sent + dropped == produced at the end."""
+
+    produced: int = 0  # frames read from the source (the readers)
+    dropped: int = 0  # live frames never sent (the live reader)
+    max_pending_seen: int = 0  # live frames waiting for a slot at once (the live reader)
+    sent: int = 0  # frames put in the window (it counts these five)
+    ok: int = 0
+    errors: int = 0
+    reordered: int = 0  # frames finished while an older one was still awaited
+    max_inflight_seen: int = 0  # frames sent and awaiting their answer at once
+    latencies_s: array = field(default_factory=lambda: array("d"))  # of the answered frames (the window)
+    reconnects: int = 0  # new streams after a broken one (the session, told by the stream)
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+    stopped: str | None = None  # why the run ended early, if it did
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def summary(self) -> dict[str, Any]:
+        latencies = np.frombuffer(self.latencies_s, dtype=np.float64) * 1000 if self.latencies_s else None
+        return {
+            "produced": self.produced,
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "ok": self.ok,
+            "errors": self.errors,
+            "reordered": self.reordered,
+            "reconnects": self.reconnects,
+            "latency_ms": {
+                "mean": None if latencies is None else round(float(latencies.mean()), 1),
+                "p99": None if latencies is None else round(float(np.percentile(latencies, 99)), 1),
+            },
+            "throughput_fps": round(self.ok / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "max_inflight": self.max_inflight_seen,
+            "max_pending": self.max_pending_seen,
+            "stopped": self.stopped,
+        }
+
+
+class Window:
+    """At most `size` frames sent and not yet handed on, in frame order; `pop` yields them in that order.
+
+    Owns the frames in the window and which of them are finished. Counts in `stats` what passes through
+    it: sent, in flight at once, reordered, then answered (with latency) or failed as frames leave.
+    Not locked: the session calls it with its lock held (answers arrive on tritonclient's thread).
+    """
+
+    def __init__(self, size: int, stats: Stats):
+        if size < 1:
+            raise ValueError("the window must hold at least one frame")
+        self.size = size
+        self.stats = stats
+        self._frames: deque[FrameResult] = deque()  # sent, not yet popped, in frame order
+        self._finished: set[int] = set()  # indices of frames in the window with an outcome
+
+    def full(self) -> bool:
+        return len(self._frames) >= self.size
+
+    def empty(self) -> bool:
+        return not self._frames
+
+    def add(self, frame: FrameResult) -> None:
+        """A frame just sent, after every frame already added; one with an `error` failed before it left."""
+        if self.full():
+            raise RuntimeError("the window is full")
+        self._frames.append(frame)
+        self.stats.sent += 1
+        if frame.error is not None:
+            self._finished.add(frame.index)
+        else:
+            in_flight = len(self._frames) - len(self._finished)
+            self.stats.max_inflight_seen = max(self.stats.max_inflight_seen, in_flight)
+
+    def finish(self, index: int, persons: list[Person] | None, error: str | None, latency_s: float | None) -> None:
+        """A frame's outcome: its persons, or why it failed. Held until every older frame is finished."""
+        frame = next((f for f in self._frames if f.index == index), None)
+        if frame is None or index in self._finished:
+            raise KeyError(f"frame {index} is not awaited")
+        if any(f.index < index and f.index not in self._finished for f in self._frames):
+            self.stats.reordered += 1
+        frame.persons, frame.error, frame.latency_s = persons, error, latency_s
+        self._finished.add(index)
+
+    def ready(self) -> bool:
+        """The oldest frame is finished: `pop` returns it."""
+        return bool(self._frames) and self._frames[0].index in self._finished
+
+    def pop(self) -> FrameResult | None:
+        """The oldest frame once it is finished (counted as answered or failed), else None."""
+        if not self.ready():
+            return None
+        frame = self._frames.popleft()
+        self._finished.discard(frame.index)
+        if frame.ok:
+            self.stats.ok += 1
+            if frame.latency_s is not None:
+                self.stats.latencies_s.append(frame.latency_s)
+        else:
+            self.stats.errors += 1
+        return frame
