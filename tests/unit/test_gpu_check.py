@@ -1,0 +1,161 @@
+"""`make gpu-check`'s tool (tools/evaluate/gpu_check.py) in its CPU smoke mode, which runs here.
+
+The smoke run takes the same code paths as the GPU run except the device: the DALI graph serialized
+and reloaded as the DALI backend loads it (the CPU graph, as a GPU graph cannot load here), the
+detector's .pt in PyTorch against Ultralytics' predict, the postprocess on the device against the
+CPU, the throughput table and the report. On the CPU every comparison but the one with Ultralytics
+must be exact. The GPU checks themselves are tests/gpu (skipped without a GPU).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import nvidia.dali
+import pytest
+import torch
+
+from pipelines import spec
+from tools.evaluate import gpu_check
+
+IMAGES = ("bus.jpg", "zidane-517x333.jpg", "bus.png")  # a few of the parity images: the CPU detector is slow
+BATCHES = (1, 2)
+
+
+def smoke_args(out: Path, images: tuple[str, ...] = IMAGES, batches: tuple[int, ...] = BATCHES) -> list[str]:
+    return [
+        "--device", "cpu", "--images", ",".join(images), "--batches", ",".join(map(str, batches)),
+        "--min-seconds", "0", "--min-runs", "1", "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str]:
+    out = tmp_path_factory.mktemp("gpu_check") / "GPU_REPORT.md"
+    status = gpu_check.main(smoke_args(out))
+    return status, out.read_text()
+
+
+def table(report: str, header: str) -> list[list[str]]:
+    """The rows (cells) of the markdown table whose header row starts with `header`."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_smoke_run_passes_every_check(smoke: tuple[int, str]) -> None:
+    status, report = smoke
+    checks = table(report, "| check |")
+    assert status == 0, f"exit status {status}; checks: {checks}"
+    names = [c[0] for c in checks]
+    assert len(checks) == 9, f"expected 3 graph, 2 Ultralytics and 4 postprocess checks, got {names}"
+    assert all(c[1] == "pass" for c in checks), f"failed checks: {[c for c in checks if c[1] != 'pass']}"
+    graph = [c for c in checks if c[0].startswith("DALI CPU graph")]
+    assert len(graph) == 3 and all(c[3].startswith(("exact", "max 0,", "mean 0 ")) for c in graph), graph
+    assert "KB serialized, reloaded" in graph[0][0], graph[0][0]
+
+
+def test_report_per_image_rows(smoke: tuple[int, str]) -> None:
+    """Every chosen image, its size, geometry equal, and the same persons as Ultralytics within 1 px."""
+    _, report = smoke
+    rows = table(report, "| image |")
+    assert [r[0] for r in rows] == list(IMAGES)
+    photos = gpu_check.parity_images()
+    for name, size, geometry, _, _, counts, boxes in rows:
+        decoded = cv2.imdecode(np.frombuffer(photos[name], np.uint8), cv2.IMREAD_COLOR)
+        assert size == f"{decoded.shape[1]}x{decoded.shape[0]}", f"{name}: size {size}"
+        assert geometry == "equal", f"{name}: GEOMETRY {geometry}"
+        ultralytics, ours = (int(v) for v in counts.split(" / "))
+        assert ultralytics == ours and ours >= 2, f"{name}: persons {counts} (the photos show several people)"
+        assert float(boxes) <= gpu_check.CPU_TOLERANCES.box_px, f"{name}: boxes {boxes} px"
+
+
+def test_report_throughput_table(smoke: tuple[int, str]) -> None:
+    """One column per batch size, one row per step that runs on the CPU (no fp16 there), every rate positive."""
+    _, report = smoke
+    lines = report.splitlines()
+    assert f"| step | {' | '.join(f'batch {b}' for b in BATCHES)} |" in lines
+    rows = table(report, "| step |")
+    assert [r[0] for r in rows] == [s for s in gpu_check.STEPS if s != "detector fp16"]
+    for row in rows:
+        assert len(row) == 1 + len(BATCHES) and all(float(v) > 0 for v in row[1:]), f"row {row}"
+    targets = table(report, "| target |")
+    assert [t[1] for t in targets] == [f"batch {gpu_check.TARGET_BATCH} not measured"] * 2, targets
+
+
+def test_report_says_what_ran(smoke: tuple[int, str]) -> None:
+    """A smoke run says so, and names the versions it ran with."""
+    _, report = smoke
+    assert "Nothing here was measured on a GPU." in report
+    machine = dict((r[0], r[1]) for r in table(report, "| what |"))
+    assert machine["DALI"] == nvidia.dali.__version__ and machine["torch"] == torch.__version__, machine
+    assert "GPU" not in machine, "a CPU run must not name a GPU"
+
+
+def test_a_failed_check_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Boxes must match Ultralytics within 0 px: bus.jpg's are 0.17 px apart, so the run fails and says which."""
+    monkeypatch.setattr(gpu_check, "CPU_TOLERANCES", replace(gpu_check.CPU_TOLERANCES, box_px=0.0))
+    out = tmp_path / "report.md"
+    assert gpu_check.main(smoke_args(out, images=("bus.jpg",), batches=(1,))) == 1
+    failed = [c for c in table(out.read_text(), "| check |") if c[1] != "pass"]
+    assert [c[0] for c in failed] == ["detector fp32 + postprocess vs Ultralytics predict (fp32, rect=False): boxes"]
+    assert failed[0][1] == "**FAIL**" and re.fullmatch(r"max \d+\.\d\d px", failed[0][2]), failed
+
+
+def test_box_difference_pairs_nearest_boxes_of_a_class() -> None:
+    """Boxes are paired by distance within their class, whatever their order; a forced cross-class pair is inf."""
+    boxes = np.array([[0, 0, 10, 20], [100, 0, 110, 20]], np.float32)
+    reference = gpu_check.People(boxes, np.array([0.9, 0.8]), np.array([0.0, 1.0]))
+    moved = boxes[::-1] + np.array([[0.5, 0, 0, 0], [0, 2, 0, 0]], np.float32)  # listed in the other order
+    swapped = gpu_check.People(moved, np.array([0.8, 0.9]), np.array([1, 0], np.int32))
+    assert gpu_check.box_difference(swapped, reference) == pytest.approx(2.0)
+    relabelled = replace(swapped, classes=np.array([0, 1], np.int32))  # each box now pairs with the far one
+    assert gpu_check.box_difference(relabelled, reference) == pytest.approx(100.5)
+    one_class = replace(swapped, classes=np.array([0, 0], np.int32))
+    assert gpu_check.box_difference(one_class, reference) == float("inf")
+    alone = gpu_check.People(boxes[:1], reference.scores[:1], reference.classes[:1])
+    assert gpu_check.box_difference(alone, reference) == 0.0, "an unpaired box is the counts' business"
+
+
+@pytest.mark.parametrize(("batch", "tier"), [(1, "streaming"), (8, "streaming"), (9, "balanced"), (128, "batch")])
+def test_tier_for_batch(batch: int, tier: str) -> None:
+    assert gpu_check.tier_for(batch).name == tier
+    assert gpu_check.tier_for(batch).gpu.max_batch_size >= batch
+
+
+def test_batches_beyond_every_tier_are_refused() -> None:
+    largest = max(t.gpu.max_batch_size for t in spec.TIERS)
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--batches", f"1,{largest + 1}"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer where no CUDA device is")
+def test_cuda_without_a_gpu_exits_2(tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    assert gpu_check.main(["--device", "cuda", "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_parity_images_are_what_their_names_say() -> None:
+    images = gpu_check.parity_images()
+    assert len(images) == 10
+    for name, data in images.items():
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        size = re.search(r"(\d+)x(\d+)", name)
+        if size:
+            assert decoded.shape[1::-1] == tuple(int(v) for v in size.groups()), name
+        if name.endswith(".png"):
+            assert data.startswith(b"\x89PNG"), name
+    assert images["zidane-gray.jpg"].count(b"\xff\xc0\x00\x0b\x08") == 1, "a one-component baseline JPEG"
+    assert b"\xff\xc2" in images["bus-progressive.jpg"], "a progressive JPEG (SOF2)"
+    bench = [cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR) for d in gpu_check.bench_images()]
+    assert [b.shape for b in bench] == [(1080, 1920, 3)] * 2, "the targets are stated for 1080p JPEGs"

@@ -1,0 +1,725 @@
+"""`make gpu-check`: the server's GPU pieces without Triton or Docker, against the CPU and Ultralytics.
+
+Runs in one process what the gpu variant runs in three steps: the DALI letterbox graph (nvJPEG)
+serialized and reloaded as the DALI backend loads it, the detector in PyTorch (fp16 and fp32; the
+served TensorRT plans are `make gpu-image-check`'s), and the postprocess (NMS, crops, labels) on CUDA
+tensors. It checks the graph against the CPU graph, detector + postprocess against Ultralytics'
+`predict` on the same images, and the postprocess on CUDA against the same code on the CPU; then
+measures each step at several batch sizes on 1080p JPEGs and writes bench/GPU_REPORT.md.
+
+`--device cpu` runs the same code on the CPU, the CPU graph standing in for the GPU graph: a smoke
+run of this tool where no GPU is (the unit tests use it), not a measurement of the GPU path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import logging
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import nvidia.dali
+import onnxruntime as ort
+import torch
+import torchvision
+import ultralytics
+from nvidia.dali.pipeline import Pipeline
+from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
+from ultralytics import YOLO
+
+from export import gender_onnx, weights
+from pipelines import detections, gender, spec
+from pipelines.dali import letterbox
+from pipelines.manifest import Preprocessing
+from tools.evaluate.corpus import ASSETS
+
+log = logging.getLogger("gpu_check")
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORT = ROOT / "bench" / "GPU_REPORT.md"
+SMOKE_REPORT = ROOT / "bench" / "GPU_REPORT.cpu.md"  # a smoke run never overwrites the GPU report
+BATCHES = (1, 8, 32, 128)
+TARGET_BATCH = 32
+TARGETS = {"preprocess": 3500.0, "postprocess": 10000.0}  # img/s at TARGET_BATCH on 1080p JPEGs (the issue's)
+LEVEL = 1 / 255
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How far the served pieces may be from their references, per device (stated in the report)."""
+
+    images_max: float  # IMAGES, letterboxed pixels vs the CPU graph, in levels (1/255)
+    images_mean: float
+    original_mean: float  # ORIGINAL, decoded pixels vs the CPU graph, mean in levels
+    box_px: float  # boxes vs Ultralytics predict, original pixels
+    crops: float  # classifier input, CUDA vs CPU, in its normalized units
+    gender_score: float  # GENDER_SCORES, CUDA vs CPU
+
+
+# nvJPEG decodes differently from libjpeg-turbo: measured on an H200 (shared/platform.md, "On a GPU") up
+# to 33 levels apart after the letterbox, 0.13-0.26 levels on average, and boxes within 3.9 px (fp32) and
+# 4.2 px (fp16) of Ultralytics' predict; these leave about half as much again. ORIGINAL's mean, the crops'
+# and the scores' tolerances were not measured yet.
+GPU_TOLERANCES = Tolerances(
+    images_max=48, images_mean=0.5, original_mean=1.0, box_px=6.0, crops=1e-3, gender_score=1e-4
+)
+# On the CPU the reloaded graph is the same graph: exact. Boxes as the server tests' (README "Tests").
+CPU_TOLERANCES = Tolerances(images_max=0, images_mean=0, original_mean=0, box_px=1.0, crops=0, gender_score=0)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    measured: str
+    tolerance: str
+
+
+@dataclass(frozen=True)
+class Letterboxed:
+    """The DALI step's outputs as torch tensors on the graph's device."""
+
+    images: torch.Tensor  # [B, 3, S, S] float32
+    geometry: torch.Tensor  # [B, 6] float32
+    originals: torch.Tensor  # [B, H, W, 3] uint8, zero-padded to the batch's largest
+
+
+@dataclass(frozen=True)
+class People:
+    """One image's persons: boxes [K, 4] in original pixels, scores [K], classes [K]."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """Per parity image: the graph comparison and the person counts of every run."""
+
+    name: str
+    width: int
+    height: int
+    geometry_equal: bool
+    images_max: float  # levels
+    images_mean: float
+    original_mean: float
+    counts: dict[str, int]  # "ultralytics", "fp32", "fp16" -> persons found
+    box_px: dict[str, float]  # precision -> largest box coordinate difference to Ultralytics
+
+
+def _jpeg(bgr: np.ndarray, *params: int) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90, *params])
+    assert ok, "cv2 could not encode a JPEG"
+    return buffer.tobytes()
+
+
+def _photo(name: str) -> tuple[bytes, np.ndarray]:
+    data = (ASSETS / name).read_bytes()
+    return data, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def parity_images() -> dict[str, bytes]:
+    """The photos shipped with Ultralytics as shipped, resized to 1080p, 4K and odd sizes, progressive,
+    grayscale and PNG: the encodings and shapes where nvJPEG and the letterbox arithmetic could differ."""
+    bus, bus_bgr = _photo("bus.jpg")
+    zidane, zidane_bgr = _photo("zidane.jpg")
+    return {
+        "bus.jpg": bus,
+        "zidane.jpg": zidane,
+        "bus-1920x1080.jpg": _jpeg(cv2.resize(bus_bgr, (1920, 1080))),
+        "zidane-1920x1080.jpg": _jpeg(cv2.resize(zidane_bgr, (1920, 1080))),
+        "zidane-3840x2160.jpg": _jpeg(cv2.resize(zidane_bgr, (3840, 2160))),
+        "bus-progressive.jpg": _jpeg(bus_bgr, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+        "zidane-gray.jpg": _jpeg(cv2.cvtColor(zidane_bgr, cv2.COLOR_BGR2GRAY)),
+        "bus.png": cv2.imencode(".png", bus_bgr)[1].tobytes(),
+        "zidane-517x333.jpg": _jpeg(cv2.resize(zidane_bgr, (517, 333))),
+        "bus-479x641.jpg": _jpeg(cv2.resize(bus_bgr, (479, 641))),
+    }
+
+
+def bench_images() -> list[bytes]:
+    """The 1080p JPEGs the throughput is measured on (the targets are stated for 1080p)."""
+    images = parity_images()
+    return [images["bus-1920x1080.jpg"], images["zidane-1920x1080.jpg"]]
+
+
+def tier_for(batch: int) -> spec.Tier:
+    """The tier whose GPU preprocess would take a batch this large: the smallest that fits it."""
+    fitting = [t for t in spec.TIERS if t.gpu.max_batch_size >= batch]
+    if not fitting:
+        raise ValueError(f"batch {batch} exceeds every tier's max batch")
+    return min(fitting, key=lambda t: t.gpu.max_batch_size)
+
+
+def served_graph(batch: int, device: torch.device) -> tuple[Pipeline, int]:
+    """The letterbox graph as the DALI backend loads it: serialized, then deserialized and built.
+
+    On CUDA: the GPU graph (`mixed` nvJPEG decoder) of the tier that takes this batch. On the CPU
+    the CPU graph takes its place (a GPU graph cannot be loaded without a GPU). Executor settings
+    as the backend creates its pipelines (dali_backend `src/dali_executor/dali_pipeline.h`,
+    `CreatePipeline`: `daliCreatePipeline` with prefetch queue depth 1, which runs pipelined and
+    asynchronous); with one prefetch stage `run(IMAGE=...)` can feed it. Also returns the
+    serialized size in bytes.
+    """
+    device_id = None
+    if device.type == "cuda":
+        device_id = 0 if device.index is None else device.index
+        serialized = letterbox.gpu_pipeline(tier_for(batch).name, device_id=device_id)().serialize()
+    else:
+        serialized = letterbox.cpu_pipeline(batch).serialize()
+    pipe = Pipeline.deserialize(
+        serialized_pipeline=serialized,
+        device_id=device_id,
+        prefetch_queue_depth=1,
+        exec_pipelined=True,
+        exec_async=True,
+    )
+    return pipe, len(serialized)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_graph(pipe: Pipeline, encoded: Sequence[bytes]) -> Letterboxed:
+    """One batch through a letterbox graph; its outputs copied into torch tensors on its device.
+
+    The GPU copies are queued on torch's current stream; waiting for them here keeps the next run
+    of the graph from reusing its output buffers while they are read.
+    """
+    outputs = pipe.run(**{spec.IMAGE.name: [np.frombuffer(e, np.uint8) for e in encoded]})
+    images, geometry, originals = (to_torch_tensor(o.as_tensor(), copy=True) for o in outputs)
+    sync(images.device)
+    return Letterboxed(images, geometry, originals)
+
+
+@dataclass(frozen=True)
+class Models:
+    """The detector (PyTorch, per precision), Ultralytics on the same weights, and the gender classifier."""
+
+    source: Path
+    reference: YOLO
+    detectors: dict[str, torch.nn.Module]  # "fp32", "fp16" (CUDA only) -> fused eval model
+    person_classes: list[int]
+    classifier: ort.InferenceSession  # on the CPU: the served one is a TensorRT plan, outside this check
+    preprocessing: Preprocessing
+    gender_values: torch.Tensor
+
+    @classmethod
+    def load(cls, detector: str, person_classes: str | None, gender_model: str, device: torch.device) -> Models:
+        source = weights.resolve(detector, person_classes)
+        if source.path.suffix != ".pt":
+            raise ValueError(f"{source.path}: the check runs the detector's Ultralytics .pt in PyTorch")
+        reference = YOLO(str(source.path), task="detect")
+        fp32 = YOLO(str(source.path), task="detect").model.fuse(verbose=False).eval().float().to(device)
+        models = {"fp32": fp32}
+        if device.type == "cuda":
+            models["fp16"] = copy.deepcopy(fp32).half()
+        classifier = gender_onnx.resolve(gender_model)
+        if classifier.preprocessing is None:
+            raise ValueError(f"{classifier.path}: the check needs an ONNX classifier with its sidecar, or 'default'")
+        return cls(
+            source=source.path,
+            reference=reference,
+            detectors=models,
+            person_classes=weights.person_class_ids(reference.names, source.person_classes),
+            classifier=ort.InferenceSession(str(classifier.path), providers=["CPUExecutionProvider"]),
+            preprocessing=classifier.preprocessing,
+            gender_values=torch.tensor(gender_onnx.gender_values(classifier.labels)),
+        )
+
+    def head(self, precision: str, images: torch.Tensor) -> torch.Tensor:
+        """The raw head [B, 4 + C, A] in float32, as the served detector's PREDICTIONS."""
+        model = self.detectors[precision]
+        with torch.inference_mode():
+            out = model(images.to(next(model.parameters()).dtype))
+        return (out[0] if isinstance(out, (list, tuple)) else out).float()
+
+    def probabilities(self, crops: gender.Crops) -> torch.Tensor:
+        """The classifier's output for every crop, on the crops' device."""
+        if crops.pixels.shape[0] == 0:
+            return torch.zeros((0, len(self.gender_values)), device=crops.pixels.device)
+        session_input = self.classifier.get_inputs()[0].name
+        (out,) = self.classifier.run(None, {session_input: crops.pixels.cpu().numpy()})
+        return torch.from_numpy(out).to(crops.pixels.device)
+
+
+@dataclass(frozen=True)
+class Postprocessed:
+    found: detections.Detections
+    crops: gender.Crops
+    gender: torch.Tensor
+    gender_scores: torch.Tensor
+
+
+def postprocess(
+    models: Models,
+    predictions: torch.Tensor,
+    boxed: Letterboxed,
+    probabilities: Callable[[gender.Crops], torch.Tensor],
+) -> Postprocessed:
+    """What postprocess_<tier> does with a batch, default thresholds, the classifier's call given."""
+    device, batch = predictions.device, predictions.shape[0]
+    found = detections.detect(
+        predictions,
+        boxed.geometry,
+        torch.full((batch,), spec.DEFAULT_CONF_THRESHOLD, device=device),
+        torch.full((batch,), spec.DEFAULT_IOU_THRESHOLD, device=device),
+        torch.tensor(models.person_classes, device=device),
+    )
+    crops = gender.gather(found, list(boxed.originals.unbind(0)), boxed.geometry, models.preprocessing)
+    genders, scores = gender.labels(
+        probabilities(crops),
+        models.gender_values.to(device),
+        crops,
+        torch.full((batch,), spec.DEFAULT_GENDER_THRESHOLD, device=device),
+        batch,
+    )
+    return Postprocessed(found, crops, genders, scores)
+
+
+def people(found: detections.Detections) -> list[People]:
+    out = []
+    for b, n in enumerate(found.num[:, 0].tolist()):
+        out.append(People(*(t[b, :n].cpu().numpy() for t in (found.boxes, found.scores, found.classes))))
+    return out
+
+
+def ultralytics_people(models: Models, encoded: Sequence[bytes], device: torch.device) -> list[People]:
+    """Ultralytics' own predict on the same weights: cv2 decode, fixed 640x640 letterbox (rect=False), fp32."""
+    results = models.reference.predict(
+        [cv2.imdecode(np.frombuffer(e, np.uint8), cv2.IMREAD_COLOR) for e in encoded],
+        imgsz=spec.IMAGE_SIZE,
+        rect=False,
+        conf=float(np.float32(spec.DEFAULT_CONF_THRESHOLD)),  # thresholds travel as FP32 tensors
+        iou=float(np.float32(spec.DEFAULT_IOU_THRESHOLD)),
+        max_det=spec.MAX_DET,
+        classes=models.person_classes,
+        agnostic_nms=spec.AGNOSTIC_NMS,
+        device="cpu" if device.type == "cpu" else f"cuda:{device.index or 0}",
+        verbose=False,
+    )
+    return [People(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), r.boxes.cls.cpu().numpy()) for r in results]
+
+
+def box_difference(ours: People, reference: People) -> float:
+    """The largest coordinate difference (px) after pairing each box with its nearest of the same class.
+
+    Pairs greedily, closest first, so that two persons of nearly equal score may come in either
+    order. Unpaired boxes (counts differ) are left out: the counts are checked on their own.
+    """
+    if len(ours.boxes) == 0 or len(reference.boxes) == 0:
+        return 0.0
+    distance = np.abs(ours.boxes[:, None, :] - reference.boxes[None, :, :]).max(axis=2).astype(np.float64)
+    distance[ours.classes[:, None] != reference.classes[None, :]] = np.inf
+    worst = 0.0
+    for _ in range(min(distance.shape)):
+        i, j = np.unravel_index(np.argmin(distance), distance.shape)
+        if not np.isfinite(distance[i, j]):
+            return float("inf")  # a class has more boxes on one side: no pairing within the class
+        worst = max(worst, float(distance[i, j]))
+        distance[i, :] = np.inf
+        distance[:, j] = np.inf
+    return worst
+
+
+def check_parity(
+    models: Models, encoded: dict[str, bytes], device: torch.device, tolerances: Tolerances
+) -> tuple[list[ImageRow], list[Check]]:
+    """The served graph vs the CPU graph, detector + postprocess vs Ultralytics, postprocess on device vs CPU."""
+    names, data = list(encoded), list(encoded.values())
+    served, served_bytes = served_graph(len(data), device)
+    boxed = run_graph(served, data)
+    host = run_graph(letterbox.cpu_pipeline(len(data)), data)
+    reference = ultralytics_people(models, data, device)
+    ours = {
+        p: people(postprocess(models, models.head(p, boxed.images), boxed, models.probabilities).found)
+        for p in models.detectors
+    }
+
+    rows = []
+    for b, name in enumerate(names):
+        width, height = (int(v) for v in host.geometry[b, 4:6].tolist())
+        image_diff = (boxed.images[b].cpu() - host.images[b]).abs() / LEVEL
+        original_diff = (
+            boxed.originals[b, :height, :width].cpu().int() - host.originals[b, :height, :width].int()
+        ).abs()
+        rows.append(
+            ImageRow(
+                name=name,
+                width=width,
+                height=height,
+                geometry_equal=torch.equal(boxed.geometry[b].cpu(), host.geometry[b]),
+                images_max=float(image_diff.max()),
+                images_mean=float(image_diff.mean()),
+                original_mean=float(original_diff.float().mean()),
+                counts={"ultralytics": len(reference[b].scores), **{p: len(ours[p][b].scores) for p in ours}},
+                box_px={p: box_difference(ours[p][b], reference[b]) for p in ours},
+            )
+        )
+
+    graph = f"DALI {device.type.upper()} graph ({served_bytes // 1024} KB serialized, reloaded) vs the CPU graph"
+    geometry_equal = sum(r.geometry_equal for r in rows)
+    images_max, images_mean = max(r.images_max for r in rows), max(r.images_mean for r in rows)
+    original_mean = max(r.original_mean for r in rows)
+    checks = [
+        Check(f"{graph}: GEOMETRY", geometry_equal == len(rows), f"{geometry_equal}/{len(rows)} equal", "exact"),
+        Check(
+            f"{graph}: IMAGES",
+            images_max <= tolerances.images_max and images_mean <= tolerances.images_mean,
+            f"max {images_max:.1f}, mean {images_mean:.3f} levels",
+            f"max {tolerances.images_max:g}, mean {tolerances.images_mean:g} levels (1/255)",
+        ),
+        Check(
+            f"{graph}: ORIGINAL",
+            original_mean <= tolerances.original_mean,
+            f"mean {original_mean:.3f} levels",
+            f"mean {tolerances.original_mean:g} levels",
+        ),
+    ]
+    for p in ours:
+        label = f"detector {p} + postprocess vs Ultralytics predict (fp32, rect=False)"
+        same = sum(r.counts[p] == r.counts["ultralytics"] for r in rows)
+        worst = max(r.box_px[p] for r in rows)
+        checks.append(Check(f"{label}: person counts", same == len(rows), f"{same}/{len(rows)} equal", "equal"))
+        checks.append(
+            Check(f"{label}: boxes", worst <= tolerances.box_px, f"max {worst:.2f} px", f"{tolerances.box_px:g} px")
+        )
+    checks += check_postprocess_devices(models, boxed, models.head("fp32", boxed.images), tolerances)
+    return rows, checks
+
+
+def check_postprocess_devices(
+    models: Models, boxed: Letterboxed, predictions: torch.Tensor, tolerances: Tolerances
+) -> list[Check]:
+    """The same postprocess on the device's tensors and on copies on the CPU: the served GPU variant
+    against the cpu variant. Detections bit for bit; crops (roi_align's arithmetic may differ) and the
+    scores of the classifier run on them within tolerances; labels equal."""
+    device = predictions.device
+    host_boxed = Letterboxed(boxed.images.cpu(), boxed.geometry.cpu(), boxed.originals.cpu())
+    on_device = postprocess(models, predictions, boxed, models.probabilities)
+    on_host = postprocess(models, predictions.cpu(), host_boxed, models.probabilities)
+    label = f"postprocess on {device.type} vs on the CPU"
+    fields = [
+        f
+        for f in ("num", "boxes", "scores", "classes")
+        if not torch.equal(getattr(on_device.found, f).cpu(), getattr(on_host.found, f))
+    ]
+    same_crops = torch.equal(on_device.crops.image.cpu(), on_host.crops.image) and torch.equal(
+        on_device.crops.slot.cpu(), on_host.crops.slot
+    )
+    crops = float((on_device.crops.pixels.cpu() - on_host.crops.pixels).abs().max()) if same_crops else float("inf")
+    scores = float((on_device.gender_scores.cpu() - on_host.gender_scores).abs().max())
+    genders = int((on_device.gender.cpu() != on_host.gender).sum())
+    persons = int(on_host.found.num.sum())
+    return [
+        Check(
+            f"{label}: NMS (NUM, BOXES, SCORES, CLASSES)",
+            not fields,
+            f"{persons} persons, " + (f"differ: {', '.join(fields)}" if fields else "bit-equal"),
+            "exact",
+        ),
+        Check(
+            f"{label}: crops",
+            crops <= tolerances.crops,
+            f"{on_host.crops.pixels.shape[0]} crops, max {crops:.2g}",
+            f"{tolerances.crops:g} (normalized)",
+        ),
+        Check(f"{label}: GENDER", genders == 0, f"{genders} differ", "equal"),
+        Check(
+            f"{label}: GENDER_SCORES",
+            scores <= tolerances.gender_score,
+            f"max {scores:.2g}",
+            f"{tolerances.gender_score:g}",
+        ),
+    ]
+
+
+def rate(step: Callable[[], object], batch: int, device: torch.device, min_seconds: float, min_runs: int) -> float:
+    """Images per second of `step` on one batch at a time (as one model instance runs them), after a warm-up."""
+    step()
+    sync(device)
+    runs, start = 0, time.perf_counter()
+    while True:
+        step()
+        sync(device)
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if runs >= min_runs and elapsed >= min_seconds:
+            return batch * runs / elapsed
+
+
+STEPS = ("decode + letterbox", "detector fp16", "detector fp32", "NMS", "crops + labels", "postprocess")
+
+
+def throughput(models: Models, batch: int, device: torch.device, min_seconds: float, min_runs: int) -> dict[str, float]:
+    """img/s of every step at one batch size on the 1080p JPEGs; the classifier's call is not timed."""
+    bench = bench_images()
+    encoded = [bench[i % len(bench)] for i in range(batch)]
+    pipe, _ = served_graph(batch, device)
+    measure = functools.partial(rate, batch=batch, device=device, min_seconds=min_seconds, min_runs=min_runs)
+    rates = {"decode + letterbox": measure(functools.partial(run_graph, pipe, encoded))}
+    boxed = run_graph(pipe, encoded)
+    for precision in models.detectors:
+        rates[f"detector {precision}"] = measure(functools.partial(models.head, precision, boxed.images))
+    predictions = models.head("fp32", boxed.images)
+    done = postprocess(models, predictions, boxed, models.probabilities)
+    probabilities = models.probabilities(done.crops)  # computed once: the timed steps reuse it
+
+    def given(_: gender.Crops) -> torch.Tensor:
+        return probabilities
+
+    def nms() -> detections.Detections:
+        return detections.detect(
+            predictions,
+            boxed.geometry,
+            torch.full((batch,), spec.DEFAULT_CONF_THRESHOLD, device=device),
+            torch.full((batch,), spec.DEFAULT_IOU_THRESHOLD, device=device),
+            torch.tensor(models.person_classes, device=device),
+        )
+
+    def crops_and_labels() -> tuple[torch.Tensor, torch.Tensor]:
+        crops = gender.gather(done.found, list(boxed.originals.unbind(0)), boxed.geometry, models.preprocessing)
+        thresholds = torch.full((batch,), spec.DEFAULT_GENDER_THRESHOLD, device=device)
+        return gender.labels(given(crops), models.gender_values.to(device), crops, thresholds, batch)
+
+    rates["NMS"] = measure(nms)
+    rates["crops + labels"] = measure(crops_and_labels)
+    rates["postprocess"] = measure(functools.partial(postprocess, models, predictions, boxed, given))
+    return rates
+
+
+def machine(device: torch.device) -> dict[str, str]:
+    """What ran: the GPU, its driver, and the version of every package the check imports."""
+    facts = {"python": platform.python_version(), "torch": torch.__version__, "CUDA (torch)": str(torch.version.cuda)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        facts["GPU"] = f"{props.name} (compute {props.major}.{props.minor}, {props.total_memory / 2**30:.0f} GiB)"
+        try:
+            query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", f"--id={device.index or 0}"]
+            facts["driver"] = subprocess.run(query, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            facts["driver"] = "unknown (nvidia-smi failed)"
+    else:
+        facts["CPU"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    facts |= {
+        "torchvision": torchvision.__version__,
+        "DALI": nvidia.dali.__version__,
+        "ultralytics": ultralytics.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "onnxruntime": ort.__version__,
+    }
+    return facts
+
+
+def _targets(rates: dict[int, dict[str, float]]) -> list[tuple[str, str, str]]:
+    """(target, measured, met) at TARGET_BATCH; preprocess and postprocess also against the detector."""
+    at = rates.get(TARGET_BATCH)
+    if at is None:
+        return [
+            (f"{name} >= {value:.0f} img/s", f"batch {TARGET_BATCH} not measured", "-")
+            for name, value in TARGETS.items()
+        ]
+    detector = at.get("detector fp16", at["detector fp32"])
+    out = []
+    for name, step in (("preprocess", "decode + letterbox"), ("postprocess", "postprocess")):
+        met = at[step] >= TARGETS[name] and at[step] >= detector
+        out.append(
+            (
+                f"{name} >= {TARGETS[name]:.0f} img/s and >= the detector ({detector:.0f} img/s)",
+                f"{at[step]:.0f} img/s",
+                "yes" if met else "**no**",
+            )
+        )
+    return out
+
+
+def report(
+    device: torch.device,
+    facts: dict[str, str],
+    models: Models,
+    rows: list[ImageRow],
+    checks: list[Check],
+    rates: dict[int, dict[str, float]],
+) -> str:
+    """bench/GPU_REPORT.md: the machine, every check with its tolerance, per-image results, throughput, targets."""
+    smoke = device.type == "cpu"
+    lines = [
+        "# The GPU pieces without Triton (`make gpu-check`)",
+        "",
+        f"Written by `python -m tools.evaluate.gpu_check` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"device `{device}`.",
+        "",
+    ]
+    if smoke:
+        lines += [
+            "**CPU smoke run: every step ran on the CPU, the DALI CPU graph standing in for the GPU graph. "
+            "Nothing here was measured on a GPU.**",
+            "",
+        ]
+    lines += ["## Machine", "", "| what | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in facts.items()]
+    lines += [
+        f"| detector | `{models.source.name}` ({', '.join(models.detectors)}), persons {models.person_classes} |",
+        "",
+        "## Checks",
+        "",
+        f"{len(rows)} images: {', '.join(r.name for r in rows)}. Ultralytics' predict and this pipeline use the "
+        f"default thresholds (CONF {spec.DEFAULT_CONF_THRESHOLD}, IOU {spec.DEFAULT_IOU_THRESHOLD}) on "
+        f"{'the CPU' if smoke else 'the same GPU'}. The classifier runs on ONNX Runtime (CPU) for both postprocess "
+        "runs: the served one is a TensorRT plan, checked by `make gpu-image-check`.",
+        "",
+        "| check | result | measured | tolerance |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {c.name} | {'pass' if c.ok else '**FAIL**'} | {c.measured} | {c.tolerance} |" for c in checks]
+    precisions = list(models.detectors)
+    lines += [
+        "",
+        "Per image (pixel differences in levels of 1/255; boxes: the largest coordinate difference to Ultralytics):",
+        "",
+        "| image | size | GEOMETRY | IMAGES max / mean | ORIGINAL mean | persons Ultralytics / "
+        + " / ".join(precisions)
+        + " | boxes "
+        + " / ".join(precisions)
+        + " (px) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        counts = " / ".join(str(r.counts[k]) for k in ("ultralytics", *precisions))
+        boxes = " / ".join(f"{r.box_px[p]:.2f}" for p in precisions)
+        lines.append(
+            f"| {r.name} | {r.width}x{r.height} | {'equal' if r.geometry_equal else '**differs**'} | "
+            f"{r.images_max:.1f} / {r.images_mean:.3f} | {r.original_mean:.3f} | {counts} | {boxes} |"
+        )
+    batches = sorted(rates)
+    lines += [
+        "",
+        "## Throughput (images/s, one batch at a time, 1080p JPEGs)",
+        "",
+        "Each step alone, after a warm-up, synchronized after every batch. decode + letterbox: "
+        + (
+            "the CPU graph at each batch size"
+            if smoke
+            else "the GPU graph of the tier that takes the batch ("
+            + ", ".join(f"{b}: `{tier_for(b).name}`" for b in batches)
+            + ")"
+        )
+        + ", reloaded as above, outputs copied to torch. Detector: eager PyTorch, fused. crops + labels: "
+        "`gender.gather` and `gender.labels`; postprocess: NMS + crops + labels (the classifier's call is not timed).",
+        "",
+        "| step | " + " | ".join(f"batch {b}" for b in batches) + " |",
+        "|---|" + "---|" * len(batches),
+    ]
+    for step in STEPS:
+        if any(step in rates[b] for b in batches):
+            lines.append(f"| {step} | " + " | ".join(f"{rates[b][step]:.0f}" for b in batches) + " |")
+    lines += ["", f"## Targets (batch {TARGET_BATCH}, 1080p JPEGs)", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {met} |" for t, m, met in _targets(rates)]
+    if smoke:
+        lines += ["", "The targets are for a GPU; a CPU smoke run cannot meet them and is not meant to."]
+    return "\n".join([*lines, ""])
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    tolerances = GPU_TOLERANCES if device.type == "cuda" else CPU_TOLERANCES
+    facts = machine(device)
+    log.info("versions: %s", ", ".join(f"{k} {v}" for k, v in facts.items()))
+    models = Models.load(args.detector, args.person_classes, args.gender_model, device)
+    images = parity_images()
+    unknown = set(args.images or ()) - set(images)
+    if unknown:
+        raise ValueError(f"unknown images {sorted(unknown)}; choose among {list(images)}")
+    chosen = {name: images[name] for name in args.images or images}
+
+    log.info("checks on %d images", len(chosen))
+    rows, checks = check_parity(models, chosen, device, tolerances)
+    for c in checks:
+        log.info("%s %s: %s (tolerance %s)", "pass" if c.ok else "FAIL", c.name, c.measured, c.tolerance)
+    rates = {}
+    for batch in args.batches:
+        rates[batch] = throughput(models, batch, device, args.min_seconds, args.min_runs)
+        log.info("batch %d: %s", batch, ", ".join(f"{k} {v:.0f} img/s" for k, v in rates[batch].items()))
+    out = args.out or (REPORT if device.type == "cuda" else SMOKE_REPORT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report(device, facts, models, rows, checks, rates))
+    failed = [c.name for c in checks if not c.ok]
+    log.info("report: %s; %s", out, f"{len(failed)} checks FAILED" if failed else "every check passed")
+    return 1 if failed else 0
+
+
+def _batches(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1 or max(values) > max(t.gpu.max_batch_size for t in spec.TIERS):
+        raise argparse.ArgumentTypeError(f"batch sizes between 1 and the largest tier's max batch, not {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.evaluate.gpu_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cuda (the check), or cpu (a smoke run of this tool, no GPU measured)",
+    )
+    parser.add_argument("--batches", type=_batches, default=list(BATCHES), help="batch sizes to time, e.g. 1,8,32,128")
+    parser.add_argument(
+        "--images",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=None,
+        help="parity images to check, by name, e.g. bus.jpg,bus.png (default: all)",
+    )
+    parser.add_argument("--detector", default=weights.DEFAULT, help="as `make export DETECTOR=` (a .pt)")
+    parser.add_argument("--person-classes", default=None, help="as `make export PERSON_CLASSES=`")
+    parser.add_argument("--gender-model", default=gender_onnx.DEFAULT, help="'default' or an .onnx with its sidecar")
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="time each step at least this long")
+    parser.add_argument("--min-runs", type=int, default=3, help="and at least this many batches")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"report path (default {REPORT.relative_to(ROOT)}; {SMOKE_REPORT.relative_to(ROOT)} for --device cpu)",
+    )
+    parser.add_argument(
+        "--versions",
+        action="store_true",
+        help="log the versions this Python would run with and exit (make gpu-check's probe)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.versions:
+        weights.resolve(args.detector, args.person_classes)  # the default detector's package must be here too
+        gender_onnx.resolve(args.gender_model)
+        log.info("versions: %s", ", ".join(f"{k} {v}" for k, v in machine(torch.device("cpu")).items()))
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        log.error("no CUDA device visible to torch %s; `--device cpu` runs a smoke run instead", torch.__version__)
+        return 2
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
