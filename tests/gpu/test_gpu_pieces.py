@@ -1,0 +1,78 @@
+"""The server's GPU pieces without Triton, as `make gpu-check` checks them (tools/evaluate/gpu_check.py).
+
+The DALI GPU graph serialized and reloaded as the DALI backend loads it against the CPU graph, the
+detector in PyTorch (fp32, fp16) plus the postprocess against Ultralytics' predict, and the
+postprocess on CUDA tensors against the same code on the CPU, on every parity image, with the
+tolerances the report states. Skipped where torch sees no CUDA device or DALI cannot build its GPU
+graph. Written and statically checked where the project is developed (no GPU there): not yet run.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from export import gender_onnx, weights
+from tools.evaluate import gpu_check
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def device() -> torch.device:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
+    device = torch.device("cuda", 0)
+    try:
+        gpu_check.served_graph(1, device)
+    except RuntimeError as e:
+        pytest.skip(f"DALI cannot build its GPU graph here: {e}")
+    return device
+
+
+@pytest.fixture(scope="module")
+def models(device: torch.device) -> gpu_check.Models:
+    return gpu_check.Models.load(weights.DEFAULT, None, gender_onnx.DEFAULT, device)
+
+
+@pytest.fixture(scope="module")
+def parity(models: gpu_check.Models, device: torch.device) -> tuple[list[gpu_check.ImageRow], list[gpu_check.Check]]:
+    return gpu_check.check_parity(models, gpu_check.parity_images(), device, gpu_check.GPU_TOLERANCES)
+
+
+def checks_starting(parity: tuple[list[gpu_check.ImageRow], list[gpu_check.Check]], prefix: str) -> list[str]:
+    """The failed checks whose name starts with prefix; fails when no check does (nothing was compared)."""
+    chosen = [c for c in parity[1] if c.name.startswith(prefix)]
+    assert chosen, f"no check named {prefix}...: {[c.name for c in parity[1]]}"
+    return [f"{c.name}: {c.measured} (tolerance {c.tolerance})" for c in chosen if not c.ok]
+
+
+def test_gpu_graph_reloaded_matches_the_cpu_graph(
+    parity: tuple[list[gpu_check.ImageRow], list[gpu_check.Check]],
+) -> None:
+    """GEOMETRY exactly; IMAGES and ORIGINAL within nvJPEG-vs-libjpeg-turbo tolerances."""
+    rows, _ = parity
+    assert [r.name for r in rows if not r.geometry_equal] == [], "GEOMETRY differs from the CPU graph"
+    assert checks_starting(parity, "DALI CUDA graph") == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_detector_and_postprocess_match_ultralytics(
+    parity: tuple[list[gpu_check.ImageRow], list[gpu_check.Check]], precision: str
+) -> None:
+    """Same person count on every image, boxes within the GPU tolerance, detector in fp32 and in fp16."""
+    rows, _ = parity
+    assert all(r.counts["ultralytics"] > 0 for r in rows), f"every parity image shows people: {rows}"
+    assert checks_starting(parity, f"detector {precision} ") == []
+
+
+def test_postprocess_on_cuda_matches_the_cpu(parity: tuple[list[gpu_check.ImageRow], list[gpu_check.Check]]) -> None:
+    """NMS bit for bit, crops and GENDER_SCORES within tolerance, GENDER equal."""
+    assert checks_starting(parity, "postprocess on cuda") == []
+
+
+def test_every_step_is_timed(models: gpu_check.Models, device: torch.device) -> None:
+    """One batch of the throughput table: every step runs on the GPU and gives a rate."""
+    rates = gpu_check.throughput(models, 8, device, min_seconds=0.0, min_runs=1)
+    assert set(rates) == set(gpu_check.STEPS), rates
+    assert all(v > 0 for v in rates.values()), rates
