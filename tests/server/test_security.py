@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
+import cv2
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
@@ -17,6 +20,8 @@ from tritonclient.utils import InferenceServerException
 from pipelines import spec
 from tests.server.conftest import SAMPLES
 from tools.client.people import PeopleClient
+from tools.client.video import cli as video
+from tools.client.video.media import FileSink
 from tools.server.triton import Endpoints, Server, ServerOptions
 
 KEY = "test-key-" + "0123456789abcdef"
@@ -56,6 +61,27 @@ def test_inference_with_the_key_passes(keyed: Server, protocol: str) -> None:
     with PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=KEY) as client:
         (persons,) = client.detect([SAMPLES["bus.jpg"].read_bytes()])
     assert persons
+
+
+def test_video_sends_the_key_as_grpc_expects(keyed: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11: the video client once sent gRPC metadata `x-api-key`, and every frame failed on a keyed server.
+    With the key every frame is answered; without it every frame fails with the restricted-protocol error."""
+    clip, n = tmp_path / "bus.mp4", 3
+    picture = cv2.imread(str(SAMPLES["bus.jpg"]))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (picture.shape[1], picture.shape[0]))
+    for _ in range(n):
+        writer.write(picture)
+    writer.release()
+    run = [str(clip), "--url", keyed.options.endpoints.grpc_url, "--tier", "streaming", "--max-inflight", "1"]
+    assert video.main([*run, "--out", str(tmp_path / "with"), "--api-key", KEY, "--no-progress"]) == 0
+    assert video.main([*run, "--out", str(tmp_path / "without"), "--no-progress"]) == 1
+    with_key, without = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert (with_key["sent"], with_key["ok"], with_key["errors"]) == (n, n, 0)
+    assert (without["sent"], without["ok"], without["errors"]) == (n, 0, n)
+    answered = [json.loads(line) for line in (tmp_path / "with" / FileSink.JSONL).read_text().splitlines()]
+    assert len(answered) == n and all(line["count"] > 0 for line in answered)  # people in every frame
+    failed = [json.loads(line) for line in (tmp_path / "without" / FileSink.JSONL).read_text().splitlines()]
+    assert len(failed) == n and all(f"expecting header '{spec.GRPC_API_KEY_HEADER}'" in f["error"] for f in failed)
 
 
 def test_health_and_metadata_stay_open_admin_apis_do_not(keyed: Server) -> None:

@@ -25,10 +25,14 @@ from tools.client.video.session import DropPolicy, OnError, StreamOptions, Strea
 from tools.client.video.window import Stats, Window
 from tools.server.triton import Endpoints, Server, ServerOptions, free_port
 
+# The streaming tier rejects a request that queued 2 s on cpu, so the tests that use it keep at most two
+# requests in the server: one waits at most one small frame's run, far less, however loaded the machine.
 TIER = "streaming"
+# Files are archives: their tier delays requests instead of rejecting them, so 3 sources x 2 in flight are
+# all answered however slow the machine (seen: the streaming tier rejected some under load).
+FILES_TIER = "batch"
 QUALITY = 85
-# Several sizes, as a video has one; with 2 frames in flight per source the 3 sources stay within the
-# streaming tier's cpu queue (8), so no request is rejected for a full queue.
+# Several sizes, as a video has one.
 VIDEOS = {"wide": ((1280, 720), 6), "vga": ((640, 480), 7), "small": ((352, 288), 5)}
 INFLIGHT = 2
 WAIT_S = 120  # the longest any test waits for one event (a timeout, not a pace)
@@ -103,11 +107,14 @@ def test_videos_answered_in_order_like_single_requests(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Three videos at once (the CLI): every frame answered in order, the same persons as a single request of the
-    same bytes (box, score, class, gender and its score: the same server on the same bytes answers exactly)."""
+    """Three videos at once (the CLI): every frame answered, in frame order although the tier does not promise
+    it, with the same persons as a single request of the same bytes (box, score, class, gender and its score:
+    the same server on the same bytes answers exactly)."""
+    batching = spec.tier(FILES_TIER).batching(spec.Variant.CPU)
+    assert batching.timeout_action is spec.TimeoutAction.DELAY and batching.max_queue_size >= len(VIDEOS) * INFLIGHT
     out = tmp_path / "results"
     argv = [str(p) for p in videos.values()]
-    argv += ["--url", server.options.endpoints.grpc_url, "--tier", TIER, "--out", str(out)]
+    argv += ["--url", server.options.endpoints.grpc_url, "--tier", FILES_TIER, "--out", str(out)]
     argv += ["--max-inflight", str(INFLIGHT), "--jpeg-quality", str(QUALITY), "--no-progress"]
     assert video.main(argv) == 0
     summaries = {Path(s["source"]).stem: s for s in map(json.loads, capsys.readouterr().out.splitlines())}
@@ -118,14 +125,14 @@ def test_videos_answered_in_order_like_single_requests(
         assert len(sent) == n
         s = summaries[name]
         assert (s["mode"], s["produced"], s["sent"], s["ok"]) == ("file", n, n, n)
-        assert (s["dropped"], s["errors"], s["reordered"]) == (0, 0, 0)
+        assert (s["dropped"], s["errors"]) == (0, 0)
         assert 1 <= s["max_inflight"] <= INFLIGHT and s["latency_ms"]["p99"] >= s["latency_ms"]["mean"] > 0
         assert json.loads((out / name / "summary.json").read_text()) == s
 
         lines = [json.loads(line) for line in (out / name / FileSink.JSONL).read_text().splitlines()]
         assert [line["frame"] for line in lines] == list(range(n))
         for line, frame in zip(lines, sent, strict=True):
-            (expected,) = grpc_client.detect([encode_jpeg(frame, QUALITY)], TIER)
+            (expected,) = grpc_client.detect([encode_jpeg(frame, QUALITY)], FILES_TIER)
             assert line["persons"] == [p.as_json() for p in expected], f"{name} frame {line['frame']}"
             assert line["count"] == len(expected) == sum(line["genders"].values())
         assert lines[1]["count"] == 0 and lines[1]["persons"] == []  # a gray frame
