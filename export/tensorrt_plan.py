@@ -110,7 +110,7 @@ class Job:
 
     model: str  # e.g. "detector_balanced"
     directory: Path  # the version folder, holding model.onnx and manifest.json
-    record: type[manifest.Detector] | type[manifest.Classifier]
+    record: type[manifest.Detector] | type[manifest.Classifier] | type[manifest.FaceDetector]
     tensor: str
     item_dims: tuple[int, ...]  # the input's shape without the batch
     profile: tuple[int, int, int]  # min, opt, max batch
@@ -124,9 +124,9 @@ def profile(batching: spec.Batching) -> tuple[int, int, int]:
     return 1, max(batching.preferred_batch_sizes), batching.max_batch_size
 
 
-def gender_profile() -> tuple[int, int, int]:
-    """(min, opt, max) batch of the gender classifier: BLS chunks fill up to its max batch."""
-    top = spec.GENDER_BATCHING[spec.Variant.GPU].max_batch_size
+def bls_profile(batching: dict[spec.Variant, spec.Batching]) -> tuple[int, int, int]:
+    """(min, opt, max) batch of a model called by BLS (classifier, face detector): chunks fill its max batch."""
+    top = batching[spec.Variant.GPU].max_batch_size
     return 1, top, top
 
 
@@ -138,12 +138,22 @@ def _detector(tier: spec.Tier, directory: Path) -> Job:
 def _gender(tier: spec.Tier, directory: Path) -> Job:
     size = manifest.read(directory, manifest.Classifier).preprocessing.size  # the classifier's own input size
     return Job(tier.model(Step.GENDER), directory, manifest.Classifier, spec.CROPS.name, (3, size, size),
-               gender_profile())  # fmt: skip
+               bls_profile(spec.GENDER_BATCHING))  # fmt: skip
+
+
+def _face(tier: spec.Tier, directory: Path) -> Job:
+    size = manifest.read(directory, manifest.FaceDetector).size  # the region size fixed at export
+    return Job(tier.model(Step.FACE), directory, manifest.FaceDetector, spec.FACE_REGIONS.name, (3, size, size),
+               bls_profile(spec.FACE_BATCHING))  # fmt: skip
 
 
 # Every model whose GPU config is `tensorrt_plan` (pipelines.render), and how its job is made; a new TensorRT
 # model needs a line here (tests/unit/test_tensorrt_plan.py fails until it has one).
-RECIPES: dict[Step, Callable[[spec.Tier, Path], Job]] = {Step.DETECTOR: _detector, Step.GENDER: _gender}
+RECIPES: dict[Step, Callable[[spec.Tier, Path], Job]] = {
+    Step.DETECTOR: _detector,
+    Step.GENDER: _gender,
+    Step.FACE: _face,
+}
 
 
 def jobs(repository: Path) -> list[Job]:

@@ -1,17 +1,26 @@
-"""Person crops for the gender classifier: where to cut (head or person) and how to resize.
+"""Cutting pixels for the face detector and the gender classifier from the decoded images.
 
-Torch, so the crops are cut where the decoded image already is (GPU or host).
-Crops come from the full-resolution decoded image, not from the 640x640
-letterbox, so small persons keep all the pixels the camera gave them.
+Torch, so the pixels are cut where the decoded images already are (GPU or host). Everything comes
+from the full-resolution decoded image (`ORIGINAL`), not from the 640x640 letterbox, so small persons
+keep all the pixels the camera gave them, and only the cut regions are ever converted to float.
+
+Two operations:
+- `resize`: an axis-aligned region with integer bounds, resized to a square with bilinear
+  interpolation that widens its kernel to the scale when shrinking (antialiased, as PIL's
+  `resize(BILINEAR)` and `torch.nn.functional.interpolate(antialias=True)`).
+- `align`: a chip placed by an affine map (a face aligned from its landmarks), sampled bilinearly
+  from an antialiased copy of its bounding box at twice the chip's resolution; pixels outside the
+  image are black, as dlib's extract_image_chip leaves them.
 """
 
 from __future__ import annotations
 
 import torch
-import torchvision
+import torch.nn.functional as F
 
 from pipelines import spec
-from pipelines.manifest import Preprocessing
+
+Images = list[torch.Tensor]  # decoded RGB images [H, W, 3] uint8, possibly zero-padded beyond their size
 
 
 def crop_regions(
@@ -37,18 +46,69 @@ def crop_regions(
     return torch.stack((left, top, left + side, top + side), dim=-1), big_enough
 
 
-def cut(image: torch.Tensor, regions: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
-    """Crops [K, 3, S, S] normalized for the classifier, from one decoded RGB image [H, W, 3] uint8.
+def snap(regions: torch.Tensor, image_wh: torch.Tensor) -> torch.Tensor:
+    """Regions [K, 4] rounded to whole pixels (half away from zero), clipped to the image, at least 1 px."""
+    wh = image_wh.to(regions.dtype).repeat(1, 2)
+    snapped = torch.minimum(torch.floor(regions + 0.5).clamp(min=0), wh)
+    snapped[:, :2] = torch.minimum(snapped[:, :2], wh[:, :2] - 1)
+    snapped[:, 2:] = torch.maximum(snapped[:, 2:], snapped[:, :2] + 1)
+    return snapped
 
-    Bilinear with adaptive sampling (roi_align, aligned pixel centres), which averages
-    over the source pixels when shrinking, as an area resize does.
+
+def resize(images: Images, image_index: torch.Tensor, regions: torch.Tensor, size: int) -> torch.Tensor:
+    """RGB crops [K, 3, size, size] float (0-255) of whole-pixel regions [K, 4] of images[image_index[k]].
+
+    One resize per crop on just its pixels: on the host, torch's uint8 path (values rounded to
+    integers, as any image library returns them); on a GPU, the crop converted to float.
     """
-    chw = image.permute(2, 0, 1)[None].float()
-    if not pre.rgb:
-        chw = chw.flip(1)
-    crops = torchvision.ops.roi_align(
-        chw, [regions.float()], output_size=pre.size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
-    )
-    mean = torch.tensor(pre.mean, device=crops.device).view(1, 3, 1, 1)
-    scale = torch.tensor(pre.scale, device=crops.device).view(1, 3, 1, 1)
-    return (crops - mean) / scale
+    out = []
+    for b, (x1, y1, x2, y2) in zip(image_index.tolist(), regions.long().tolist(), strict=True):
+        patch = images[b][y1:y2, x1:x2].permute(2, 0, 1)[None]
+        if patch.is_cuda:
+            patch = patch.float()
+        out.append(F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False, antialias=True))
+    if not out:
+        return torch.zeros((0, 3, size, size), device=images[0].device if images else "cpu")
+    return torch.cat(out).float()
+
+
+def align(
+    images: Images, image_index: torch.Tensor, image_wh: torch.Tensor, chip_to_image: torch.Tensor, size: int
+) -> torch.Tensor:
+    """Chips [K, 3, size, size] float (0-255): chip pixel (row i, column j) shows image point
+    chip_to_image[k] @ (j / (size - 1), i / (size - 1), 1) (continuous coordinates, pixel centres at
+    .5), as dlib's extract_image_chip maps chip pixels onto its chip rectangle.
+
+    The chip's footprint (the image of the unit square, plus a chip pixel on each side) is resized to
+    twice the chip's side with `resize`, then sampled bilinearly for all chips in one call.
+    """
+    k = chip_to_image.shape[0]
+    if k == 0:
+        return torch.zeros((0, 3, size, size), device=chip_to_image.device)
+    corners = torch.tensor([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=chip_to_image.dtype,
+                           device=chip_to_image.device)  # fmt: skip
+    points = corners @ chip_to_image.transpose(1, 2)  # [K, 4, 2]
+    margin = chip_to_image[:, :, :2].abs().sum(dim=2).max(dim=1).values / (size - 1)  # one chip pixel
+    lo = points.min(dim=1).values - margin[:, None]
+    hi = points.max(dim=1).values + margin[:, None]
+    box = snap(torch.cat((torch.floor(lo), torch.ceil(hi)), dim=1), image_wh)
+    middle = 2 * size
+    coarse = resize(images, image_index, box, middle)
+    grid_uv = torch.linspace(0, 1, size, dtype=chip_to_image.dtype, device=chip_to_image.device)
+    v, u = torch.meshgrid(grid_uv, grid_uv, indexing="ij")
+    uv1 = torch.stack((u, v, torch.ones_like(u)), dim=-1).view(1, -1, 3)
+    xy = (uv1 @ chip_to_image.transpose(1, 2)).view(k, size, size, 2)
+    # grid_sample with align_corners=False: -1 and 1 are the outer edges of the coarse copy's pixels.
+    normalized = 2 * (xy - box[:, None, None, :2]) / (box[:, None, None, 2:] - box[:, None, None, :2]) - 1
+    return F.grid_sample(coarse, normalized.float(), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def normalize(
+    pixels: torch.Tensor, channels: str, mean: tuple[float, float, float], scale: tuple[float, float, float]
+) -> torch.Tensor:
+    """RGB pixels [K, 3, S, S] (0-255) as a model wants them: its channel order, (pixel - mean) / scale."""
+    if channels != "RGB":
+        pixels = pixels.flip(1)
+    m = torch.tensor(mean, device=pixels.device).view(1, 3, 1, 1)
+    s = torch.tensor(scale, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - m) / s

@@ -1,19 +1,22 @@
-"""Gender of each detected person: gather the crops of a batch, then turn probabilities into labels.
+"""Gender of each detected person: cut what the classifier was trained on, then turn probabilities into labels.
 
-Kept apart from the Triton model so the logic is tested without a server and
-runs unchanged on host or GPU tensors.
+What a classifier sees comes from its manifest (`crop`): an aligned face (the face detector runs on
+the top of each person box, and the face's landmarks place the chip as the classifier's template
+says), or a head square or the person box (fallbacks for classifiers trained on those). Kept apart
+from the Triton model so the logic is tested without a server and runs unchanged on host or GPU
+tensors; the models themselves are called through the functions given (BLS in the server).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from pipelines import spec
-from pipelines.crops import crop_regions, cut
+from pipelines import crops, faces, spec
 from pipelines.detections import Detections
-from pipelines.manifest import Preprocessing
+from pipelines.manifest import FaceDetector, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -23,35 +26,88 @@ class Crops:
     pixels: torch.Tensor  # [P, 3, S, S] normalized classifier input
     image: torch.Tensor  # [P] batch index of the image
     slot: torch.Tensor  # [P] index among that image's detections
+    faces: torch.Tensor  # [P, 4] the face box in original pixels (crop policy `face`), else zeros
+
+
+@dataclass(frozen=True)
+class FaceModel:
+    """The face detector: its manifest and how to run it on normalized regions [K, 3, size, size].
+
+    `run(regions, image)` returns FACE_MAPS; `image` [K] says which image of the batch each region
+    belongs to (the server fails those requests when a call fails).
+    """
+
+    record: FaceDetector
+    run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def persons(found: Detections) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image [P], slot [P]) of every detection of the batch, in image order then detection order."""
+    slots = torch.arange(found.boxes.shape[1], device=found.boxes.device)
+    image, slot = (slots[None, :] < found.num.to(found.boxes.device)).nonzero(as_tuple=True)
+    return image, slot
+
+
+def _empty(device: torch.device, size: int) -> Crops:
+    index = torch.zeros(0, dtype=torch.long, device=device)
+    return Crops(torch.zeros((0, 3, size, size), device=device), index, index, torch.zeros((0, 4), device=device))
 
 
 def gather(
     found: Detections,
-    originals: list[torch.Tensor],
+    originals: crops.Images,
     geometry: torch.Tensor,
     classifier: Preprocessing,
-    policy: spec.CropPolicy = spec.CROP_POLICY,
+    face: FaceModel | None = None,
 ) -> Crops:
-    """Crops of every person large enough to classify; originals[b] is image b's decoded [H, W, 3]."""
+    """The classifier's input for every person it can judge; originals[b] is image b's decoded [H, W, 3].
+
+    `face`: persons whose face region is under MIN_FACE_PX are skipped; the others' regions go to the
+    face detector in one call; persons whose face `faces.owned` accepts get a chip aligned from its
+    landmarks. `head`, `person`: persons whose crop is under MIN_CROP_PX are skipped.
+    """
     device = found.boxes.device
-    pixels, images, slots = [], [], []
-    padding = classifier.padding if policy is spec.CropPolicy.HEAD else 0.0
-    for b, n in enumerate(found.num[:, 0].tolist()):
-        if n == 0:
-            continue
-        wh = geometry[b, 4:6].to(device).expand(n, 2)
-        regions, ok = crop_regions(found.boxes[b, :n], wh, policy, padding)
-        if not ok.any():
-            continue
-        width, height = (int(v) for v in geometry[b, 4:6].tolist())
-        pixels.append(cut(originals[b][:height, :width], regions[ok], classifier))
-        keep = ok.nonzero()[:, 0]
-        slots.append(keep)
-        images.append(torch.full_like(keep, b))
-    if not pixels:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return Crops(torch.zeros((0, 3, classifier.size, classifier.size), device=device), empty, empty)
-    return Crops(torch.cat(pixels), torch.cat(images), torch.cat(slots))
+    image, slot = persons(found)
+    boxes = found.boxes[image, slot]
+    wh = geometry[:, 4:6].to(device)[image]
+    policy = spec.CropPolicy(classifier.crop)
+    if policy is spec.CropPolicy.FACE:
+        if face is None:
+            raise ValueError("this classifier reads aligned faces: a face detector is needed")
+        region = faces.regions(boxes, wh)
+        keep = (region[:, 2] - region[:, 0]) >= spec.MIN_FACE_PX
+        image, slot, boxes, wh, region = image[keep], slot[keep], boxes[keep], wh[keep], region[keep]
+        if image.numel() == 0:
+            return _empty(device, classifier.size)
+        f = face.record
+        pixels = crops.resize(originals, image, region, f.size)
+        maps = face.run(crops.normalize(pixels, f.channels, f.mean, f.scale), image)
+        found_faces = faces.decode(maps, region, f.size, f.stride)
+        keep = faces.owned(found_faces, boxes, image)
+        image, slot, wh = image[keep], slot[keep], wh[keep]
+        if image.numel() == 0:
+            return _empty(device, classifier.size)
+        template = torch.tensor(classifier.template, dtype=torch.float32, device=device)
+        affine = faces.chip_to_image(found_faces.landmarks[keep], template, classifier.padding)
+        chips = crops.align(originals, image, wh, affine, classifier.size)
+        face_boxes = torch.minimum(found_faces.box[keep].clamp(min=0), wh.repeat(1, 2))
+    else:
+        padding = classifier.padding if policy is spec.CropPolicy.HEAD else 0.0
+        region, ok = crops.crop_regions(boxes, wh, policy, padding)
+        image, slot, wh, region = image[ok], slot[ok], wh[ok], region[ok]
+        if image.numel() == 0:
+            return _empty(device, classifier.size)
+        chips = crops.resize(originals, image, crops.snap(region, wh), classifier.size)
+        face_boxes = torch.zeros((image.numel(), 4), device=device)
+    pixels = crops.normalize(chips, classifier.channels, classifier.mean, classifier.scale)
+    return Crops(pixels, image, slot, face_boxes)
+
+
+def face_boxes(crops_: Crops, batch: int, max_det: int = spec.MAX_DET) -> torch.Tensor:
+    """FACES [B, max_det, 4] float32: each classified person's face box, zeros elsewhere."""
+    out = torch.zeros((batch, max_det, 4), dtype=torch.float32, device=crops_.faces.device)
+    out[crops_.image, crops_.slot] = crops_.faces.float()
+    return out
 
 
 def labels(
@@ -65,7 +121,7 @@ def labels(
     """GENDER [B, max_det] int32 and GENDER_SCORES [B, max_det] float32.
 
     gender_values[i] is the GENDER value of classifier output i. A person is
-    undetermined (-1) when it was not classified (crop too small) or when its
+    undetermined (-1) when it was not classified (no face, crop too small) or when its
     top probability is below its image's threshold; GENDER_SCORES is the top
     probability wherever the classifier ran, else 0.
     One pass over all persons of the batch, no host sync, provided gender_values and

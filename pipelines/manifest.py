@@ -3,7 +3,8 @@
 One `manifest.json` per model version folder, typed here so that export and
 server agree on every key: what the model is (its kind), where it came from
 (source, hashes, licence, versions), what the server must know to feed and read
-it (person classes, the classifier's input geometry and labels), and for a
+it (person classes, the classifier's input geometry, alignment and labels,
+the face detector's input and map layout), and for a
 TensorRT plan the TensorRT version and GPU it was built for. A manifest with
 another schema version is refused with the command that rewrites it.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 FILENAME = "manifest.json"
-SCHEMA_VERSION = 2  # 1: the untyped dicts written before the records below
+SCHEMA_VERSION = 3  # 1: untyped dicts; 2: no face detector, classifiers without their crop and alignment
 
 
 class ManifestError(ValueError):
@@ -78,15 +79,29 @@ class Artifact:
         )
 
 
+# The five face landmarks, in the face detector's order and the order of an alignment template
+# ("left" and "right" as seen in the image).
+LANDMARKS = ("left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right")
+CROPS = ("face", "head", "person")  # what a classifier was trained on (pipelines.spec.CropPolicy values)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a classifier wants its input: a square RGB or BGR chip, `(pixel - mean) / scale` on 0-255 values."""
+    """How a classifier wants its input: a square RGB or BGR chip, `(pixel - mean) / scale` on 0-255 values.
+
+    `crop` says what the chip shows (an aligned face, a head square or the person box). For `face`,
+    `template` places the LANDMARKS in the unpadded chip frame ([0, 1] on both axes, y down): the chip
+    maps the frame grown by `padding` on every side onto its pixels, chip pixel i at (padding + u) /
+    (1 + 2 padding) = i / (size - 1), as dlib's get_face_chip_details and extract_image_chip do.
+    """
 
     size: int  # square side, pixels
     channels: str  # "RGB" or "BGR"
     mean: tuple[float, float, float]  # in the classifier's channel order
     scale: tuple[float, float, float]
     padding: float  # context around the face or head the classifier was trained with (fraction of its side)
+    crop: str = "head"  # one of CROPS
+    template: tuple[tuple[float, float], ...] | None = None  # for `face`: the LANDMARKS in the unpadded frame
 
     @property
     def rgb(self) -> bool:
@@ -95,11 +110,24 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         mean, scale = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["scale"])
-        pre = cls(int(d["size"]), str(d["channels"]).upper(), mean, scale, float(d.get("padding", 0.0)))
+        template = d.get("template")
+        pre = cls(
+            int(d["size"]),
+            str(d["channels"]).upper(),
+            mean,
+            scale,
+            float(d.get("padding", 0.0)),
+            str(d["crop"]),
+            tuple((float(x), float(y)) for x, y in template) if template is not None else None,
+        )
         if pre.channels not in ("RGB", "BGR") or len(pre.mean) != 3 or len(pre.scale) != 3:
             raise ValueError("channels must be RGB or BGR, mean and scale three numbers each")
-        if pre.size < 1 or min(pre.scale) <= 0 or pre.padding < 0:
-            raise ValueError("size must be positive, scale values above 0, padding 0 or more")
+        if pre.size < 2 or min(pre.scale) <= 0 or pre.padding < 0:
+            raise ValueError("size must be 2 or more, scale values above 0, padding 0 or more")
+        if pre.crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {pre.crop!r}")
+        if (pre.crop == "face") != (pre.template is not None) or (pre.template and len(pre.template) != len(LANDMARKS)):
+            raise ValueError(f"a face classifier needs a template of {len(LANDMARKS)} points {LANDMARKS}; others none")
         return pre
 
 
@@ -145,10 +173,43 @@ class Classifier:
         )
 
 
-Record = TypeVar("Record", Detector, Classifier)
+@dataclass(frozen=True)
+class FaceDetector:
+    """The face detector: its square input, its normalization and how to read its maps.
+
+    The model takes `[N, 3, size, size]` (`(pixel - mean) / scale` on 0-255 values in `channels` order)
+    and returns FACE_MAPS `[N, 15, size / stride, size / stride]` in CenterFace's layout: heatmap,
+    log box height and width, y and x offset, then y and x of each of the five LANDMARKS relative to the
+    box (pipelines.faces decodes it).
+    """
+
+    KIND: ClassVar[str] = "face_detector"
+    artifact: Artifact
+    size: int
+    stride: int
+    channels: str
+    mean: tuple[float, float, float]
+    scale: tuple[float, float, float]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FaceDetector:
+        record = cls(
+            artifact=Artifact.from_dict(d["artifact"]),
+            size=int(d["size"]),
+            stride=int(d["stride"]),
+            channels=str(d["channels"]).upper(),
+            mean=tuple(float(v) for v in d["mean"]),
+            scale=tuple(float(v) for v in d["scale"]),
+        )
+        if record.size < record.stride or record.size % record.stride or record.channels not in ("RGB", "BGR"):
+            raise ValueError("size must be a positive multiple of stride, channels RGB or BGR")
+        return record
 
 
-def write(directory: Path, record: Detector | Classifier) -> Path:
+Record = TypeVar("Record", Detector, Classifier, FaceDetector)
+
+
+def write(directory: Path, record: Detector | Classifier | FaceDetector) -> Path:
     path = directory / FILENAME
     body = {"schema_version": SCHEMA_VERSION, "kind": record.KIND, **asdict(record)}
     path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")

