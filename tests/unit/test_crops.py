@@ -1,8 +1,9 @@
-"""Person crops for the gender classifier: head-square geometry (`crop_regions`) and the resize (`cut`).
+"""Pixels for the face detector and the classifier: head-square geometry (`crop_regions`), the resize
+(`resize`, `snap`, `normalize`) and the aligned chip (`align`).
 
 The geometry is checked against its definition in float64 and on hand-worked
-boxes; `cut` against solid colours (exact) and against OpenCV's resizes, which
-it equals for whole-number factors and approximates otherwise.
+boxes; `resize` against solid colours (exact) and against Pillow's antialiased
+bilinear resize; `align` against OpenCV's warpAffine of the same map.
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipelines import manifest, render, spec
-from pipelines.crops import crop_regions, cut
+from pipelines.crops import align, crop_regions, normalize, resize, snap
 from pipelines.manifest import Preprocessing
 
 HEAD, PERSON = spec.CropPolicy.HEAD, spec.CropPolicy.PERSON
 GEOMETRY_ATOL = 2e-3  # pixels: float32 arithmetic on coordinates up to 4000 against float64
 EXACT = 1e-4  # normalized units: float32 rounding where the reference is exact
-# roi_align (bilinear, adaptive sampling) against cv2.INTER_AREA at fractional factors, on a smooth
-# image, in levels of 0-255: measured mean <= 0.4 and max <= 2.5 for the sides below.
-AREA_MEAN_LEVELS, AREA_MAX_LEVELS = 0.5, 3.0
+# torch's uint8 antialiased bilinear resize against Pillow's (both round to whole levels): measured
+# at most 1 level apart on the sides below.
+PIL_LEVELS = 1.0
+# align (antialiased copy at twice the chip's size, then bilinear) against one bilinear warpAffine on a
+# smooth image, in levels: measured mean <= 0.9, max <= 6 below; shifting the map by one pixel gives a mean
+# of 5 or more on the 16-pixel cells.
+WARP_MEAN_LEVELS, WARP_MAX_LEVELS = 1.0, 8.0
 # Distinct per channel, so a swapped channel or a shared mean/scale shows.
 ODD = Preprocessing(size=32, channels="RGB", mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2)
 IDENTITY = Preprocessing(size=32, channels="RGB", mean=(0.0, 0.0, 0.0), scale=(1.0, 1.0, 1.0), padding=0.0)
@@ -180,7 +186,7 @@ def test_no_boxes() -> None:
     assert got.shape == (0, 4) and ok.shape == (0,), f"empty input gave {got.shape} {ok.shape}"
 
 
-# --- cut ---------------------------------------------------------------------------------------
+# --- resize, normalize ----------------------------------------------------------------------------
 QUADRANTS = {"top-left": (200, 30, 30), "top-right": (30, 200, 30), "bottom-left": (30, 30, 200),
              "bottom-right": (250, 250, 10)}  # fmt: skip
 
@@ -201,7 +207,11 @@ def normalized(rgb: tuple[int, int, int] | np.ndarray, classifier: Preprocessing
 
 
 def cut_np(image: np.ndarray, boxes: list[list[float]], classifier: Preprocessing) -> np.ndarray:
-    crops = cut(torch.from_numpy(image), torch.tensor(boxes, dtype=torch.float32), classifier)
+    """Crops as postprocess cuts them for a head or person classifier: snapped, resized, normalized."""
+    h, w = image.shape[:2]
+    regions = snap(torch.tensor(boxes, dtype=torch.float32), torch.tensor([[w, h]] * len(boxes)))
+    pixels = resize([torch.from_numpy(image)], torch.zeros(len(boxes), dtype=torch.long), regions, classifier.size)
+    crops = normalize(pixels, classifier.channels, classifier.mean, classifier.scale)
     s = classifier.size
     assert crops.shape == (len(boxes), 3, s, s) and crops.dtype == torch.float32, f"crops {crops.shape} {crops.dtype}"
     return crops.numpy()
@@ -235,73 +245,96 @@ def test_bgr_flips_the_channels() -> None:
     np.testing.assert_allclose(odd, (rgb[::-1] - mean) / scale, rtol=0, atol=EXACT, err_msg="BGR normalization")
 
 
-def test_region_straddling_two_colours() -> None:
-    """64 px over the top-left/top-right border at x = 150: the left half of the crop one colour, the right the other.
-
-    A whole factor (64 -> 32) samples pixel centres only, so nothing of one colour leaks into the other half.
-    """
-    crop = cut_np(quadrant_image(), [[118, 20, 182, 84]], ODD)[0]
-    left, right = normalized(QUADRANTS["top-left"], ODD), normalized(QUADRANTS["top-right"], ODD)
-    np.testing.assert_allclose(crop[:, :, :16], np.broadcast_to(left[:, None, None], (3, 32, 16)), atol=EXACT)
-    np.testing.assert_allclose(crop[:, :, 16:], np.broadcast_to(right[:, None, None], (3, 32, 16)), atol=EXACT)
-    np.testing.assert_allclose(crop.mean(axis=(1, 2)), (left + right) / 2, atol=EXACT, err_msg="mean colour")
-    # A fractional factor over the same border averages to the area-weighted colour, within a tenth
-    # of a level (measured 0.011: sampling points are not pixel centres, so the border blurs a little).
-    crop = cut_np(quadrant_image(), [[100, 20, 250, 95]], IDENTITY)[0]  # 50 px left of x = 150, 100 px right
-    expected = (np.array(QUADRANTS["top-left"]) * 50 + np.array(QUADRANTS["top-right"]) * 100) / 150
-    np.testing.assert_allclose(crop.mean(axis=(1, 2)), expected, atol=0.1, err_msg="area-weighted mean (levels)")
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ([10.4, 20.5, 50.6, 60.49], [10, 21, 51, 60]),  # half away from zero
+        ([-3.0, -2.0, 20.0, 30.0], [0, 0, 20, 30]),  # clipped to the image
+        ([95.0, 50.0, 130.0, 200.0], [95, 50, 100, 80]),  # image is 100 x 80
+        ([99.8, 79.9, 99.9, 80.0], [99, 79, 100, 80]),  # at least one pixel, inside
+        ([30.2, 30.2, 30.3, 30.3], [30, 30, 31, 31]),
+    ],
+)
+def test_snap(box: list[float], expected: list[int]) -> None:
+    got = snap(torch.tensor([box]), torch.tensor([[100, 80]]))
+    assert got[0].tolist() == expected, f"{box} -> {got[0].tolist()}"
 
 
-def smooth_image(height: int = 480, width: int = 640) -> np.ndarray:
-    """A camera-like RGB image: low-frequency content plus a little noise (seeded)."""
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 256, (height // 16, width // 16, 3)).astype(np.uint8)
-    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
-    return np.clip(image + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8)
+@pytest.mark.parametrize("side", [8, 13, 31, 32, 50, 77, 128, 333])
+@pytest.mark.parametrize("size", [32, 96])
+def test_resize_equals_pillow_bilinear(side: int, size: int) -> None:
+    """Shrinking or enlarging, torch's antialiased bilinear resize is Pillow's `resize(BILINEAR)`."""
+    image = np.random.default_rng(side).integers(0, 256, (400, 500, 3), dtype=np.uint8)
+    x, y = 101, 57
+    got = cut_np(image, [[x, y, x + side, y + side]], IDENTITY if size == 32 else replace(IDENTITY, size=size))[0]
+    expected = np.asarray(Image.fromarray(image[y : y + side, x : x + side]).resize((size, size), Image.BILINEAR))
+    levels = np.abs(got - np.moveaxis(expected.astype(np.float64), -1, 0))
+    assert levels.max() <= PIL_LEVELS, f"{side} -> {size}: max |resize - Pillow| {levels.max()} levels"
 
 
-def reference_crop(region: np.ndarray, classifier: Preprocessing, interpolation: int) -> np.ndarray:
-    """cv2.resize of the region's pixels in float32 (no uint8 rounding), normalized, CHW."""
-    resized = cv2.resize(region.astype(np.float32), (classifier.size, classifier.size), interpolation=interpolation)
-    return np.moveaxis(normalized(resized, classifier), -1, 0)
+def test_resize_reads_only_the_image_it_is_given() -> None:
+    """Two images of a batch, the second padded: each crop comes from its own image."""
+    first, second = np.full((40, 60, 3), 50, np.uint8), np.full((70, 30, 3), 200, np.uint8)
+    padded = np.zeros((70, 60, 3), np.uint8)
+    padded[:70, :30] = second
+    images = [torch.from_numpy(first), torch.from_numpy(padded)]
+    got = resize(images, torch.tensor([1, 0]), torch.tensor([[0, 0, 30, 70], [0, 0, 60, 40]]), 8)
+    assert (got[0] == 200).all() and (got[1] == 50).all(), "crop taken from the wrong image or the padding"
 
 
+# --- align --------------------------------------------------------------------------------------------
+def smooth_image(cell: int, height: int = 480, width: int = 640) -> np.ndarray:
+    """Low-frequency content only (seeded random levels every `cell` pixels, cubic in between): a one-pixel
+    shift shows, while nothing is fine enough for antialiasing to matter at the chip's scale."""
+    coarse = np.random.default_rng(0).integers(0, 256, (height // cell, width // cell, 3)).astype(np.uint8)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def similarity(angle_deg: float, side: float, centre: tuple[float, float]) -> np.ndarray:
+    """A chip-to-image map [2, 3]: the unit square rotated by angle, `side` pixels wide, centred at `centre`."""
+    a = np.deg2rad(angle_deg)
+    linear = side * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return np.hstack([linear, (np.asarray(centre) - linear @ [0.5, 0.5])[:, None]])
+
+
+@pytest.mark.parametrize(("angle", "side", "cell"), [(0, 40, 16), (17, 40, 16), (-30, 90, 16), (45, 150, 64),
+                                                     (8, 300, 96)])  # fmt: skip
+def test_align_equals_warp_affine(angle: float, side: float, cell: int) -> None:
+    """Chip pixel (i, j) shows image point M (j / (S - 1), i / (S - 1), 1): OpenCV's warpAffine of the same
+    map (pixel centres at integers there, so minus 0.5) gives the same chip, up to the antialiasing."""
+    image, size = smooth_image(cell), 32
+    m = similarity(angle, side, (321.3, 207.9))
+    got = align([torch.from_numpy(image)], torch.zeros(1, dtype=torch.long), torch.tensor([[640.0, 480.0]]),
+                torch.tensor(m[None], dtype=torch.float32), size)[0].numpy()  # fmt: skip
+    to_source = np.hstack([m[:, :2] / (size - 1), (m[:, 2] - 0.5)[:, None]])
+    warped = cv2.warpAffine(image.astype(np.float32), to_source, (size, size),
+                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)  # fmt: skip
+    levels = np.abs(got - np.moveaxis(warped, -1, 0))
+    assert levels.mean() <= WARP_MEAN_LEVELS, f"mean |align - warpAffine| {levels.mean():.2f} levels"
+    assert levels.max() <= WARP_MAX_LEVELS, f"max |align - warpAffine| {levels.max():.2f} levels"
+
+
+def test_align_is_black_outside_the_image() -> None:
+    """A chip half off the left edge: black where it lies outside (as dlib leaves it), the image inside."""
+    image = np.full((100, 100, 3), 120, np.uint8)
+    m = similarity(0, 40, (0.0, 50.0))  # the chip's left half lies at x < 0
+    got = align([torch.from_numpy(image)], torch.zeros(1, dtype=torch.long), torch.tensor([[100.0, 100.0]]),
+                torch.tensor(m[None], dtype=torch.float32), 32)[0].numpy()  # fmt: skip
+    assert (got[:, :, :14] == 0).all() and np.allclose(got[:, :, 18:], 120, atol=1e-3), got[0, 0]
+
+
+def test_align_without_chips() -> None:
+    got = align([torch.zeros((10, 10, 3), dtype=torch.uint8)], torch.zeros(0, dtype=torch.long),
+                torch.zeros((0, 2)), torch.zeros((0, 2, 3)), 32)  # fmt: skip
+    assert got.shape == (0, 3, 32, 32)
+
+
+# --- the exported classifier's manifest --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exported() -> Preprocessing:
     """The served classifier's input, as postprocess reads it from the export manifest."""
     directory = render.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.GENDER) / "1"
     return manifest.read(directory, manifest.Classifier).preprocessing
-
-
-@pytest.mark.parametrize("side", [32, 64, 96, 128])
-def test_whole_factor_equals_cv2_area(exported: Preprocessing, side: int) -> None:
-    """Shrinking by a whole factor, roi_align samples every pixel centre once: cv2's INTER_AREA exactly."""
-    image = np.random.default_rng(side).integers(0, 256, (300, 400, 3), dtype=np.uint8)  # noise: no smoothing hides
-    x, y = 101, 57
-    crop = cut_np(image, [[x, y, x + side, y + side]], exported)[0]
-    expected = reference_crop(image[y : y + side, x : x + side], exported, cv2.INTER_AREA)
-    np.testing.assert_allclose(crop, expected, rtol=0, atol=EXACT, err_msg=f"{side} -> 32 vs INTER_AREA")
-
-
-@pytest.mark.parametrize("side", [50, 77, 200, 333])
-def test_fractional_factor_is_close_to_cv2_area(exported: Preprocessing, side: int) -> None:
-    """At fractional factors bilinear sampling approximates the area average; compared on a smooth image."""
-    image = smooth_image()
-    x, y = 101, 57
-    crop = cut_np(image, [[x, y, x + side, y + side]], exported)[0]
-    expected = reference_crop(image[y : y + side, x : x + side], exported, cv2.INTER_AREA)
-    levels = np.abs(crop - expected) * np.asarray(exported.scale)[:, None, None]  # back to 0-255 levels
-    assert levels.mean() <= AREA_MEAN_LEVELS, f"{side} -> 32: mean |cut - INTER_AREA| {levels.mean():.3f} levels"
-    assert levels.max() <= AREA_MAX_LEVELS, f"{side} -> 32: max |cut - INTER_AREA| {levels.max():.3f} levels"
-
-
-@pytest.mark.parametrize("side", [8, 13, 20, 31])
-def test_enlarging_equals_cv2_linear(exported: Preprocessing, side: int) -> None:
-    """Small heads are enlarged bilinearly with pixel centres aligned: cv2's INTER_LINEAR on the region alone."""
-    region = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    crop = cut_np(region, [[0, 0, side, side]], exported)[0]
-    expected = reference_crop(region, exported, cv2.INTER_LINEAR)
-    np.testing.assert_allclose(crop, expected, rtol=0, atol=EXACT, err_msg=f"{side} -> 32 vs INTER_LINEAR")
 
 
 def test_classifier_input_from_the_exported_manifest(exported: Preprocessing) -> None:
@@ -310,9 +343,11 @@ def test_classifier_input_from_the_exported_manifest(exported: Preprocessing) ->
     np.testing.assert_allclose(exported.mean, (122.782, 117.001, 104.298), rtol=0, atol=1e-3, err_msg="mean")
     assert exported.scale == (256.0, 256.0, 256.0), f"scale {exported.scale}"
     assert exported.padding == pytest.approx(0.2), f"padding {exported.padding}"
+    assert exported.crop == "face" and exported.template is not None and len(exported.template) == 5
 
 
 def test_classifier_input_reads_bgr() -> None:
-    got = Preprocessing.from_dict({"size": 224, "channels": "bgr", "mean": [1, 2, 3], "scale": [4, 5, 6], "padding": 0})
-    assert got == Preprocessing(224, "BGR", (1, 2, 3), (4, 5, 6), 0.0), got
+    got = Preprocessing.from_dict({"size": 224, "channels": "bgr", "mean": [1, 2, 3], "scale": [4, 5, 6],
+                                   "padding": 0, "crop": "person"})  # fmt: skip
+    assert got == Preprocessing(224, "BGR", (1, 2, 3), (4, 5, 6), 0.0, "person"), got
     assert not got.rgb
