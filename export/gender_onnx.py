@@ -105,7 +105,7 @@ def _onnx_with_sidecar(path: Path, sidecar: Path | None) -> Source:
             f"{path} needs a sidecar {sidecar} with size, channels (RGB/BGR), mean, scale, padding, crop, labels"
         )
     facts = json.loads(sidecar.read_text())
-    if facts.get("crop") == spec.CropPolicy.FACE.value:
+    if isinstance(facts, dict) and facts.get("crop") == spec.CropPolicy.FACE.value:
         facts.setdefault("template", DLIB_TEMPLATE)
     try:
         pre = Preprocessing.from_dict(facts)

@@ -29,9 +29,11 @@ def config(tier: spec.Tier, step: Step, variant: Variant) -> mc.ModelConfig:
 
 
 def batching(tier: spec.Tier, step: Step, variant: Variant) -> spec.Batching:
-    """What the spec says a model batches with: its tier's, or the gender classifier's own."""
+    """What the spec says a model batches with: its tier's, or the gender classifier's or face detector's own."""
     if step is Step.GENDER:
         return spec.GENDER_BATCHING[variant]
+    if step is Step.FACE:
+        return spec.FACE_BATCHING[variant]
     return tier.batching(variant)
 
 
@@ -222,13 +224,13 @@ def test_ensemble_documents_gender_labels(tier: spec.Tier, variant: Variant) -> 
 
 @pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
 def test_backends_and_instance_kinds(tier: spec.Tier) -> None:
-    pre, det, post, gender = (config(tier, step, Variant.GPU) for step in spec.MODELS)
+    pre, det, post, gender, face = (config(tier, step, Variant.GPU) for step in spec.MODELS)
     assert pre.backend == "dali", f"{pre.name}: GPU backend {pre.backend!r}"
-    for c in (det, gender):
+    for c in (det, gender, face):
         assert c.platform == "tensorrt_plan" and c.default_model_filename == "model.plan", f"{c.name}: GPU platform"
     assert post.backend == "python", f"{post.name}: GPU backend {post.backend!r}"
     assert parameters(post).get("FORCE_CPU_ONLY_INPUT_TENSORS") == "no", f"{post.name}: inputs copied to the host"
-    for c in (pre, det, post, gender):
+    for c in (pre, det, post, gender, face):
         kinds = [mc.ModelInstanceGroup.Kind.Name(g.kind) for g in c.instance_group]
         assert kinds == ["KIND_GPU"], f"{c.name} (gpu): instance kinds {kinds}"
     for step in spec.MODELS:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -19,19 +21,32 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export import detector_onnx, gender_onnx, tensorrt_plan
 from pipelines import manifest, render, spec
-from pipelines.crops import crop_regions, cut
+from pipelines.crops import crop_regions, normalize, resize, snap
 from pipelines.detections import Detections
-from pipelines.gender import Crops, gather, labels
+from pipelines.gender import Crops, FaceModel, face_boxes, gather, labels
 from pipelines.manifest import Preprocessing
+from tests.server.conftest import SAMPLES
 
-CLASSIFIER = Preprocessing(size=16, channels="RGB", mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2)
+CLASSIFIER = Preprocessing(size=16, channels="RGB", mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 8.0), padding=0.2,
+                          crop="head")  # fmt: skip
+
+
+def cut(image: torch.Tensor, regions: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """A head or person crop as documented: the region snapped to whole pixels, resized, normalized."""
+    wh = torch.tensor([[image.shape[1], image.shape[0]]] * len(regions))
+    index = torch.zeros(len(regions), dtype=torch.long)
+    return normalize(resize([image], index, snap(regions, wh), pre.size), pre.channels, pre.mean, pre.scale)
+
+
 MAX_DET = 6  # small padded outputs keep the hand-built cases readable
 
 
 # --- labels -----------------------------------------------------------------------------------
 def crops_at(image: list[int], slot: list[int]) -> Crops:
     """Crops with only the bookkeeping labels() reads; the pixels are irrelevant to it."""
-    return Crops(torch.zeros((len(image), 3, 1, 1)), torch.tensor(image), torch.tensor(slot))
+    return Crops(
+        torch.zeros((len(image), 3, 1, 1)), torch.tensor(image), torch.tensor(slot), torch.zeros((len(image), 4))
+    )
 
 
 def run_labels(
@@ -145,7 +160,7 @@ def padded(decoded: list[torch.Tensor], fill: int) -> list[torch.Tensor]:
 
 def test_gather_head_crops() -> None:
     found, decoded, geometry = batch_of(IMAGES)
-    crops = gather(found, padded(decoded, 0), geometry, CLASSIFIER, spec.CropPolicy.HEAD)
+    crops = gather(found, padded(decoded, 0), geometry, CLASSIFIER)
     assert crops.image.tolist() == CLASSIFIED["image"], f"images {crops.image.tolist()}"
     assert crops.slot.tolist() == CLASSIFIED["slot"], f"slots {crops.slot.tolist()}"
     s = CLASSIFIER.size
@@ -158,18 +173,21 @@ def test_gather_head_crops() -> None:
         region, ok = crop_regions(box, torch.tensor([[w, h]], dtype=torch.float32), spec.CropPolicy.HEAD, 0.2)
         assert ok.all()
         torch.testing.assert_close(pixels, cut(decoded[b], region, CLASSIFIER)[0], rtol=0, atol=1e-5)
-    # The hand-worked square of image 3: side 18 * 1.4, centred on x = 60, its top at the image's top
-    # (the float32 corners differ in the last bit, hence a relative tolerance).
-    by_hand = cut(decoded[3], torch.tensor([[47.4, 0, 72.6, 25.2]]), CLASSIFIER)[0]
-    torch.testing.assert_close(crops.pixels[2], by_hand, rtol=1e-5, atol=1e-5)
+    # The hand-worked square of image 3: side 18 * 1.4, centred on x = 60, its top at the image's top,
+    # snapped to pixels 47 to 73 and 0 to 25.
+    by_hand = cut(decoded[3], torch.tensor([[47.0, 0, 73, 25]]), CLASSIFIER)[0]
+    torch.testing.assert_close(crops.pixels[2], by_hand, rtol=0, atol=1e-5)
+    assert not crops.faces.any(), "no face boxes without faces"
 
 
-def test_gather_reads_no_padding() -> None:
+@pytest.mark.parametrize("crop", ["head", "person"])
+def test_gather_reads_no_padding(crop: str) -> None:
     """ORIGINAL's padding (zeros) is cut away first: filling it with 255 changes nothing, even at the edges."""
     found, decoded, geometry = batch_of(IMAGES)
-    zeros = gather(found, padded(decoded, 0), geometry, CLASSIFIER)
-    full = gather(found, padded(decoded, 255), geometry, CLASSIFIER)
-    exact = gather(found, decoded, geometry, CLASSIFIER)
+    classifier = replace(CLASSIFIER, crop=crop)
+    zeros = gather(found, padded(decoded, 0), geometry, classifier)
+    full = gather(found, padded(decoded, 255), geometry, classifier)
+    exact = gather(found, decoded, geometry, classifier)
     assert torch.equal(zeros.pixels, full.pixels), "crops depend on ORIGINAL's padding"
     assert torch.equal(zeros.pixels, exact.pixels), "crops from padded and unpadded images differ"
 
@@ -177,7 +195,7 @@ def test_gather_reads_no_padding() -> None:
 def test_gather_person_policy() -> None:
     """The whole box, no padding: the tiny heads of image 2 become classifiable persons (min side >= 8)."""
     found, decoded, geometry = batch_of(IMAGES)
-    crops = gather(found, padded(decoded, 0), geometry, CLASSIFIER, spec.CropPolicy.PERSON)
+    crops = gather(found, padded(decoded, 0), geometry, replace(CLASSIFIER, crop="person"))
     assert crops.image.tolist() == [0, 0, 0, 2, 2, 3], f"images {crops.image.tolist()}"
     assert crops.slot.tolist() == [0, 1, 2, 0, 1, 0], f"slots {crops.slot.tolist()}"
     box = torch.tensor([IMAGES[2][1][1]], dtype=torch.float32)
@@ -268,7 +286,8 @@ def test_resolve_default_is_the_bundled_classifier() -> None:
     assert pre.padding == record["preprocessing"]["face_chip_padding"] == 0.2, pre.padding
 
 
-GOOD_SIDECAR = {"size": 8, "channels": "bgr", "mean": [1, 2, 3], "scale": [4, 5, 6], "labels": ["Man", "Woman"]}
+GOOD_SIDECAR = {"size": 8, "channels": "bgr", "mean": [1, 2, 3], "scale": [4, 5, 6], "labels": ["Man", "Woman"],
+                "crop": "head"}  # fmt: skip
 
 
 def test_resolve_onnx_with_sidecar(tmp_path: Path) -> None:
@@ -406,7 +425,7 @@ def test_exported_classifier(tier: spec.Tier) -> None:
 
     image = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8))
     boxes = torch.tensor([[0, 0, 40, 40], [30.5, 10.25, 90, 69.75], [100, 50, 108, 58], [0, 0, 160, 120]])
-    crops = cut(image, boxes, classifier).numpy()
+    crops = cut(image, boxes, classifier).numpy()  # any pixels: the model's input and output are checked
     (probabilities,) = session(directory / "model.onnx").run([spec.PROBABILITIES.name], {spec.CROPS.name: crops})
     assert probabilities.dtype == np.float32 and probabilities.shape == (4, len(record.labels)), probabilities.shape
     assert ((probabilities >= 0) & (probabilities <= 1)).all(), "probabilities outside [0, 1]"
@@ -415,7 +434,7 @@ def test_exported_classifier(tier: spec.Tier) -> None:
 
 def test_gender_tensorrt_profile() -> None:
     top = spec.GENDER_BATCHING[spec.Variant.GPU].max_batch_size
-    assert tensorrt_plan.gender_profile() == (1, top, top)
+    assert tensorrt_plan.bls_profile(spec.GENDER_BATCHING) == (1, top, top)
 
 
 # --- labels at batch scale ---------------------------------------------------------------------
@@ -456,7 +475,7 @@ def test_labels_on_cuda_match_cpu_without_host_sync() -> None:
     values = torch.tensor([0, 1])
     expected = labels(probabilities, values, crops, thresholds, 32)
     cuda = torch.device("cuda")
-    on_device = Crops(crops.pixels.to(cuda), crops.image.to(cuda), crops.slot.to(cuda))
+    on_device = Crops(crops.pixels.to(cuda), crops.image.to(cuda), crops.slot.to(cuda), crops.faces.to(cuda))
     args = (probabilities.to(cuda), values.to(cuda), on_device, thresholds.to(cuda), 32)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -466,3 +485,67 @@ def test_labels_on_cuda_match_cpu_without_host_sync() -> None:
         torch.cuda.set_sync_debug_mode("default")
     for name, g, e in zip(("GENDER", "GENDER_SCORES"), got, expected, strict=True):
         assert torch.equal(g.cpu(), e), f"{name} on CUDA differs from the CPU run"
+
+
+# --- faces: the default classifier on the sample images, in process ------------------------------
+def served(step: spec.Step) -> Path:
+    return render.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(step) / "1"
+
+
+def face_model() -> FaceModel:
+    record = manifest.read(served(spec.Step.FACE), manifest.FaceDetector)
+    detector = session(served(spec.Step.FACE) / "model.onnx")
+
+    def run(regions: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(detector.run(None, {spec.FACE_REGIONS.name: regions.numpy()})[0])
+
+    return FaceModel(record, run)
+
+
+# Person boxes of the served detector on the sample images (rounded), and what each person's face shows:
+# "male" where a face is visible, None where it is not (back of the head, cut by the image, a second box
+# on a person already boxed).
+SAMPLE_PERSONS = {
+    "zidane.jpg": [((699, 0, 1280, 718), "male"), ((18, 171, 1151, 720), "male")],
+    "bus.jpg": [((217, 394, 349, 889), "male"), ((34, 385, 218, 910), "male"), ((687, 346, 810, 881), None),
+                ((150, 388, 314, 892), None)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_PERSONS))
+def test_sample_faces_get_their_label_or_none(name: str) -> None:
+    """Every person whose face is visible is labelled as the photo shows, or undetermined; never the opposite;
+    a person without a visible face is undetermined with score 0 and no face box."""
+
+    record = manifest.read(served(spec.Step.GENDER), manifest.Classifier)
+    image = cv2.cvtColor(cv2.imread(str(SAMPLES[name])), cv2.COLOR_BGR2RGB)
+    h, w = image.shape[:2]
+    persons = SAMPLE_PERSONS[name]
+    boxes = torch.zeros((1, spec.MAX_DET, 4))
+    boxes[0, : len(persons)] = torch.tensor([box for box, _ in persons], dtype=torch.float32)
+    found = Detections(torch.tensor([[len(persons)]], dtype=torch.int32), boxes, torch.zeros((1, spec.MAX_DET)),
+                       torch.zeros((1, spec.MAX_DET), dtype=torch.int32))  # fmt: skip
+    geometry = torch.tensor([[0, 0, 0, 0, w, h]], dtype=torch.float32)
+    crops = gather(found, [torch.from_numpy(image)], geometry, record.preprocessing, face_model())
+    (probabilities,) = session(served(spec.Step.GENDER) / "model.onnx").run(
+        None, {spec.CROPS.name: crops.pixels.numpy()}
+    )
+    gender, scores = labels(torch.from_numpy(probabilities), torch.tensor(record.gender_values), crops,
+                            torch.tensor([spec.DEFAULT_GENDER_THRESHOLD]), 1)  # fmt: skip
+    faces = face_boxes(crops, 1)[0]
+    for k, (box, truth) in enumerate(persons):
+        label = spec.GENDER_LABELS[gender[0, k]] if gender[0, k] >= 0 else None
+        if truth is None:
+            assert label is None and scores[0, k] == 0 and not faces[k].any(), f"{name} person {k}: {label}"
+            continue
+        assert label in (truth, None), f"{name} person {k}: {label} ({float(scores[0, k]):.2f}), expected {truth}"
+        assert label == truth, f"{name} person {k}: undetermined although its face is visible"
+        x1, y1, x2, y2 = faces[k].tolist()
+        assert box[0] <= x1 < x2 <= box[2] and box[1] <= y1 < y2 <= box[3], f"face {faces[k]} outside {box}"
+
+
+def test_face_classifier_needs_the_face_detector() -> None:
+    found, decoded, geometry = batch_of(IMAGES)
+    record = manifest.read(served(spec.Step.GENDER), manifest.Classifier)
+    with pytest.raises(ValueError, match="face detector"):
+        gather(found, decoded, geometry, record.preprocessing)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipelines import manifest, render, spec
-from pipelines.manifest import Artifact, Classifier, Detector, Plan, Preprocessing
+from pipelines.manifest import Artifact, Classifier, Detector, FaceDetector, Plan, Preprocessing
 
 ARTIFACT = Artifact(
     source="weights/best.pt",
@@ -26,14 +26,17 @@ ARTIFACT = Artifact(
 DETECTOR = Detector(ARTIFACT, {0: "person", 1: "fallen"}, (0, 1), 640, 17)
 CLASSIFIER = Classifier(
     replace(ARTIFACT, plan=Plan("10.13.3", "NVIDIA H100 80GB HBM3", "9.0", "fp16", (1, 256, 256))),
-    Preprocessing(32, "RGB", (122.782, 117.001, 104.298), (256.0, 256.0, 256.0), 0.2),
+    Preprocessing(32, "RGB", (122.782, 117.001, 104.298), (256.0, 256.0, 256.0), 0.2, "face", ((0.2, 0.2),) * 5),
     ("female", "male"),
     (0, 1),
 )
 
 
-@pytest.mark.parametrize("record", [DETECTOR, CLASSIFIER], ids=["detector", "classifier"])
-def test_round_trip(tmp_path: Path, record: Detector | Classifier) -> None:
+FACE_DETECTOR = FaceDetector(ARTIFACT, 96, 4, "RGB", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("record", [DETECTOR, CLASSIFIER, FACE_DETECTOR], ids=["detector", "classifier", "face"])
+def test_round_trip(tmp_path: Path, record: Detector | Classifier | FaceDetector) -> None:
     path = manifest.write(tmp_path, record)
     assert path == tmp_path / manifest.FILENAME and path.read_text().endswith("\n")
     assert manifest.read(tmp_path, type(record)) == record
@@ -72,12 +75,32 @@ def test_missing_key_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "facts",
-    [{"channels": "YUV"}, {"mean": [1, 2]}, {"scale": [1, 0, 1]}, {"size": 0}, {"padding": -0.1}],
-    ids=["channels", "two-means", "zero-scale", "zero-size", "negative-padding"],
+    [
+        {"channels": "YUV"},
+        {"mean": [1, 2]},
+        {"scale": [1, 0, 1]},
+        {"size": 0},
+        {"padding": -0.1},
+        {"crop": "torso"},
+        {"crop": "face"},
+        {"template": [[0.2, 0.2]] * 5},
+        {"crop": "face", "template": [[0.2, 0.2]] * 4},
+    ],
+    ids=[
+        "channels",
+        "two-means",
+        "zero-scale",
+        "zero-size",
+        "negative-padding",
+        "unknown-crop",
+        "face-without-template",
+        "template-without-face",
+        "four-points",
+    ],
 )
 def test_preprocessing_is_checked(facts: dict) -> None:
-    good = {"size": 8, "channels": "rgb", "mean": [1, 2, 3], "scale": [4, 5, 6], "padding": 0.2}
-    assert Preprocessing.from_dict(good) == Preprocessing(8, "RGB", (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), 0.2)
+    good = {"size": 8, "channels": "rgb", "mean": [1, 2, 3], "scale": [4, 5, 6], "padding": 0.2, "crop": "head"}
+    assert Preprocessing.from_dict(good) == Preprocessing(8, "RGB", (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), 0.2, "head")
     with pytest.raises(ValueError):
         Preprocessing.from_dict(good | facts)
 
@@ -92,8 +115,16 @@ def test_sha256(tmp_path: Path) -> None:
 @pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
 def test_exported_manifests_read_back(tier: spec.Tier) -> None:
     """What `make export` wrote is a record of this schema, one per tier, naming its own ONNX."""
-    for step, kind in ((spec.Step.DETECTOR, Detector), (spec.Step.GENDER, Classifier)):
+    for step, kind in ((spec.Step.DETECTOR, Detector), (spec.Step.GENDER, Classifier), (spec.Step.FACE, FaceDetector)):
         directory = render.REPOSITORY / tier.model(step) / "1"
         record = manifest.read(directory, kind)
         assert record.artifact.tier == tier.name
         assert record.artifact.onnx_sha256 == manifest.sha256(directory / "model.onnx")
+
+
+@pytest.mark.parametrize("facts", [{"size": 90}, {"size": 2}, {"channels": "YUV"}], ids=["not-stride", "small", "yuv"])
+def test_face_detector_is_checked(tmp_path: Path, facts: dict) -> None:
+    path = manifest.write(tmp_path, FACE_DETECTOR)
+    path.write_text(json.dumps(json.loads(path.read_text()) | facts))
+    with pytest.raises(manifest.ManifestError):
+        manifest.read(tmp_path, FaceDetector)
