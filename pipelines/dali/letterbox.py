@@ -1,12 +1,13 @@
-"""The DALI letterbox graph, written once for the GPU (`mixed`) and CPU variants.
+"""The DALI letterbox graph: the GPU variant's preprocess, and the same graph on CPU operators.
 
 It reproduces Ultralytics' `LetterBox(auto=False, center=True)` as used by
-`YOLO.predict`: scale by r = min(S/h, S/w), resize each side to
-max(round(side * r), 1) with Python's round-half-even, bilinear without
-antialiasing (cv2.INTER_LINEAR), pad with 114 putting floor(padding / 2) on the
-left and top. The sizes are computed in float64, as Python does, from the
-header (`peek_image_shape`) before decoding, so the resize and pad are argument
-inputs and the GPU variant never waits on a device-to-host copy.
+`YOLO.predict`, placing the image as `pipelines.geometry.fit` says (run here on
+DALI nodes): bilinear resize without antialiasing (cv2.INTER_LINEAR), padding
+114. The sizes come from the header (`peek_image_shape`) before decoding, so
+the resize and pad are argument inputs and the GPU variant never waits on a
+device-to-host copy. The cpu variant letterboxes with OpenCV instead
+(`pipelines.opencv.letterbox`, four times cheaper per image on a CPU); the CPU
+graph here is how the GPU graph's arithmetic is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from nvidia.dali import pipeline_def
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import Pipeline
 
-from pipelines import spec
+from pipelines import geometry, spec
 
 
 def _round_half_even(x: DataNode) -> DataNode:
@@ -29,6 +30,11 @@ def _round_half_even(x: DataNode) -> DataNode:
     frac = x - floor
     odd = floor - 2.0 * dmath.floor(floor / 2.0)
     return floor + (frac > 0.5) + (frac == 0.5) * odd
+
+
+DALI_ARITHMETIC = geometry.Arithmetic(
+    floor=dmath.floor, round_half_even=_round_half_even, minimum=dmath.min, maximum=dmath.max
+)
 
 
 def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNode, DataNode]:
@@ -40,18 +46,17 @@ def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNod
     ORIGINAL: the decoded RGB images (HWC uint8), zero-padded to the largest
     of the batch so that any split of the batch into requests is uniform.
     """
-    size = float(spec.IMAGE_SIZE)
     # DALI 2.1 (the serving image's): only the experimental operators apply EXIF orientation.
     hwc = fn.cast(fn.experimental.peek_image_shape(encoded, adjust_orientation=True), dtype=types.FLOAT64)
     h, w = hwc[0], hwc[1]
-    r = dmath.min(size / h, size / w)
-    new_w = dmath.max(_round_half_even(w * r), 1.0)
-    new_h = dmath.max(_round_half_even(h * r), 1.0)
-    left = dmath.floor((size - new_w) / 2.0)
-    top = dmath.floor((size - new_h) / 2.0)
+    left, top, new_w, new_h = geometry.fit(h, w, DALI_ARITHMETIC)
 
     decoded = fn.experimental.decoders.image(
-        encoded, device=decoder_device, output_type=types.RGB, adjust_orientation=True
+        encoded,
+        device=decoder_device,
+        output_type=types.RGB,
+        adjust_orientation=True,
+        hw_decoder_load=spec.GPU_HW_DECODER_LOAD,  # the mixed decoder's share for the hardware engine
     )
     original = fn.pad(decoded, axes=[0, 1], fill_value=0)
     image = fn.resize(
@@ -72,13 +77,8 @@ def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNod
         fill_values=spec.PAD_VALUE,
     )
     images = fn.crop_mirror_normalize(image, dtype=types.FLOAT, output_layout="CHW", mean=[0.0], std=[255.0])
-    geometry = fn.cast(fn.stack(left, top, new_w, new_h, w, h), dtype=types.FLOAT)
-    return images, geometry, original
-
-
-# DALI's CPU threads on the GPU variant: decode is nvJPEG, these only parse headers
-# and feed the GPU (the DALI backend README advises one instance, more threads).
-GPU_CPU_THREADS = 4
+    placed = fn.cast(fn.stack(left, top, new_w, new_h, w, h), dtype=types.FLOAT)
+    return images, placed, original
 
 
 def gpu_pipeline(tier: str, device_id: int | None = 0) -> Callable[..., Pipeline]:
@@ -90,7 +90,7 @@ def gpu_pipeline(tier: str, device_id: int | None = 0) -> Callable[..., Pipeline
 
     @pipeline_def(
         batch_size=batching.max_batch_size,
-        num_threads=GPU_CPU_THREADS,
+        num_threads=spec.GPU_DALI_THREADS,
         device_id=device_id,
         output_dtype=[types.FLOAT, types.FLOAT, types.UINT8],
         output_ndim=[len(spec.IMAGES.dims), len(spec.GEOMETRY.dims), len(spec.ORIGINAL.dims)],
@@ -103,7 +103,8 @@ def gpu_pipeline(tier: str, device_id: int | None = 0) -> Callable[..., Pipeline
 
 
 def cpu_pipeline(batch_size: int, num_threads: int = spec.CPU_THREADS) -> Pipeline:
-    """The same graph on CPU operators, built and ready for `pipe.run(IMAGE=[...])`."""
+    """The same graph on CPU operators, built and ready for `pipe.run(IMAGE=[...])`: the GPU graph's
+    arithmetic and geometry checked without a GPU (tests, `make gpu-check`'s reference)."""
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=None, prefetch_queue_depth=1)
     def preprocess() -> tuple[DataNode, DataNode, DataNode]:

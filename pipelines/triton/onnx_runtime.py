@@ -30,6 +30,9 @@ class TritonPythonModel:
         # Idle ONNX Runtime threads spin by default; on a few cores that spinning takes the CPU
         # from the other steps of the pipeline (DALI decode, NMS) running in other processes.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The arena keeps the largest batch's activations for good: after one batch of 16 the detector
+        # held 1100 MiB with it, 325 MiB without, at the same speed (measured here, 2 threads).
+        options.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests: list[Any]) -> list[Any]:

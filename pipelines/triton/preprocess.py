@@ -1,8 +1,7 @@
-"""cpu variant of `preprocess_<tier>`: the DALI letterbox graph on CPU operators, in the python backend.
+"""cpu variant of `preprocess_<tier>`: the OpenCV letterbox (`pipelines.opencv.letterbox`) in the python backend.
 
-DALI fails a whole batch, and invalidates the pipeline, when one image in it
-cannot be decoded. So a failed batch is rebuilt and retried request by
-request: only the requests whose images fail get an error.
+Each request's images are checked from their headers, then decoded and
+letterboxed one after another: an image that fails fails only its own request.
 
 It is also where a drain cuts the tier (see spec.DRAIN_PARAMETER): requests
 queued before the launcher's drain request are answered, those after refused.
@@ -15,12 +14,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from pipelines import spec, validate
-from pipelines.dali.letterbox import cpu_pipeline
-from pipelines.triton.config import model_config
+from pipelines.opencv import letterbox
 from pipelines.triton.errors import invalid, unavailable
 from pipelines.triton.metrics import Counter
 
@@ -50,23 +49,20 @@ def problem(images: list[np.ndarray]) -> str | None:
     return None
 
 
-def _trim(outputs: Outputs) -> Outputs:
-    """Cut ORIGINAL's padding down to this request's largest image."""
-    images, geometry, original = outputs
-    width, height = (int(v) for v in geometry[:, 4:6].max(axis=0))
-    return images, geometry, np.ascontiguousarray(original[:, :height, :width])
+def _letterbox(images: list[np.ndarray]) -> Outputs | Refusal:
+    try:
+        return letterbox.letterbox(images)
+    except letterbox.Undecodable as e:
+        where = f" (image {e.index} of {len(images)})" if len(images) > 1 else ""
+        return Refusal(f"{spec.IMAGE.name}{where}: the image could not be decoded (corrupt or unsupported data)")
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        self.max_batch = model_config(args)["max_batch_size"]
         self.drain_token = os.environ.get(spec.DRAIN_TOKEN_ENV)
         self.draining = False
         self.admitted = Counter(spec.ADMITTED_METRIC, "requests passed on to the detector", args["model_name"])
-        self.pipe = cpu_pipeline(self.max_batch)
-
-    def _run(self, images: list[np.ndarray]) -> Outputs:
-        return tuple(np.array(out.as_tensor()) for out in self.pipe.run(**{spec.IMAGE.name: images}))
+        cv2.setNumThreads(spec.CPU_PREPROCESS_THREADS)
 
     def _is_drain_marker(self, request: Any) -> bool:
         if not self.drain_token:
@@ -88,29 +84,11 @@ class TritonPythonModel:
                 continue
             why = problem(images)
             results.append(Refusal(why) if why else None)
-        pending = [i for i, r in enumerate(results) if r is None]
-        if pending:
-            try:
-                together = self._run([image for i in pending for image in batches[i]])
-            except RuntimeError:
-                self.pipe = cpu_pipeline(self.max_batch)
-                for i in pending:
-                    results[i] = self._run_alone(batches[i])
-            else:
-                bounds = np.cumsum([0] + [len(batches[i]) for i in pending])
-                for i, lo, hi in zip(pending, bounds[:-1], bounds[1:], strict=True):
-                    results[i] = tuple(out[lo:hi] for out in together)
+        for i, result in enumerate(results):
+            if result is None:
+                results[i] = _letterbox(batches[i])
         self.admitted.increment(sum(isinstance(r, tuple) for r in results))
         return [self._respond(r) for r in results]
-
-    def _run_alone(self, images: list[np.ndarray]) -> Outputs | Refusal:
-        try:
-            return self._run(images)
-        except RuntimeError as e:
-            self.pipe = cpu_pipeline(self.max_batch)
-            lines = str(e).strip().splitlines()
-            pb_utils.Logger.log_info(f"decode failed: {lines[-1] if lines else e}")
-            return Refusal(f"{spec.IMAGE.name}: the image could not be decoded (corrupt or unsupported data)")
 
     @staticmethod
     def _respond(result: Outputs | Refusal | None) -> Any:
@@ -119,5 +97,5 @@ class TritonPythonModel:
             return result.response()
         names = (spec.IMAGES.name, spec.GEOMETRY.name, spec.ORIGINAL.name)
         return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(n, v) for n, v in zip(names, _trim(result), strict=True)]
+            output_tensors=[pb_utils.Tensor(n, v) for n, v in zip(names, result, strict=True)]
         )

@@ -1,10 +1,12 @@
-"""The DALI letterbox (CPU operators) against Ultralytics' LetterBox on awkward shapes and real photos.
+"""Both letterboxes against Ultralytics' LetterBox on awkward shapes and real photos.
 
-The GPU graph is the same function with a `mixed` decoder, so these pin down its
-geometry and arithmetic too; only the GPU graph's serialization is checked here.
-ORIGINAL, the decoded image the person crops come from, is compared with
-cv2.imdecode (what Ultralytics reads): DALI's CPU decoder is bit-identical to it
-on every PNG and JPEG here, so the comparison is exact.
+The cpu variant's (OpenCV) must be bit for bit Ultralytics'. The DALI graph on
+CPU operators is within one level; the GPU graph is the same function with a
+`mixed` decoder, so these pin down its geometry and arithmetic too; only the GPU
+graph's serialization is checked here. ORIGINAL, the decoded image the person
+crops come from, is compared with cv2.imdecode (what Ultralytics reads): DALI's
+CPU decoder is bit-identical to it on every PNG and JPEG here, so the comparison
+is exact.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 
 from pipelines import render, spec
 from pipelines.dali import letterbox
+from pipelines.opencv import letterbox as host
 from tests.unit import reference
 
 BATCH = 8
@@ -262,3 +265,71 @@ def test_rendered_dali_py_has_one_autoserialize_pipeline(tier: spec.Tier) -> Non
     pipeline = found[0](device_id=None)
     assert pipeline.max_batch_size == tier.gpu.max_batch_size, f"{path}: not bound to tier {tier.name}"
     assert pipeline.serialize(), f"{path}: serialize() returned nothing"
+
+
+# --- The cpu variant's letterbox (OpenCV): exactly Ultralytics' ----------------------------------------
+
+
+def assert_exactly_ultralytics(image: np.ndarray, geometry: np.ndarray, original: np.ndarray, encoded: bytes,
+                               label: str) -> None:  # fmt: skip
+    expected, expected_geometry = reference.letterbox(encoded)
+    assert geometry.dtype == np.float32 and geometry.tolist() == expected_geometry, (
+        f"{label}: GEOMETRY {geometry.tolist()} != LetterBox.get_params {expected_geometry} (exact)"
+    )
+    assert image.dtype == np.float32 and image.shape == (3, SIZE, SIZE), f"{label}: IMAGES {image.dtype} {image.shape}"
+    differ = np.count_nonzero(image != expected)
+    worst = np.abs(image - expected).max() * 255
+    assert differ == 0, f"{label}: {differ} values differ from Ultralytics' (max {worst:.3f} levels; expected exact)"
+    assert_original_matches(original, encoded, label)
+
+
+@pytest.mark.parametrize(("height", "width"), SHAPES, ids=[f"{h}x{w}" for h, w in SHAPES])
+def test_opencv_noise_png_is_ultralytics(height: int, width: int) -> None:
+    encoded, _ = noise_png(height, width)
+    images, geometry, original = host.letterbox([np.frombuffer(encoded, np.uint8)])
+    assert images.shape[0] == geometry.shape[0] == original.shape[0] == 1
+    assert original.shape == (1, height, width, 3), f"{height}x{width}: ORIGINAL {original.shape} alone"
+    assert_exactly_ultralytics(images[0], geometry[0], original[0], encoded, f"{height}x{width}")
+
+
+def test_opencv_photos_and_other_encodings_are_ultralytics() -> None:
+    encoded = {name: reference.photo(name) for name in reference.PHOTOS} | other_encodings()
+    for label, data in encoded.items():
+        images, geometry, original = host.letterbox([np.frombuffer(data, np.uint8)])
+        assert_exactly_ultralytics(images[0], geometry[0], original[0], data, label)
+
+
+def test_opencv_request_of_mixed_shapes() -> None:
+    """Each image of a request gets what it gets alone; ORIGINAL is zero-padded to the request's largest
+    height and width; rows zero-padded to the longest encoding (as a multi-image request's are) decode alike."""
+    shapes = AWKWARD[:BATCH]
+    encoded = [noise_png(h, w)[0] for h, w in shapes]
+    rows = np.zeros((len(encoded), max(map(len, encoded))), np.uint8)
+    for row, data in zip(rows, encoded, strict=True):
+        row[: len(data)] = np.frombuffer(data, np.uint8)
+    images, geometry, original = host.letterbox(list(rows))
+    largest = (max(h for h, _ in shapes), max(w for _, w in shapes))
+    assert original.shape == (len(shapes), *largest, 3), f"ORIGINAL {original.shape}, the request's max is {largest}"
+    for k, ((h, w), data) in enumerate(zip(shapes, encoded, strict=True)):
+        alone = host.letterbox([np.frombuffer(data, np.uint8)])
+        assert np.array_equal(images[k], alone[0][0]) and np.array_equal(geometry[k], alone[1][0]), f"{h}x{w}"
+        assert np.array_equal(original[k, :h, :w], alone[2][0]), f"{h}x{w}: ORIGINAL differs in a mixed request"
+        assert not original[k, h:].any() and not original[k, :, w:].any(), f"{h}x{w}: ORIGINAL's padding is not 0"
+
+
+def test_opencv_names_the_image_that_does_not_decode() -> None:
+    bus = reference.photo("bus.jpg")
+    good, truncated = np.frombuffer(bus, np.uint8), np.frombuffer(bus[: len(bus) // 2], np.uint8)
+    with pytest.raises(host.Undecodable) as failed:
+        host.letterbox([good, truncated, good])
+    assert failed.value.index == 1
+
+
+def test_opencv_and_dali_graph_agree(pipe: Pipeline) -> None:
+    """The two letterboxes of the two variants: the same geometry, pixels within one level."""
+    encoded = [reference.photo(name) for name in reference.PHOTOS] + list(other_encodings().values())
+    dali_images, dali_geometry, _ = run(pipe, encoded)
+    for k, data in enumerate(encoded):
+        images, geometry, _ = host.letterbox([np.frombuffer(data, np.uint8)])
+        assert np.array_equal(geometry[0], dali_geometry[k]), f"image {k}: GEOMETRY differs between the variants"
+        assert np.abs(images[0] - dali_images[k]).max() <= LEVEL + EPS, f"image {k}: more than one level apart"

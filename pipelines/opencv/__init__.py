@@ -1,0 +1,1 @@
+"""Host (CPU) processing with OpenCV: the cpu variant's letterbox."""
