@@ -13,51 +13,63 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
-from pipelines import manifest, render, spec
+from pipelines import faces, gender, manifest, render, spec
+from pipelines.detections import Detections
 from tests.server.conftest import SAMPLES
-from tests.server.reference import head_squares, resample
 from tools.client.people import PeopleClient
 from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
 
 REPOSITORY = ROOT / "model_repository"
-SCORE_TOLERANCE = 1e-4  # float32 in the server vs float64 here: measured below 1e-5
+SCORE_TOLERANCE = 1e-4  # the same float32 code and models in the server and here
+FACE_TOLERANCE = 0.01  # pixels
 
 
 def _gender_manifest(tier: str) -> manifest.Classifier:
     return manifest.read(REPOSITORY / spec.tier(tier).model(spec.Step.GENDER) / "1", manifest.Classifier)
 
 
-def reference_gender(image: bytes, boxes: np.ndarray, tier: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """GENDER and GENDER_SCORES for served boxes, computed without the project's crop code.
+def _face_manifest(tier: str) -> manifest.FaceDetector:
+    return manifest.read(REPOSITORY / spec.tier(tier).model(spec.Step.FACE) / "1", manifest.FaceDetector)
 
-    OpenCV decodes, tests/server/reference.py cuts the documented crops in numpy, the manifest's
-    normalization is applied here, and the tier's ONNX runs on ONNX Runtime.
-    """
+
+def _session(tier: str, step: spec.Step) -> ort.InferenceSession:
+    return ort.InferenceSession(str(REPOSITORY / spec.tier(tier).model(step) / "1" / "model.onnx"))
+
+
+def reference_gender(
+    image: bytes, boxes: np.ndarray, tier: str, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GENDER, GENDER_SCORES and FACES for served boxes, computed in this process: OpenCV decodes, the
+    project's face and crop code (pipelines.gender, unit-tested against independent references) runs on
+    host tensors, and the tier's face detector and classifier ONNX run on ONNX Runtime. Equality with the
+    server checks the wiring: BLS calls, chunks, devices, what goes where."""
     record = _gender_manifest(tier)
-    pre = record.preprocessing
     rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     h, w = rgb.shape[:2]
-    if spec.CROP_POLICY is spec.CropPolicy.HEAD:
-        regions, ok = head_squares(boxes, w, h, pre.padding)
-    else:
-        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        regions, ok = boxes.astype(np.float64), sides >= spec.MIN_CROP_PX
-    gender = np.full(len(boxes), spec.UNDETERMINED, dtype=np.int32)
-    scores = np.zeros(len(boxes), dtype=np.float32)
-    if ok.any():
-        pixels = rgb if pre.channels == "RGB" else rgb[..., ::-1]
-        crops = np.stack([resample(pixels, r, pre.size) for r in regions[ok]])  # [K, S, S, 3]
-        crops = ((crops - np.array(pre.mean)) / np.array(pre.scale)).transpose(0, 3, 1, 2).astype(np.float32)
-        session = ort.InferenceSession(str(REPOSITORY / spec.tier(tier).model(spec.Step.GENDER) / "1" / "model.onnx"))
-        (probs,) = session.run([spec.PROBABILITIES.name], {spec.CROPS.name: crops})
-        top, index = probs.max(axis=1), probs.argmax(axis=1)
-        values = np.array(record.gender_values)[index]
-        gender[ok] = np.where(top >= threshold, values, spec.UNDETERMINED)
-        scores[ok] = top
-    return gender, scores
+    n = len(boxes)
+    padded = torch.zeros((1, spec.MAX_DET, 4))
+    padded[0, :n] = torch.from_numpy(boxes)
+    found = Detections(torch.tensor([[n]], dtype=torch.int32), padded, torch.zeros((1, spec.MAX_DET)),
+                       torch.zeros((1, spec.MAX_DET), dtype=torch.int32))  # fmt: skip
+    detector = _session(tier, spec.Step.FACE)
+
+    def run(regions: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(detector.run(None, {spec.FACE_REGIONS.name: regions.numpy()})[0])
+
+    face = gender.FaceModel(_face_manifest(tier), run)
+    geometry = torch.tensor([[0, 0, 0, 0, w, h]], dtype=torch.float32)
+    crops = gender.gather(found, [torch.from_numpy(rgb)], geometry, record.preprocessing, face)
+    probabilities = torch.zeros((0, len(record.labels)))
+    if crops.pixels.shape[0]:
+        (out,) = _session(tier, spec.Step.GENDER).run(None, {spec.CROPS.name: crops.pixels.numpy()})
+        probabilities = torch.from_numpy(out)
+    labels, scores = gender.labels(probabilities, torch.tensor(record.gender_values), crops,
+                                   torch.tensor([threshold]), 1)  # fmt: skip
+    return labels[0, :n].numpy(), scores[0, :n].numpy(), gender.face_boxes(crops, 1)[0, :n].numpy()
 
 
 def _batch_sizes(server: Server, model: str) -> Counter[int]:
@@ -85,11 +97,15 @@ def test_gender_equals_in_process_reference(grpc_client: PeopleClient, tier: str
     n = int(raw[spec.NUM_DETECTIONS.name][0, 0])
     gender, scores = raw[spec.GENDER.name][0], raw[spec.GENDER_SCORES.name][0]
     assert n > 0
-    expected_gender, expected_scores = reference_gender(
+    expected_gender, expected_scores, expected_faces = reference_gender(
         data, raw[spec.BOXES.name][0, :n], tier, spec.DEFAULT_GENDER_THRESHOLD
     )
     assert gender[:n].tolist() == expected_gender.tolist()
     np.testing.assert_allclose(scores[:n], expected_scores, atol=SCORE_TOLERANCE)
+    faces = raw[spec.FACES.name][0]
+    np.testing.assert_allclose(faces[:n], expected_faces, atol=FACE_TOLERANCE)
+    assert not faces[n:].any(), "FACES past NUM_DETECTIONS"
+    assert ((scores[:n] > 0) == faces[:n].any(axis=1)).all(), "classified exactly where a face was found"
     for g, s in zip(gender[:n], scores[:n], strict=True):
         # Every person: a label with its probability in [threshold, 1], or -1 with a reason:
         # not classified (score 0, crop too small) or unsure (score under the threshold).
@@ -97,6 +113,24 @@ def test_gender_equals_in_process_reference(grpc_client: PeopleClient, tier: str
             g == spec.UNDETERMINED and (s == 0 or s < spec.DEFAULT_GENDER_THRESHOLD)
         ), (g, s)
     assert (gender[n:] == spec.UNDETERMINED).all() and not scores[n:].any()
+
+
+# The two men of zidane.jpg and the two men of bus.jpg whose faces are visible: every such person is
+# labelled male or undetermined, never female (the Ultralytics samples show no woman).
+VISIBLE_MEN = {"zidane.jpg": 2, "bus.jpg": 2}
+
+
+@pytest.mark.parametrize("image", sorted(VISIBLE_MEN))
+def test_sample_faces_are_labelled_right(grpc_client: PeopleClient, image: str) -> None:
+    raw = grpc_client.infer_raw("balanced", grpc_client.inputs([SAMPLES[image].read_bytes()]))
+    n = int(raw[spec.NUM_DETECTIONS.name][0, 0])
+    gender_, faces = raw[spec.GENDER.name][0, :n], raw[spec.FACES.name][0, :n]
+    assert (gender_ != spec.GENDER_LABELS.index("female")).all(), f"{image}: a man labelled female: {gender_}"
+    males = int((gender_ == spec.GENDER_LABELS.index("male")).sum())
+    assert males == VISIBLE_MEN[image], f"{image}: {males} men labelled, {VISIBLE_MEN[image]} faces visible"
+    boxes = raw[spec.BOXES.name][0, :n]
+    found = faces.any(axis=1)
+    assert (faces[found, :2] >= boxes[found, :2]).all() and (faces[found, 2:] <= boxes[found, 2:]).all()
 
 
 def test_gender_threshold_per_request(grpc_client: PeopleClient, sample_bytes: dict[str, bytes]) -> None:
@@ -123,27 +157,34 @@ def test_no_person_makes_no_classifier_call(server: Server, grpc_client: PeopleC
     assert _stats(server, model) == before, "the classifier ran although nobody was found"
 
 
-def test_more_persons_than_the_classifier_batch_are_chunked(
+def test_more_persons_than_the_face_detector_batch_are_chunked(
     server: Server, grpc_client: PeopleClient, sample_bytes: dict[str, bytes]
 ) -> None:
+    """More person regions than the face detector's max batch go in full chunks and one remainder, and
+    every person is still labelled as in process."""
     tier = "batch"
-    model = spec.tier(tier).model(spec.Step.GENDER)
-    limit = spec.GENDER_BATCHING[spec.Variant.CPU].max_batch_size
+    model = spec.tier(tier).model(spec.Step.FACE)
+    limit = spec.FACE_BATCHING[spec.Variant.CPU].max_batch_size
     images = [sample_bytes["bus.jpg"]] * 6
     before = _batch_sizes(server, model)
     raw = grpc_client.infer_raw(tier, grpc_client.inputs(images, conf=0.01))
     chunks = _batch_sizes(server, model) - before
-    classified = int((raw[spec.GENDER_SCORES.name] > 0).sum())
-    assert classified > limit, f"only {classified} persons to classify; the test needs more than {limit}"
-    full, rest = divmod(classified, limit)
+    regions = 0
+    for i in range(len(images)):
+        n = int(raw[spec.NUM_DETECTIONS.name][i, 0])
+        boxes = torch.from_numpy(raw[spec.BOXES.name][i, :n])
+        square = faces.regions(boxes, torch.tensor([[810, 1080]] * n))
+        regions += int(((square[:, 2] - square[:, 0]) >= spec.MIN_FACE_PX).sum())
+    assert regions > limit, f"only {regions} regions; the test needs more than {limit}"
+    full, rest = divmod(regions, limit)
     expected = Counter({limit: full} | ({rest: 1} if rest else {}))
-    assert chunks == expected, f"{classified} crops went in chunks {dict(chunks)}, expected {dict(expected)}"
+    assert chunks == expected, f"{regions} regions went in chunks {dict(chunks)}, expected {dict(expected)}"
     for i, data in enumerate(images):
         n = int(raw[spec.NUM_DETECTIONS.name][i, 0])
-        expected, expected_scores = reference_gender(
+        expected_gender, expected_scores, _ = reference_gender(
             data, raw[spec.BOXES.name][i, :n], tier, spec.DEFAULT_GENDER_THRESHOLD
         )
-        assert raw[spec.GENDER.name][i, :n].tolist() == expected.tolist()
+        assert raw[spec.GENDER.name][i, :n].tolist() == expected_gender.tolist()
         np.testing.assert_allclose(raw[spec.GENDER_SCORES.name][i, :n], expected_scores, atol=SCORE_TOLERANCE)
 
 
@@ -171,7 +212,7 @@ def _always_female(size: int) -> onnx.ModelProto:
 
 # The classifier of the modified server below takes at most this many crops per call, fewer than
 # postprocess sends in one chunk: a call with more persons is refused by Triton.
-SMALL_CLASSIFIER_BATCH = 2
+SMALL_CLASSIFIER_BATCH = 1
 QUEUE_DELAY_US = 500_000
 
 
@@ -185,7 +226,7 @@ def always_female_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     for step in (*spec.MODELS, spec.Step.ENSEMBLE):
         shutil.copytree(REPOSITORY / tier.model(step), repo / tier.model(step), symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "model.onnx"))  # fmt: skip
-    for step in (spec.Step.DETECTOR,):
+    for step in (spec.Step.DETECTOR, spec.Step.FACE):
         (repo / tier.model(step) / "1" / "model.onnx").symlink_to(REPOSITORY / tier.model(step) / "1" / "model.onnx")
     gender_dir = repo / tier.model(spec.Step.GENDER) / "1"
     record = manifest.read(gender_dir, manifest.Classifier)
@@ -212,10 +253,12 @@ def always_female_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 def test_served_classifier_is_the_one_used(always_female_server: Server, sample_bytes: dict[str, bytes]) -> None:
     client = PeopleClient(always_female_server.options.endpoints.grpc_url)
-    raw = client.infer_raw("balanced", client.inputs([sample_bytes["zidane.jpg"]]))
+    zidane = cv2.imdecode(np.frombuffer(sample_bytes["zidane.jpg"], np.uint8), cv2.IMREAD_COLOR)
+    one_face = cv2.imencode(".jpg", zidane[:, 640:])[1].tobytes()  # the man on the right only
+    raw = client.infer_raw("balanced", client.inputs([one_face]))
     n = int(raw[spec.NUM_DETECTIONS.name][0, 0])
     scores = raw[spec.GENDER_SCORES.name][0, :n]
-    assert 0 < (scores > 0).sum() <= SMALL_CLASSIFIER_BATCH, "zidane.jpg's persons fit one call"
+    assert 0 < (scores > 0).sum() <= SMALL_CLASSIFIER_BATCH, "the right half of zidane.jpg has one face: one call"
     assert (raw[spec.GENDER.name][0, :n][scores > 0] == 0).all(), "every classified person is female"
     np.testing.assert_array_equal(scores[scores > 0], 1.0)
 
@@ -223,7 +266,7 @@ def test_served_classifier_is_the_one_used(always_female_server: Server, sample_
 def test_failed_classifier_call_fails_only_the_requests_it_carried(
     always_female_server: Server, sample_bytes: dict[str, bytes]
 ) -> None:
-    """bus.jpg's persons overflow the classifier's batch (the call fails); a request without persons,
+    """bus.jpg's two faces overflow the classifier's batch (the call fails); a request without persons,
     executed in the same batch, is answered. (Of the same size: Triton batches equal shapes only.)"""
     server = always_female_server
     client = PeopleClient(server.options.endpoints.grpc_url)
