@@ -2,9 +2,10 @@
 
 The DALI GPU graph serialized and reloaded as the DALI backend loads it against the CPU graph, the
 detector in PyTorch (fp32, fp16) plus the postprocess against Ultralytics' predict, and the
-postprocess on CUDA tensors against the same code on the CPU, on every parity image, with the
-tolerances the report states. Skipped where torch sees no CUDA device or DALI cannot build its GPU
-graph. Written and statically checked where the project is developed (no GPU there): not yet run.
+postprocess on CUDA tensors against the same code on the CPU (NMS, faces, chips, labels), on every
+parity image, with the tolerances the report states; the models exported as `make gpu-check` exports
+them. Skipped where torch sees no CUDA device or DALI cannot build its GPU graph. Written and
+statically checked where the project is developed (no GPU there): not yet run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from export import gender_onnx, weights
 from tools.evaluate import gpu_check
 
 pytestmark = pytest.mark.gpu
@@ -31,8 +31,9 @@ def device() -> torch.device:
 
 
 @pytest.fixture(scope="module")
-def models(device: torch.device) -> gpu_check.Models:
-    return gpu_check.Models.load(weights.DEFAULT, None, gender_onnx.DEFAULT, device)
+def models(device: torch.device, tmp_path_factory: pytest.TempPathFactory) -> gpu_check.Models:
+    """The default models, exported as `make gpu-check` exports them (no plans)."""
+    return gpu_check.Models.load(gpu_check.export_models(tmp_path_factory.mktemp("gpu_check")), device)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_detector_and_postprocess_match_ultralytics(
 
 
 def test_postprocess_on_cuda_matches_the_cpu(parity: tuple[list[gpu_check.ImageRow], list[gpu_check.Check]]) -> None:
-    """NMS bit for bit, crops and GENDER_SCORES within tolerance, GENDER equal."""
+    """NMS and labels bit for bit; the face detector's and classifier's inputs, and FACES, within tolerance."""
     assert checks_starting(parity, "postprocess on cuda") == []
 
 

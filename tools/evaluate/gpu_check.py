@@ -2,10 +2,12 @@
 
 Runs in one process what the gpu variant runs in three steps: the DALI letterbox graph (nvJPEG)
 serialized and reloaded as the DALI backend loads it, the detector in PyTorch (fp16 and fp32; the
-served TensorRT plans are `make gpu-image-check`'s), and the postprocess (NMS, crops, labels) on CUDA
-tensors. It checks the graph against the CPU graph, detector + postprocess against Ultralytics'
-`predict` on the same images, and the postprocess on CUDA against the same code on the CPU; then
-measures each step at several batch sizes on 1080p JPEGs and writes bench/GPU_REPORT.md.
+served TensorRT plans are `make gpu-image-check`'s), and the postprocess (NMS, faces, crops, labels)
+on CUDA tensors. It checks the graph against the CPU graph, detector + postprocess against
+Ultralytics' `predict` on the same images, and the postprocess on CUDA against the same code on the
+CPU; then measures each step at several batch sizes on 1080p JPEGs and writes bench/GPU_REPORT.md.
+The models come from `python -m export` (no plans) into a folder of its own, read through their
+manifests as the server reads them; `--repository` reads an exported model repository instead.
 
 `--device cpu` runs the same code on the CPU, the CPU graph standing in for the GPU graph: a smoke
 run of this tool where no GPU is (the unit tests use it), not a measurement of the GPU path.
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,10 +40,9 @@ from nvidia.dali.pipeline import Pipeline
 from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
 from ultralytics import YOLO
 
-from export import gender_onnx, weights
-from pipelines import detections, gender, spec
+from export import face_onnx, gender_onnx, weights
+from pipelines import detections, gender, manifest, spec
 from pipelines.dali import letterbox
-from pipelines.manifest import Preprocessing
 from tools.evaluate.corpus import ASSETS
 
 log = logging.getLogger("gpu_check")
@@ -49,6 +50,7 @@ log = logging.getLogger("gpu_check")
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "bench" / "GPU_REPORT.md"
 SMOKE_REPORT = ROOT / "bench" / "GPU_REPORT.cpu.md"  # a smoke run never overwrites the GPU report
+WORK = ROOT / ".cache" / "gpu-check"  # the models exported for the check (never model_repository/)
 BATCHES = (1, 8, 32, 128)
 TARGET_BATCH = 32
 TARGETS = {"preprocess": 3500.0, "postprocess": 10000.0}  # img/s at TARGET_BATCH on 1080p JPEGs (the issue's)
@@ -63,19 +65,18 @@ class Tolerances:
     images_mean: float
     original_mean: float  # ORIGINAL, decoded pixels vs the CPU graph, mean in levels
     box_px: float  # boxes vs Ultralytics predict, original pixels
-    crops: float  # classifier input, CUDA vs CPU, in its normalized units
-    gender_score: float  # GENDER_SCORES, CUDA vs CPU
+    pixels: float  # face detector and classifier inputs, CUDA vs CPU, in levels (0-255 before normalizing)
+    face_px: float  # FACES, CUDA vs CPU, original pixels
 
 
-# nvJPEG decodes differently from libjpeg-turbo: measured on an H200 (shared/platform.md, "On a GPU") up
+# nvJPEG decodes differently from libjpeg-turbo: measured with this project's code on an H200 up
 # to 33 levels apart after the letterbox, 0.13-0.26 levels on average, and boxes within 3.9 px (fp32) and
-# 4.2 px (fp16) of Ultralytics' predict; these leave about half as much again. ORIGINAL's mean, the crops'
-# and the scores' tolerances were not measured yet.
-GPU_TOLERANCES = Tolerances(
-    images_max=48, images_mean=0.5, original_mean=1.0, box_px=6.0, crops=1e-3, gender_score=1e-4
-)
+# 4.2 px (fp16) of Ultralytics' predict; these leave about half as much again. The others were not measured
+# on a GPU yet: crops are resized in uint8 on the host and in float on a GPU (pipelines.crops.resize), half
+# a level apart at most before the chips' own resampling; FACES come from the same maps on both.
+GPU_TOLERANCES = Tolerances(images_max=48, images_mean=0.5, original_mean=1.0, box_px=6.0, pixels=1.0, face_px=0.01)
 # On the CPU the reloaded graph is the same graph: exact. Boxes as the server tests' (README "Tests").
-CPU_TOLERANCES = Tolerances(images_max=0, images_mean=0, original_mean=0, box_px=1.0, crops=0, gender_score=0)
+CPU_TOLERANCES = Tolerances(images_max=0, images_mean=0, original_mean=0, box_px=1.0, pixels=0, face_px=0)
 
 
 @dataclass(frozen=True)
@@ -206,39 +207,77 @@ def run_graph(pipe: Pipeline, encoded: Sequence[bytes]) -> Letterboxed:
     return Letterboxed(images, geometry, originals)
 
 
+@dataclass
+class Call:
+    """A model the postprocess calls (BLS in the server) that keeps what it was given and what it answered.
+
+    The device run replays the host run's answers, so the two postprocess runs differ only in where
+    the torch code ran: the models are the TensorRT plans' business (`make gpu-image-check`).
+    """
+
+    answer: Callable[[torch.Tensor], torch.Tensor]
+    given: torch.Tensor | None = None
+    said: torch.Tensor | None = None
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        self.given, self.said = rows, self.answer(rows).to(rows.device)
+        return self.said
+
+    def replay(self) -> Call:
+        said = self.said
+
+        def same(rows: torch.Tensor) -> torch.Tensor:
+            assert said is not None and len(said) == len(rows), "the device run called a model the host run did not"
+            return said
+
+        return Call(same)
+
+
+def onnx_runtime(path: Path, input_name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A served ONNX on ONNX Runtime (CPU), as the cpu variant runs it."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(rows: torch.Tensor) -> torch.Tensor:
+        (out,) = session.run(None, {input_name: rows.detach().cpu().float().numpy()})
+        return torch.from_numpy(out)
+
+    return run
+
+
 @dataclass(frozen=True)
 class Models:
-    """The detector (PyTorch, per precision), Ultralytics on the same weights, and the gender classifier."""
+    """What the server loads from an exported repository (manifests, face and gender ONNX), the detector's
+    .pt in PyTorch per precision, and Ultralytics on the same weights."""
 
-    source: Path
+    source: Path  # the detector's .pt, the source its manifest names
     reference: YOLO
     detectors: dict[str, torch.nn.Module]  # "fp32", "fp16" (CUDA only) -> fused eval model
     person_classes: list[int]
-    classifier: ort.InferenceSession  # on the CPU: the served one is a TensorRT plan, outside this check
-    preprocessing: Preprocessing
-    gender_values: torch.Tensor
+    classifier: manifest.Classifier
+    face: manifest.FaceDetector | None  # None where the classifier does not read faces
+    onnx: dict[spec.Step, Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, detector: str, person_classes: str | None, gender_model: str, device: torch.device) -> Models:
-        source = weights.resolve(detector, person_classes)
-        if source.path.suffix != ".pt":
-            raise ValueError(f"{source.path}: the check runs the detector's Ultralytics .pt in PyTorch")
-        reference = YOLO(str(source.path), task="detect")
-        fp32 = YOLO(str(source.path), task="detect").model.fuse(verbose=False).eval().float().to(device)
-        models = {"fp32": fp32}
+    def load(cls, repository: Path, device: torch.device) -> Models:
+        def folder(step: spec.Step) -> Path:
+            return repository / spec.tier(spec.DEFAULT_TIER).model(step) / "1"
+
+        detector = manifest.read(folder(spec.Step.DETECTOR), manifest.Detector)
+        source = Path(detector.artifact.source)
+        if source.suffix != ".pt" or not source.is_file():
+            raise ValueError(f"{source}: the check runs the detector's Ultralytics .pt in PyTorch; export from one")
+        fp32 = YOLO(str(source), task="detect").model.fuse(verbose=False).eval().float().to(device)
+        detectors = {"fp32": fp32}
         if device.type == "cuda":
-            models["fp16"] = copy.deepcopy(fp32).half()
-        classifier = gender_onnx.resolve(gender_model)
-        if classifier.preprocessing is None:
-            raise ValueError(f"{classifier.path}: the check needs an ONNX classifier with its sidecar, or 'default'")
+            detectors["fp16"] = copy.deepcopy(fp32).half()
+        classifier = manifest.read(folder(spec.Step.GENDER), manifest.Classifier)
+        reads_faces = classifier.preprocessing.crop == spec.CropPolicy.FACE.value
+        face = manifest.read(folder(spec.Step.FACE), manifest.FaceDetector) if reads_faces else None
+        onnx = {spec.Step.GENDER: onnx_runtime(folder(spec.Step.GENDER) / "model.onnx", spec.CROPS.name)}
+        if face is not None:
+            onnx[spec.Step.FACE] = onnx_runtime(folder(spec.Step.FACE) / "model.onnx", spec.FACE_REGIONS.name)
         return cls(
-            source=source.path,
-            reference=reference,
-            detectors=models,
-            person_classes=weights.person_class_ids(reference.names, source.person_classes),
-            classifier=ort.InferenceSession(str(classifier.path), providers=["CPUExecutionProvider"]),
-            preprocessing=classifier.preprocessing,
-            gender_values=torch.tensor(gender_onnx.gender_values(classifier.labels)),
+            source, YOLO(str(source), task="detect"), detectors, list(detector.person_class_ids), classifier, face, onnx
         )
 
     def head(self, precision: str, images: torch.Tensor) -> torch.Tensor:
@@ -248,13 +287,9 @@ class Models:
             out = model(images.to(next(model.parameters()).dtype))
         return (out[0] if isinstance(out, (list, tuple)) else out).float()
 
-    def probabilities(self, crops: gender.Crops) -> torch.Tensor:
-        """The classifier's output for every crop, on the crops' device."""
-        if crops.pixels.shape[0] == 0:
-            return torch.zeros((0, len(self.gender_values)), device=crops.pixels.device)
-        session_input = self.classifier.get_inputs()[0].name
-        (out,) = self.classifier.run(None, {session_input: crops.pixels.cpu().numpy()})
-        return torch.from_numpy(out).to(crops.pixels.device)
+    def calls(self) -> dict[spec.Step, Call]:
+        """Fresh calls of the face detector and the classifier, on ONNX Runtime."""
+        return {step: Call(run) for step, run in self.onnx.items()}
 
 
 @dataclass(frozen=True)
@@ -263,32 +298,49 @@ class Postprocessed:
     crops: gender.Crops
     gender: torch.Tensor
     gender_scores: torch.Tensor
+    faces: torch.Tensor
 
 
-def postprocess(
-    models: Models,
-    predictions: torch.Tensor,
-    boxed: Letterboxed,
-    probabilities: Callable[[gender.Crops], torch.Tensor],
-) -> Postprocessed:
-    """What postprocess_<tier> does with a batch, default thresholds, the classifier's call given."""
+def nms(models: Models, predictions: torch.Tensor, geometry: torch.Tensor) -> detections.Detections:
+    """postprocess_<tier>'s first part, default thresholds: persons in original pixels."""
     device, batch = predictions.device, predictions.shape[0]
-    found = detections.detect(
+    return detections.detect(
         predictions,
-        boxed.geometry,
+        geometry,
         torch.full((batch,), spec.DEFAULT_CONF_THRESHOLD, device=device),
         torch.full((batch,), spec.DEFAULT_IOU_THRESHOLD, device=device),
         torch.tensor(models.person_classes, device=device),
     )
-    crops = gender.gather(found, list(boxed.originals.unbind(0)), boxed.geometry, models.preprocessing)
-    genders, scores = gender.labels(
-        probabilities(crops),
-        models.gender_values.to(device),
+
+
+def genders(
+    models: Models, found: detections.Detections, boxed: Letterboxed, calls: dict[spec.Step, Call]
+) -> Postprocessed:
+    """postprocess_<tier>'s second part: faces, chips, labels; its two BLS calls made through `calls`."""
+    device, batch = found.boxes.device, found.boxes.shape[0]
+    face = None
+    if models.face is not None:
+        face = gender.FaceModel(models.face, lambda regions, _: calls[spec.Step.FACE](regions))
+    pre = models.classifier.preprocessing
+    crops = gender.gather(found, list(boxed.originals.unbind(0)), boxed.geometry, pre, face)
+    probabilities = torch.zeros((0, len(models.classifier.gender_values)), device=device)
+    if crops.pixels.shape[0]:
+        probabilities = calls[spec.Step.GENDER](crops.pixels)
+    labels, scores = gender.labels(
+        probabilities,
+        torch.tensor(models.classifier.gender_values, device=device),
         crops,
         torch.full((batch,), spec.DEFAULT_GENDER_THRESHOLD, device=device),
         batch,
     )
-    return Postprocessed(found, crops, genders, scores)
+    return Postprocessed(found, crops, labels, scores, gender.face_boxes(crops, batch))
+
+
+def postprocess(
+    models: Models, predictions: torch.Tensor, boxed: Letterboxed, calls: dict[spec.Step, Call]
+) -> Postprocessed:
+    """What postprocess_<tier> does with a batch."""
+    return genders(models, nms(models, predictions, boxed.geometry), boxed, calls)
 
 
 def people(found: detections.Detections) -> list[People]:
@@ -346,7 +398,7 @@ def check_parity(
     host = run_graph(letterbox.cpu_pipeline(len(data)), data)
     reference = ultralytics_people(models, data, device)
     ours = {
-        p: people(postprocess(models, models.head(p, boxed.images), boxed, models.probabilities).found)
+        p: people(postprocess(models, models.head(p, boxed.images), boxed, models.calls()).found)
         for p in models.detectors
     }
 
@@ -402,50 +454,64 @@ def check_parity(
     return rows, checks
 
 
+def _largest(a: torch.Tensor | None, b: torch.Tensor | None, scale: torch.Tensor | float = 1.0) -> float:
+    """max |a - b| * scale, 0 for two empty (or absent) tensors, inf where the shapes differ."""
+    if a is None or b is None or a.numel() == 0 or b.numel() == 0:
+        return 0.0 if (a is None or a.numel() == 0) and (b is None or b.numel() == 0) else float("inf")
+    if a.shape != b.shape:
+        return float("inf")
+    return float(((a.cpu().float() - b.cpu().float()).abs() * scale).max())
+
+
 def check_postprocess_devices(
     models: Models, boxed: Letterboxed, predictions: torch.Tensor, tolerances: Tolerances
 ) -> list[Check]:
-    """The same postprocess on the device's tensors and on copies on the CPU: the served GPU variant
-    against the cpu variant. Detections bit for bit; crops (roi_align's arithmetic may differ) and the
-    scores of the classifier run on them within tolerances; labels equal."""
+    """The same postprocess on the device's tensors and on copies on the CPU: the GPU variant's
+    postprocess against the cpu variant's. The models run once, on the host run's inputs; the device
+    run gets their answers (Call.replay). Detections and labels must be bit for bit the same; the
+    face detector's and the classifier's inputs (resized on each device) and FACES within tolerances."""
     device = predictions.device
     host_boxed = Letterboxed(boxed.images.cpu(), boxed.geometry.cpu(), boxed.originals.cpu())
-    on_device = postprocess(models, predictions, boxed, models.probabilities)
-    on_host = postprocess(models, predictions.cpu(), host_boxed, models.probabilities)
+    host_calls = models.calls()
+    on_host = postprocess(models, predictions.cpu(), host_boxed, host_calls)
+    device_calls = {step: call.replay() for step, call in host_calls.items()}
+    on_device = postprocess(models, predictions, boxed, device_calls)
     label = f"postprocess on {device.type} vs on the CPU"
-    fields = [
-        f
-        for f in ("num", "boxes", "scores", "classes")
-        if not torch.equal(getattr(on_device.found, f).cpu(), getattr(on_host.found, f))
-    ]
-    same_crops = torch.equal(on_device.crops.image.cpu(), on_host.crops.image) and torch.equal(
-        on_device.crops.slot.cpu(), on_host.crops.slot
-    )
-    crops = float((on_device.crops.pixels.cpu() - on_host.crops.pixels).abs().max()) if same_crops else float("inf")
-    scores = float((on_device.gender_scores.cpu() - on_host.gender_scores).abs().max())
-    genders = int((on_device.gender.cpu() != on_host.gender).sum())
-    persons = int(on_host.found.num.sum())
-    return [
-        Check(
-            f"{label}: NMS (NUM, BOXES, SCORES, CLASSES)",
-            not fields,
-            f"{persons} persons, " + (f"differ: {', '.join(fields)}" if fields else "bit-equal"),
-            "exact",
-        ),
-        Check(
-            f"{label}: crops",
-            crops <= tolerances.crops,
-            f"{on_host.crops.pixels.shape[0]} crops, max {crops:.2g}",
-            f"{tolerances.crops:g} (normalized)",
-        ),
-        Check(f"{label}: GENDER", genders == 0, f"{genders} differ", "equal"),
-        Check(
-            f"{label}: GENDER_SCORES",
-            scores <= tolerances.gender_score,
-            f"max {scores:.2g}",
-            f"{tolerances.gender_score:g}",
-        ),
-    ]
+    exact = {
+        "NUM, BOXES, SCORES, CLASSES": [
+            (getattr(on_device.found, f), getattr(on_host.found, f)) for f in ("num", "boxes", "scores", "classes")
+        ],
+        "GENDER, GENDER_SCORES, persons classified": [
+            (on_device.gender, on_host.gender),
+            (on_device.gender_scores, on_host.gender_scores),
+            (on_device.crops.image, on_host.crops.image),
+            (on_device.crops.slot, on_host.crops.slot),
+        ],
+    }
+    checks = []
+    for what, tensors in exact.items():
+        same = all(torch.equal(d.cpu(), h) for d, h in tensors)
+        checks.append(Check(f"{label}: {what}", same, "bit-equal" if same else "differ", "exact"))
+    # The models' inputs, in levels: undo their normalization's scale.
+    inputs = {spec.Step.GENDER: ("classifier input", models.classifier.preprocessing.scale)}
+    if models.face is not None:
+        inputs[spec.Step.FACE] = ("face detector input", models.face.scale)
+    for step, (what, scale) in inputs.items():
+        levels = torch.tensor(scale).view(1, 3, 1, 1)
+        worst = _largest(device_calls[step].given, host_calls[step].given, levels)
+        checks.append(
+            Check(
+                f"{label}: {what}",
+                worst <= tolerances.pixels,
+                f"max {worst:.3g} levels",
+                f"{tolerances.pixels:g} levels",
+            )
+        )
+    faces = _largest(on_device.faces, on_host.faces)
+    persons, classified = int(on_host.found.num.sum()), on_host.crops.image.numel()
+    measured = f"max {faces:.3g} px ({persons} persons, {classified} classified)"
+    checks.append(Check(f"{label}: FACES", faces <= tolerances.face_px, measured, f"{tolerances.face_px:g} px"))
+    return checks
 
 
 def rate(step: Callable[[], object], batch: int, device: torch.device, min_seconds: float, min_runs: int) -> float:
@@ -466,7 +532,8 @@ STEPS = ("decode + letterbox", "detector fp16", "detector fp32", "NMS", "crops +
 
 
 def throughput(models: Models, batch: int, device: torch.device, min_seconds: float, min_runs: int) -> dict[str, float]:
-    """img/s of every step at one batch size on the 1080p JPEGs; the classifier's call is not timed."""
+    """img/s of every step at one batch size on the 1080p JPEGs; the face detector's and classifier's calls
+    are not timed (their answers are replayed)."""
     bench = bench_images()
     encoded = [bench[i % len(bench)] for i in range(batch)]
     pipe, _ = served_graph(batch, device)
@@ -476,29 +543,13 @@ def throughput(models: Models, batch: int, device: torch.device, min_seconds: fl
     for precision in models.detectors:
         rates[f"detector {precision}"] = measure(functools.partial(models.head, precision, boxed.images))
     predictions = models.head("fp32", boxed.images)
-    done = postprocess(models, predictions, boxed, models.probabilities)
-    probabilities = models.probabilities(done.crops)  # computed once: the timed steps reuse it
+    calls = models.calls()
+    done = postprocess(models, predictions, boxed, calls)
+    replayed = {step: call.replay() for step, call in calls.items()}  # the models' calls are not timed
 
-    def given(_: gender.Crops) -> torch.Tensor:
-        return probabilities
-
-    def nms() -> detections.Detections:
-        return detections.detect(
-            predictions,
-            boxed.geometry,
-            torch.full((batch,), spec.DEFAULT_CONF_THRESHOLD, device=device),
-            torch.full((batch,), spec.DEFAULT_IOU_THRESHOLD, device=device),
-            torch.tensor(models.person_classes, device=device),
-        )
-
-    def crops_and_labels() -> tuple[torch.Tensor, torch.Tensor]:
-        crops = gender.gather(done.found, list(boxed.originals.unbind(0)), boxed.geometry, models.preprocessing)
-        thresholds = torch.full((batch,), spec.DEFAULT_GENDER_THRESHOLD, device=device)
-        return gender.labels(given(crops), models.gender_values.to(device), crops, thresholds, batch)
-
-    rates["NMS"] = measure(nms)
-    rates["crops + labels"] = measure(crops_and_labels)
-    rates["postprocess"] = measure(functools.partial(postprocess, models, predictions, boxed, given))
+    rates["NMS"] = measure(functools.partial(nms, models, predictions, boxed.geometry))
+    rates["crops + labels"] = measure(functools.partial(genders, models, done.found, boxed, replayed))
+    rates["postprocess"] = measure(functools.partial(postprocess, models, predictions, boxed, replayed))
     return rates
 
 
@@ -586,13 +637,16 @@ def report(
     lines += [f"| {k} | {v} |" for k, v in facts.items()]
     lines += [
         f"| detector | `{models.source.name}` ({', '.join(models.detectors)}), persons {models.person_classes} |",
+        f"| gender classifier | {models.classifier.preprocessing.crop} crops, "
+        f"{models.classifier.preprocessing.size} px, labels {', '.join(models.classifier.labels)} |",
         "",
         "## Checks",
         "",
         f"{len(rows)} images: {', '.join(r.name for r in rows)}. Ultralytics' predict and this pipeline use the "
         f"default thresholds (CONF {spec.DEFAULT_CONF_THRESHOLD}, IOU {spec.DEFAULT_IOU_THRESHOLD}) on "
-        f"{'the CPU' if smoke else 'the same GPU'}. The classifier runs on ONNX Runtime (CPU) for both postprocess "
-        "runs: the served one is a TensorRT plan, checked by `make gpu-image-check`.",
+        f"{'the CPU' if smoke else 'the same GPU'}. The face detector and the classifier run on ONNX Runtime (CPU), "
+        "once: the postprocess on the device gets the answers they gave the postprocess on the CPU (the served "
+        "models are TensorRT plans, `make gpu-image-check`'s).",
         "",
         "| check | result | measured | tolerance |",
         "|---|---|---|---|",
@@ -630,8 +684,9 @@ def report(
             + ", ".join(f"{b}: `{tier_for(b).name}`" for b in batches)
             + ")"
         )
-        + ", reloaded as above, outputs copied to torch. Detector: eager PyTorch, fused. crops + labels: "
-        "`gender.gather` and `gender.labels`; postprocess: NMS + crops + labels (the classifier's call is not timed).",
+        + ", reloaded as above, outputs copied to torch. Detector: eager PyTorch, fused. crops + labels: face "
+        "regions, faces, chips and labels (`gender.gather`, `gender.labels`); postprocess: NMS + crops + labels. "
+        "The face detector's and the classifier's calls are not timed (their answers are replayed).",
         "",
         "| step | " + " | ".join(f"batch {b}" for b in batches) + " |",
         "|---|" + "---|" * len(batches),
@@ -646,12 +701,37 @@ def report(
     return "\n".join([*lines, ""])
 
 
+def export_models(
+    work: Path,
+    detector: str = weights.DEFAULT,
+    person_classes: str | None = None,
+    gender_model: str = gender_onnx.DEFAULT,
+    face_model: str = face_onnx.DEFAULT,
+) -> Path:
+    """`python -m export --plans no` into work/: the ONNX and manifests the server would load, made by the
+    export itself, without touching model_repository/ (or its plans). Returns the repository."""
+    repository = work / "model_repository"
+    models = ["--detector", detector, "--gender-model", gender_model, "--face-model", face_model]
+    if person_classes:
+        models += ["--person-classes", person_classes]
+    folders = ["--repository", str(repository), "--cache", str(work / "export")]
+    command = [sys.executable, "-m", "export", "--plans", "no", *folders, *models]
+    log.info("exporting the models: %s", " ".join(command[1:]))
+    status = subprocess.run(command, cwd=ROOT, check=False).returncode
+    if status:
+        raise ValueError(f"`python -m export` exited with {status}; its log above says why")
+    return repository
+
+
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     tolerances = GPU_TOLERANCES if device.type == "cuda" else CPU_TOLERANCES
     facts = machine(device)
     log.info("versions: %s", ", ".join(f"{k} {v}" for k, v in facts.items()))
-    models = Models.load(args.detector, args.person_classes, args.gender_model, device)
+    repository = args.repository or export_models(
+        args.work, args.detector, args.person_classes, args.gender_model, args.face_model
+    )
+    models = Models.load(repository, device)
     images = parity_images()
     unknown = set(args.images or ()) - set(images)
     if unknown:
@@ -700,9 +780,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="parity images to check, by name, e.g. bus.jpg,bus.png (default: all)",
     )
-    parser.add_argument("--detector", default=weights.DEFAULT, help="as `make export DETECTOR=` (a .pt)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=None,
+        help="read the models of an exported repository (e.g. model_repository after `make export`) as they are; "
+        "default: export them into --work first",
+    )
+    parser.add_argument("--work", type=Path, default=WORK, help="where the models are exported (default %(default)s)")
+    parser.add_argument("--detector", default=weights.DEFAULT, help="as `make export DETECTOR=`: a .pt")
     parser.add_argument("--person-classes", default=None, help="as `make export PERSON_CLASSES=`")
-    parser.add_argument("--gender-model", default=gender_onnx.DEFAULT, help="'default' or an .onnx with its sidecar")
+    parser.add_argument("--gender-model", default=gender_onnx.DEFAULT, help="as `make export GENDER_MODEL=`")
+    parser.add_argument("--face-model", default=face_onnx.DEFAULT, help="as `python -m export --face-model`")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="time each step at least this long")
     parser.add_argument("--min-runs", type=int, default=3, help="and at least this many batches")
     parser.add_argument(
@@ -718,9 +807,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.versions:
-        weights.resolve(args.detector, args.person_classes)  # the default detector's package must be here too
+    if args.versions:  # the default models' packages must be here too
+        weights.resolve(args.detector, args.person_classes)
         gender_onnx.resolve(args.gender_model)
+        if args.face_model == face_onnx.DEFAULT:
+            face_onnx.default_source()
         log.info("versions: %s", ", ".join(f"{k} {v}" for k, v in machine(torch.device("cpu")).items()))
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
