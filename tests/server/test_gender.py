@@ -52,7 +52,7 @@ def reference_gender(
     h, w = rgb.shape[:2]
     n = len(boxes)
     padded = torch.zeros((1, spec.MAX_DET, 4))
-    padded[0, :n] = torch.from_numpy(boxes)
+    padded[0, :n] = torch.tensor(boxes)
     found = Detections(torch.tensor([[n]], dtype=torch.int32), padded, torch.zeros((1, spec.MAX_DET)),
                        torch.zeros((1, spec.MAX_DET), dtype=torch.int32))  # fmt: skip
     detector = _session(tier, spec.Step.FACE)
