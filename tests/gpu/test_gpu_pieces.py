@@ -61,7 +61,7 @@ def test_gpu_graph_reloaded_matches_the_cpu_graph(
 def test_detector_and_postprocess_match_ultralytics(
     parity: tuple[list[gpu_check.ImageRow], list[gpu_check.Check]], precision: str
 ) -> None:
-    """Same person count on every image, boxes within the GPU tolerance, detector in fp32 and in fp16."""
+    """Same person count on every image, boxes within the GPU tolerance, detector in fp32 and in fp16, then NMS."""
     rows, _ = parity
     assert all(r.counts["ultralytics"] > 0 for r in rows), f"every parity image shows people: {rows}"
     assert checks_starting(parity, f"detector {precision} ") == []

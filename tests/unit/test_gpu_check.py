@@ -108,7 +108,7 @@ def test_a_failed_check_fails_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
     out = tmp_path / "report.md"
     assert gpu_check.main(smoke_args(out, images=("bus.jpg",), batches=(1,))) == 1
     failed = [c for c in table(out.read_text(), "| check |") if c[1] != "pass"]
-    assert [c[0] for c in failed] == ["detector fp32 + postprocess vs Ultralytics predict (fp32, rect=False): boxes"]
+    assert [c[0] for c in failed] == ["detector fp32 + NMS vs Ultralytics predict (fp32, rect=False): boxes"]
     assert failed[0][1] == "**FAIL**" and re.fullmatch(r"max \d+\.\d\d px", failed[0][2]), failed
 
 

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -228,7 +228,7 @@ class Call:
 
         def same(rows: torch.Tensor) -> torch.Tensor:
             assert said is not None and len(said) == len(rows), "the device run called a model the host run did not"
-            return said
+            return said.to(rows.device)
 
         return Call(same)
 
@@ -255,7 +255,7 @@ class Models:
     person_classes: list[int]
     classifier: manifest.Classifier
     face: manifest.FaceDetector | None  # None where the classifier does not read faces
-    onnx: dict[spec.Step, Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=dict)
+    onnx: dict[spec.Step, Callable[[torch.Tensor], torch.Tensor]]  # face detector and classifier
 
     @classmethod
     def load(cls, repository: Path, device: torch.device) -> Models:
@@ -391,16 +391,13 @@ def box_difference(ours: People, reference: People) -> float:
 def check_parity(
     models: Models, encoded: dict[str, bytes], device: torch.device, tolerances: Tolerances
 ) -> tuple[list[ImageRow], list[Check]]:
-    """The served graph vs the CPU graph, detector + postprocess vs Ultralytics, postprocess on device vs CPU."""
+    """The served graph vs the CPU graph, detector + NMS vs Ultralytics, the postprocess on the device vs the CPU."""
     names, data = list(encoded), list(encoded.values())
     served, served_bytes = served_graph(len(data), device)
     boxed = run_graph(served, data)
     host = run_graph(letterbox.cpu_pipeline(len(data)), data)
     reference = ultralytics_people(models, data, device)
-    ours = {
-        p: people(postprocess(models, models.head(p, boxed.images), boxed, models.calls()).found)
-        for p in models.detectors
-    }
+    ours = {p: people(nms(models, models.head(p, boxed.images), boxed.geometry)) for p in models.detectors}
 
     rows = []
     for b, name in enumerate(names):
@@ -443,7 +440,7 @@ def check_parity(
         ),
     ]
     for p in ours:
-        label = f"detector {p} + postprocess vs Ultralytics predict (fp32, rect=False)"
+        label = f"detector {p} + NMS vs Ultralytics predict (fp32, rect=False)"
         same = sum(r.counts[p] == r.counts["ultralytics"] for r in rows)
         worst = max(r.box_px[p] for r in rows)
         checks.append(Check(f"{label}: person counts", same == len(rows), f"{same}/{len(rows)} equal", "equal"))
