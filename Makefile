@@ -52,8 +52,8 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt pyproject.toml
-	@echo "== creating $(VENV) (first time: a few minutes) =="
+$(VENV)/.installed: requirements.txt pyproject.toml Makefile
+	@echo "== setting up $(VENV) (first time: a few minutes; again when requirements or the Makefile change) =="
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt

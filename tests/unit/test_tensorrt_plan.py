@@ -15,7 +15,7 @@ import pytest
 from export import tensorrt_plan
 from export.tensorrt_plan import Gpu, PlanError, Target
 from pipelines import manifest, render, spec
-from pipelines.manifest import Artifact, Classifier, Detector, Plan, Preprocessing
+from pipelines.manifest import Artifact, Classifier, Detector, FaceDetector, Plan, Preprocessing
 from pipelines.spec import Step, Variant
 
 H100 = Gpu("NVIDIA H100 80GB HBM3", "9.0")
@@ -33,6 +33,7 @@ def repository(tmp_path: Path) -> Path:
             (Step.DETECTOR, Detector(ARTIFACT, {0: "person"}, (0,), spec.IMAGE_SIZE, 17)),
             (Step.GENDER, Classifier(ARTIFACT, Preprocessing(GENDER_SIZE, "RGB", (0, 0, 0), (1, 1, 1), 0.2),
                                      ("female", "male"), (0, 1))),
+            (Step.FACE, FaceDetector(ARTIFACT, 96, 4, "RGB", (0, 0, 0), (1, 1, 1))),
         ):  # fmt: skip
             directory = tmp_path / tier.model(step) / "1"
             directory.mkdir(parents=True)
@@ -110,7 +111,8 @@ def test_commands_print_without_tensorrt(repository: Path, capsys: pytest.Captur
     argv = ["--repository", str(repository), "--cache", "/c", "commands", "--tensorrt-version", "10.16.0.72"]
     assert tensorrt_plan.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 * len(spec.TIERS) and all(line.startswith(str(tensorrt_plan.TRTEXEC)) for line in lines)
+    assert len(lines) == len(tensorrt_plan.RECIPES) * len(spec.TIERS)
+    assert all(line.startswith(str(tensorrt_plan.TRTEXEC)) for line in lines)
     assert all("--timingCacheFile=/c/tensorrt-10.16.0.72-GPU.timing-cache" in line for line in lines)
 
 
