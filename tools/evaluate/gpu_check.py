@@ -723,17 +723,17 @@ def export_models(
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     tolerances = GPU_TOLERANCES if device.type == "cuda" else CPU_TOLERANCES
+    images = parity_images()
+    unknown = set(args.images or ()) - set(images)
+    if unknown:
+        raise ValueError(f"unknown images {sorted(unknown)}; choose among {list(images)}")
+    chosen = {name: images[name] for name in args.images or images}
     facts = machine(device)
     log.info("versions: %s", ", ".join(f"{k} {v}" for k, v in facts.items()))
     repository = args.repository or export_models(
         args.work, args.detector, args.person_classes, args.gender_model, args.face_model
     )
     models = Models.load(repository, device)
-    images = parity_images()
-    unknown = set(args.images or ()) - set(images)
-    if unknown:
-        raise ValueError(f"unknown images {sorted(unknown)}; choose among {list(images)}")
-    chosen = {name: images[name] for name in args.images or images}
 
     log.info("checks on %d images", len(chosen))
     rows, checks = check_parity(models, chosen, device, tolerances)
