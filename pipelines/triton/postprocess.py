@@ -38,15 +38,19 @@ class TritonPythonModel:
         # NMS and crops are small tensors: one thread does them as fast and leaves the cores to
         # the detector and the decoder (torch's OpenMP threads otherwise spin between requests).
         torch.set_num_threads(1)
+        # Where this instance works: Triton does not promise where a python model's inputs arrive
+        # (python_backend README, "Input Tensor Device Placement"), so each is moved here.
+        on_gpu = args.get("model_instance_kind") == "GPU"
+        self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu")
         config = model_config(args)
         repository = Path(args["model_repository"]).parent
         version = args["model_version"]
         detector = _manifest(repository / parameter(config, "detector") / version, manifest.Detector)
-        self.person_classes = torch.tensor(detector.person_class_ids, dtype=torch.long)
+        self.person_classes = torch.tensor(detector.person_class_ids, dtype=torch.long, device=self.device)
         self.gender_model = parameter(config, "gender")
         classifier = _manifest(repository / self.gender_model / version, manifest.Classifier)
         self.classifier = classifier.preprocessing
-        self.gender_values = torch.tensor(classifier.gender_values, dtype=torch.long)
+        self.gender_values = torch.tensor(classifier.gender_values, dtype=torch.long, device=self.device)
         self.gender_max_batch = int(parameter(config, "gender_max_batch"))
         self.face = None
         if self.classifier.crop == spec.CropPolicy.FACE.value:
@@ -77,7 +81,7 @@ class TritonPythonModel:
         for start in range(0, rows.shape[0], limit):
             chunk = slice(start, start + limit)
             try:
-                out[chunk] = bls.infer(model, {name: rows[chunk]}, output)
+                out[chunk] = bls.infer(model, {name: rows[chunk]}, output, self.device)
             except bls.BlsError as e:
                 for b in set(image[chunk].tolist()):
                     self.failed.setdefault(b, internal(f"{what} failed: {e}"))
@@ -92,17 +96,13 @@ class TritonPythonModel:
         sizes = split_sizes(requests, spec.PREDICTIONS.name)
         owner = [i for i, rows in enumerate(sizes) for _ in range(rows)]  # image -> request
         (conf, iou, gender_threshold), errors = self._thresholds(requests, sizes)
-        predictions = torch.cat([as_torch(r, spec.PREDICTIONS.name) for r in requests])
-        device = predictions.device
-        geometry = torch.cat([as_torch(r, spec.GEOMETRY.name) for r in requests]).to(device)
-        found = detections.detect(
-            predictions,
-            geometry,
-            torch.tensor(conf, device=device),
-            torch.tensor(iou, device=device),
-            self.person_classes.to(device),
-        )
-        originals = [image for r in requests for image in as_torch(r, spec.ORIGINAL.name)]
+        device = self.device
+        predictions = torch.cat([as_torch(r, spec.PREDICTIONS.name).to(device) for r in requests])
+        geometry = torch.cat([as_torch(r, spec.GEOMETRY.name).to(device) for r in requests])
+        # One host-to-device copy for the three thresholds of every image.
+        thresholds = torch.tensor([conf, iou, gender_threshold], dtype=torch.float32).to(device, non_blocking=True)
+        found = detections.detect(predictions, geometry, thresholds[0], thresholds[1], self.person_classes)
+        originals = [image for r in requests for image in as_torch(r, spec.ORIGINAL.name).to(device)]
         self.failed = {}
         crops = gender.gather(found, originals, geometry, self.classifier, self.face)
         probabilities = torch.zeros((0, len(self.gender_values)), device=device)
@@ -112,9 +112,7 @@ class TritonPythonModel:
                                         "gender classification")  # fmt: skip
         # An out-of-range threshold is the request's first problem, then the first failed call.
         errors = {owner[b]: e for b, e in sorted(self.failed.items(), reverse=True)} | errors
-        genders, gender_scores = gender.labels(
-            probabilities, self.gender_values, crops, torch.tensor(gender_threshold, device=device), len(owner)
-        )
+        genders, gender_scores = gender.labels(probabilities, self.gender_values, crops, thresholds[2], len(owner))
         outputs = (
             (spec.NUM_DETECTIONS, found.num),
             (spec.BOXES, found.boxes),
