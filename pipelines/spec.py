@@ -357,6 +357,12 @@ SERVER_FLAGS = (
     "--exit-on-error=true",
     "--exit-timeout-secs=30",
 )
+# The GPU variant's tensors between steps (ORIGINAL above all: the decoded images at full size)
+# come from Triton's CUDA memory pool; when it is full they fall back to pinned, then ordinary host
+# memory (core src/memory.cc, AllocatedMemory), and postprocess would get host tensors. The pool
+# holds one largest batch of the largest tier at the largest accepted image, per GPU (Triton's
+# default is 64 MB: `--cuda-memory-pool-byte-size`, server src/command_line_parser.cc).
+CUDA_MEMORY_POOL_BYTES = max(t.gpu.max_batch_size for t in TIERS) * MAX_IMAGE_PIXELS * 3
 # With an API key, clients send it in this HTTP header; over gRPC, Triton expects the header with
 # its protocol prefix (`--grpc-restricted-protocol` docs in Triton's command line).
 API_KEY_HEADER = "x-api-key"

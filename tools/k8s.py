@@ -89,6 +89,11 @@ def image_block(image: str) -> str:
     return "\n".join(lines)
 
 
+def cuda_pool_block() -> str:
+    """The gpu pod's one GPU gets the spec's CUDA memory pool (what `make serve` passes per GPU)."""
+    return f"value: --cuda-memory-pool-byte-size=0:{spec.CUDA_MEMORY_POOL_BYTES}"
+
+
 def required_files_block(variant: Variant) -> str:
     return "value: >-\n" + "\n".join(f"  {f}" for f in required_files(variant))
 
@@ -176,6 +181,7 @@ def splice_block(text: str, name: str, body: str) -> str:
 def blocks(image: str) -> Iterator[tuple[str, str, str]]:
     """(file under deploy/, block name, body) of every generated block."""
     yield "base/kustomization.yaml", "image", image_block(image)
+    yield "overlays/gpu/kustomization.yaml", "cuda-memory-pool", cuda_pool_block()
     for v in spec.VARIANTS:
         yield f"overlays/{v.value}/deployment-patch.yaml", "required-files", required_files_block(v)
         yield f"overlays/{v.value}/hpa-patch.yaml", "queue-targets", queue_targets_block(v)

@@ -23,6 +23,14 @@ def gpu_docker_available() -> str | None:
     return None
 
 
+def gpu_count() -> int:
+    """GPUs `docker run --gpus all` hands the container (as nvidia-smi lists them here)."""
+    if not shutil.which("nvidia-smi"):
+        return 1
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return max(len(listed.stdout.splitlines()), 1) if listed.returncode == 0 else 1
+
+
 def plan_build_command(image: str, repository: Path) -> list[str]:
     """Build every plan with the image's trtexec on this GPU, from the ONNX `make export` left in the repository."""
     return [
@@ -52,7 +60,8 @@ def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: 
     """The GPU path: the serving image, model repository read-only, ports published on --host only."""
     e = endpoints
     inner = Endpoints(host="0.0.0.0", http=spec.HTTP_PORT, grpc=spec.GRPC_PORT, metrics=spec.METRICS_PORT)
-    server = endpoint_args(ServerOptions(variant=spec.Variant.GPU, endpoints=inner, api_key=api_key))
+    options = ServerOptions(variant=spec.Variant.GPU, endpoints=inner, api_key=api_key, gpus=gpu_count())
+    server = endpoint_args(options)
     return [
         "docker", "run", "--rm", "--init", "--gpus", "all", "--shm-size", "2g",
         "-p", f"{e.host}:{e.http}:{spec.HTTP_PORT}",

@@ -98,6 +98,7 @@ class ServerOptions:
     variant: spec.Variant = spec.Variant.CPU  # the local server has no GPU, DALI or TensorRT backend
     endpoints: Endpoints = field(default_factory=Endpoints)
     api_key: str | None = None  # restricts inference and admin protocols to this key
+    gpus: int = 1  # GPUs the server sees (GPU variant: one CUDA memory pool each)
     extra_args: tuple[str, ...] = ()
     log_verbose: int = 0
 
@@ -131,6 +132,8 @@ def endpoint_args(options: ServerOptions) -> list[str]:
     ]
     if options.variant.config_name:
         args.append(f"--model-config-name={options.variant.config_name}")
+    if options.variant is spec.Variant.GPU:
+        args += [f"--cuda-memory-pool-byte-size={gpu}:{spec.CUDA_MEMORY_POOL_BYTES}" for gpu in range(options.gpus)]
     # Clients never need shared-memory registration here; without an API key it is locked with a
     # secret nobody knows (this Triton has no switch to turn it off).
     key = options.api_key or secrets.token_hex(16)
