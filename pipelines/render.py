@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
 README = ROOT / "README.md"
 TABLE_BEGIN, TABLE_END = "<!-- tiers:begin (rendered by `make configs`) -->", "<!-- tiers:end -->"
+FACTS_BEGIN, FACTS_END = "<!-- facts:begin (rendered by `make configs`) -->", "<!-- facts:end -->"
 CONFIG_PATHS = {Variant.GPU: Path("config.pbtxt"), Variant.CPU: Path("configs") / "cpu.pbtxt"}
 
 HEADER = "# Rendered from pipelines/spec.py by `make configs`; edit the spec, not this file.\n"
@@ -213,13 +214,36 @@ def files() -> Iterator[tuple[Path, str]]:
         yield Path(tier.model(Step.ENSEMBLE)) / "1" / ".gitkeep", ""
 
 
+def facts_table() -> str:
+    """The README's table of defaults and limits, so the documented numbers are the served ones."""
+    mib = spec.MAX_IMAGE_BYTES / (1 << 20)
+    rows = [
+        ("`CONF_THRESHOLD` default (Ultralytics `predict`'s)", f"{spec.DEFAULT_CONF_THRESHOLD:g}"),
+        ("`IOU_THRESHOLD` default (Ultralytics `predict`'s)", f"{spec.DEFAULT_IOU_THRESHOLD:g}"),
+        ("`GENDER_THRESHOLD` default", f"{spec.DEFAULT_GENDER_THRESHOLD:g}"),
+        ("`MAX_DET`: persons per image, the length of the padded outputs", f"{spec.MAX_DET}"),
+        ("detector input (letterbox side, pad value)", f"{spec.IMAGE_SIZE} px, {spec.PAD_VALUE}"),
+        ("bytes per image", f"{mib:g} MiB"),
+        ("pixels per side", f"{spec.MAX_IMAGE_SIDE}"),
+        ("pixels per image", f"{spec.MAX_IMAGE_PIXELS} ({spec.MAX_IMAGE_PIXELS / 1e6:.1f} MP)"),
+        ("face: detector input side, smallest face classified, score", f"{spec.FACE_REGION_SIZE} px, "
+         f"{spec.MIN_FACE_PX} px, {spec.FACE_THRESHOLD:g}"),
+        ("head/person crops: smallest side classified", f"{spec.MIN_CROP_PX} px"),
+        ("ports: HTTP, gRPC, metrics (bound to)", f"{spec.HTTP_PORT}, {spec.GRPC_PORT}, {spec.METRICS_PORT} "
+         f"({spec.HOST})"),
+        ("GPU variant: CUDA memory pool per GPU", f"{spec.CUDA_MEMORY_POOL_BYTES / (1 << 30):.1f} GiB"),
+    ]  # fmt: skip
+    return "| what | value |\n|---|---|\n" + "".join(f"| {what} | {value} |\n" for what, value in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.render", description=__doc__)
     parser.add_argument("--repository", type=Path, default=REPOSITORY)
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a file differs")
     args = parser.parse_args(argv)
     rendered = [(args.repository / relative, text) for relative, text in files()]
-    rendered.append((README, splice(README.read_text(), TABLE_BEGIN, TABLE_END, tier_table())))
+    readme = splice(README.read_text(), TABLE_BEGIN, TABLE_END, tier_table())
+    rendered.append((README, splice(readme, FACTS_BEGIN, FACTS_END, facts_table())))
     return write_or_check(rendered, args.check, "make configs")
 
 
