@@ -1,10 +1,13 @@
-"""`make bench`: perf_analyzer on every tier with real JPEGs, and the alternatives, in one run.
+"""`make bench`: perf_analyzer on every tier with real JPEGs, where the time and memory go, and the alternatives.
 
-Writes bench/REPORT.md and its charts. Side by side on the same images and weights:
-1. model only: ONNX Runtime on letterboxed tensors at its best batch size (the limit);
-2. Ultralytics' own `YOLO(...).predict` loop on the same exported ONNX;
-3. a client-side pipeline: cv2 decode + Ultralytics LetterBox + ONNX Runtime + Ultralytics NMS.
-The tiers also classify every person's gender; the alternatives only detect.
+Writes bench/REPORT.md and its chart. In one run:
+1. every tier through perf_analyzer (concurrency sweep), with each step's compute per image from the
+   server's statistics and the memory of every model's process;
+2. models only: the models a tier runs (the detector, and the attribute models its postprocess calls:
+   gender, face where served) in ONNX Runtime in this process, as often per image as the tier ran them;
+3. Ultralytics' own `YOLO(...).predict` loop on the same exported ONNX (it only detects);
+4. a client-side pipeline: cv2 decode + Ultralytics LetterBox + ONNX Runtime + Ultralytics NMS;
+5. the letterbox alone: the cpu variant's (OpenCV) against the DALI graph on CPU operators.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,20 +32,28 @@ from typing import Any
 import cv2
 import numpy as np
 import onnxruntime as ort
+import psutil
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from pipelines import manifest, spec
 from tools.evaluate.corpus import ASSETS
+from tools.server.health import STUB
 from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
 
 log = logging.getLogger("bench")
 
 PERF_ANALYZER = ROOT / "build" / "perf_analyzer" / "perf_analyzer"
 REPOSITORY = ROOT / "model_repository"
+MIB = 1 << 20
 # Targets for the cpu variant on a 2-core machine (the issue's), checked in the report.
-TARGET_BATCH_VS_MODEL = 0.95
-TARGET_STREAMING_OVERHEAD_MS = 10.0
-TARGET_TIER_VS_ULTRALYTICS = 1.0
+TARGET_BATCH_VS_MODELS = 0.90  # batch tier throughput / models only
+TARGET_STREAMING_OVERHEAD_MS = 10.0  # streaming p50 at concurrency 1 minus the models-only latency
+TARGET_PREPROCESS_SHARE = 0.10  # of the detector's compute per image, batch tier
+TARGET_POSTPROCESS_SHARE = 0.05  # the same, postprocess without the models it calls
+TARGET_MEMORY_GIB = 3.5  # all tiers loaded, PSS, at its peak during the sweep
+ATTRIBUTES = tuple(s for s in spec.MODELS if s not in spec.PIPELINE)  # models postprocess calls (BLS)
+DETECTOR_BATCHES = (1, 4, 8, 16)  # models only: the detector at each, the best one counts
 
 
 def images() -> list[bytes]:
@@ -61,15 +74,80 @@ def sweep(tier: spec.Tier) -> list[int]:
     return sorted({1, top // 2, top})
 
 
+# --- Server statistics ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One model's statistics over a tier's sweep (differences of Triton's cumulative counters)."""
+
+    requests: int  # requests answered (for an attribute model: BLS calls)
+    executions: int
+    inputs: int  # batch rows: images, or crops / person regions for an attribute model
+    queue_ns: int  # summed over requests
+    request_ns: int  # end to end inside the model, summed over requests (queue + compute)
+    compute_ns: int  # input + infer + output, summed over executions (each batch counted once)
+
+    @classmethod
+    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> StepStats:
+        def count(s: dict[str, Any], key: str) -> int:
+            return int(s.get(key, 0))
+
+        def ns(s: dict[str, Any], key: str) -> int:
+            return int(s["inference_stats"].get(key, {}).get("ns", 0))
+
+        def compute(s: dict[str, Any]) -> int:
+            parts = ("compute_input", "compute_infer", "compute_output")
+            return sum(int(b.get(p, {}).get("ns", 0)) for b in s.get("batch_stats", []) for p in parts)
+
+        return cls(
+            requests=int(after["inference_stats"].get("success", {}).get("count", 0))
+            - int(before["inference_stats"].get("success", {}).get("count", 0)),
+            executions=count(after, "execution_count") - count(before, "execution_count"),
+            inputs=count(after, "inference_count") - count(before, "inference_count"),
+            queue_ns=ns(after, "queue") - ns(before, "queue"),
+            request_ns=ns(after, "success") - ns(before, "success"),
+            compute_ns=compute(after) - compute(before),
+        )
+
+
+def model_stats(url: str, model: str) -> dict[str, Any] | None:
+    """Triton's statistics of one model; None when the server does not serve it."""
+    with grpcclient.InferenceServerClient(url) as c:
+        try:
+            return c.get_inference_statistics(model, as_json=True)["model_stats"][0]
+        except InferenceServerException:
+            return None
+
+
 @dataclass
 class TierResult:
     tier: str
     rows: list[dict[str, float]] = field(default_factory=list)  # per concurrency
-    steps: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> avg queue/compute ms per request
+    steps: dict[spec.Step, StepStats] = field(default_factory=dict)  # the tier's models over its sweep
 
     @property
     def best_throughput(self) -> float:
         return float(np.nanmax([r["throughput"] for r in self.rows]))
+
+    @property
+    def images(self) -> int:
+        return max(self.steps[spec.Step.DETECTOR].inputs, 1)
+
+    @property
+    def attributes(self) -> list[spec.Step]:
+        return [s for s in ATTRIBUTES if s in self.steps]
+
+    def per_image_ms(self, step: spec.Step) -> float:
+        """Compute per image of the tier. Postprocess without the attribute models it waits for (BLS)."""
+        ns = self.steps[step].compute_ns
+        if step is spec.Step.POSTPROCESS:
+            ns -= sum(self.steps[a].request_ns for a in self.attributes)
+        return ns / self.images / 1e6
+
+    def share(self, step: spec.Step) -> float:
+        """A step's compute per image as a fraction of the detector's."""
+        return self.per_image_ms(step) / self.per_image_ms(spec.Step.DETECTOR)
 
 
 def _env() -> dict[str, str]:
@@ -80,39 +158,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _stats(url: str, model: str) -> dict[str, Any]:
-    c = grpcclient.InferenceServerClient(url)
-    return c.get_inference_statistics(model, as_json=True)["model_stats"][0]
-
-
-def _step_times(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-    def delta(key: str, part: str) -> float:
-        return float(after["inference_stats"].get(key, {}).get(part, 0)) - float(
-            before["inference_stats"].get(key, {}).get(part, 0)
-        )
-
-    n = max(delta("success", "count"), 1.0)
-    executions = float(after.get("execution_count", 0)) - float(before.get("execution_count", 0))
-    return {
-        "requests": n,
-        "executions": executions,
-        "queue_ms": delta("queue", "ns") / n / 1e6,
-        "compute_ms": (delta("compute_input", "ns") + delta("compute_infer", "ns") + delta("compute_output", "ns"))
-        / n
-        / 1e6,
-    }
-
-
 def perf_analyzer(url: str, tier: spec.Tier, data_file: Path, out: Path, requests: int) -> TierResult:
-    """perf_analyzer's concurrency sweep on one tier; per-step times from the server's statistics.
+    """perf_analyzer's concurrency sweep on one tier; per-step figures from the server's statistics.
 
     Windows count requests, not milliseconds: at a few images/s a time window holds too few to be stable.
     """
     if not PERF_ANALYZER.is_file():
         raise FileNotFoundError(f"{PERF_ANALYZER} is missing: run `make perf-analyzer`")
     result = TierResult(tier.name)
-    models = [tier.model(s) for s in spec.MODELS]
-    before = {m: _stats(url, m) for m in models}
+    before = {s: model_stats(url, tier.model(s)) for s in spec.MODELS}
     for concurrency in sweep(tier):
         report = out / f"perf_{tier.name}_c{concurrency}.csv"
         cmd = [
@@ -149,7 +203,10 @@ def perf_analyzer(url: str, tier: spec.Tier, data_file: Path, out: Path, request
                 "stable": stable,
             }
         )
-    result.steps = {m: _step_times(before[m], _stats(url, m)) for m in models}
+    for step, first in before.items():
+        last = model_stats(url, tier.model(step))
+        if first is not None and last is not None:
+            result.steps[step] = StepStats.between(first, last)
     return result
 
 
@@ -158,6 +215,82 @@ def input_data(path: Path, jpegs: list[bytes]) -> Path:
     entries = [{spec.IMAGE.name: {"b64": base64.b64encode(j).decode(), "shape": [len(j)]}} for j in jpegs]
     path.write_text(json.dumps({"data": entries}))
     return path
+
+
+# --- Memory ---------------------------------------------------------------------------------------------
+
+
+def local_server(url: str) -> psutil.Process | None:
+    """The process on this machine listening on the gRPC address's port, if any (memory is read from it)."""
+    port = int(url.rsplit(":", 1)[1])
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            return psutil.Process(connection.pid)
+    return None
+
+
+def memory(server: psutil.Process) -> dict[str, int]:
+    """PSS (shared pages split between the processes that map them) of tritonserver and of each model's stubs."""
+    out = {"tritonserver": server.memory_full_info().pss}
+    for child in server.children(recursive=True):
+        try:
+            cmdline = child.cmdline()
+            name = Path(cmdline[1]).parent.parent.name if cmdline and cmdline[0].endswith(STUB) else child.name()
+            out[name] = out.get(name, 0) + child.memory_full_info().pss
+        except (psutil.Error, IndexError):
+            continue
+    return out
+
+
+def shared_memory(server: psutil.Process) -> int:
+    """Bytes of the python backend's /dev/shm regions the server maps (a memory-backed emptyDir in a pod)."""
+    regions = {}
+    for m in server.memory_maps(grouped=False):
+        if "/dev/shm/" in m.path:
+            start, end = (int(a, 16) for a in m.addr.split("-"))
+            regions[m.path] = regions.get(m.path, 0) + end - start
+    return sum(regions.values())
+
+
+@dataclass
+class MemoryWatch:
+    """Memory per model at load and at the peak of the total, sampled while the tiers run; the load average."""
+
+    server: psutil.Process
+    interval_s: float = 5.0
+    loaded: dict[str, int] = field(default_factory=dict)
+    peak: dict[str, int] = field(default_factory=dict)
+    peak_shm: int = 0
+    max_load: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> MemoryWatch:
+        self.loaded = memory(self.server)
+        self.peak = dict(self.loaded)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        now = memory(self.server)
+        if sum(now.values()) > sum(self.peak.values()):
+            self.peak = now
+            self.peak_shm = shared_memory(self.server)
+        self.max_load = max(self.max_load, os.getloadavg()[0])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+
+# --- Alternatives in this process -------------------------------------------------------------------------
 
 
 def _letterboxed(jpegs: list[bytes]) -> list[np.ndarray]:
@@ -172,34 +305,84 @@ def _letterboxed(jpegs: list[bytes]) -> list[np.ndarray]:
     return out
 
 
-def _session() -> ort.InferenceSession:
+def _session(model: str) -> ort.InferenceSession:
+    """A model's ONNX as the cpu variant serves it (pipelines.triton.onnx_runtime's options)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = spec.CPU_THREADS
     options.inter_op_num_threads = 1
-    path = REPOSITORY / spec.TIERS[0].model(spec.Step.DETECTOR) / "1" / "model.onnx"
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = False
+    path = REPOSITORY / model / "1" / "model.onnx"
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def model_only(jpegs: list[bytes], seconds: float) -> dict[str, Any]:
-    """ONNX Runtime alone on letterboxed tensors: images/s per batch size and latency at batch 1."""
-    session = _session()
+def _median_s(run: Callable[[], object], seconds: float) -> float:
+    """Median wall time of `run` over about `seconds` (after one warm-up call)."""
+    run()
+    times = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline or len(times) < 3:
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def detector_only(jpegs: list[bytes], seconds: float) -> dict[int, float]:
+    """The detector alone on letterboxed tensors: seconds per call at each batch size."""
+    session = _session(spec.TIERS[0].model(spec.Step.DETECTOR))
     tensors = _letterboxed(jpegs)
-    per_batch = {}
-    latency_ms = float("nan")
-    for batch in (1, 4, 8):
+    per_call = {}
+    for batch in DETECTOR_BATCHES:
         x = np.stack([tensors[i % len(tensors)] for i in range(batch)])
-        session.run(None, {spec.IMAGES.name: x})
-        times = []
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            t = time.perf_counter()
-            session.run(None, {spec.IMAGES.name: x})
-            times.append(time.perf_counter() - t)
-        per_batch[batch] = batch / float(np.median(times))
-        if batch == 1:
-            latency_ms = float(np.median(times)) * 1000
-    best = max(per_batch, key=per_batch.get)
-    return {"per_batch": per_batch, "best_batch": best, "throughput": per_batch[best], "latency_ms": latency_ms}
+        per_call[batch] = _median_s(lambda x=x: session.run(None, {spec.IMAGES.name: x}), seconds)
+    return per_call
+
+
+@dataclass(frozen=True)
+class ModelsOnly:
+    """The models a tier runs, alone in this process, each as often per image as the tier ran it."""
+
+    detector_s: dict[int, float]  # seconds per call, per batch size
+    attributes_ms: dict[str, float]  # model -> ms per image (its calls per image x the time of a call)
+    calls: dict[str, str]  # model -> how it was called, for the report
+
+    @property
+    def best_batch(self) -> int:
+        return min(self.detector_s, key=lambda b: self.detector_s[b] / b)
+
+    def per_image_ms(self, batch: int) -> float:
+        return self.detector_s[batch] / batch * 1000 + sum(self.attributes_ms.values())
+
+    @property
+    def throughput(self) -> float:
+        return 1000 / self.per_image_ms(self.best_batch)
+
+    @property
+    def latency_ms(self) -> float:
+        """One image at a time: the detector at batch 1, then its attribute models."""
+        return self.per_image_ms(1)
+
+
+def models_only(result: TierResult, detector_s: dict[int, float], seconds: float) -> ModelsOnly:
+    """The tier's attribute models timed at the mean size of the tier's calls, as many calls per image as it made.
+
+    Their inputs are random (compute does not depend on the values); their shapes are the models' own.
+    """
+    attributes, calls = {}, {}
+    for step in result.attributes:
+        stats, model = result.steps[step], spec.tier(result.tier).model(step)
+        if not stats.executions:
+            continue
+        session = _session(model)
+        (given,) = session.get_inputs()
+        size = max(round(stats.inputs / stats.executions), 1)
+        x = np.random.default_rng(0).random((size, *given.shape[1:]), dtype=np.float32)
+        call_s = _median_s(lambda s=session, n=given.name, x=x: s.run(None, {n: x}), seconds)
+        per_image = stats.executions / result.images
+        attributes[model] = per_image * call_s * 1000
+        calls[model] = f"{per_image:.2f} calls per image of {size} inputs, {call_s * 1000:.1f} ms each"
+    return ModelsOnly(detector_s, attributes, calls)
 
 
 def ultralytics_predict(jpegs: list[bytes], seconds: float) -> dict[str, Any]:
@@ -224,7 +407,7 @@ def client_pipeline(jpegs: list[bytes], seconds: float) -> dict[str, Any]:
     import torch
     from ultralytics.utils.nms import non_max_suppression
 
-    session = _session()
+    session = _session(spec.TIERS[0].model(spec.Step.DETECTOR))
     count, start = 0, time.monotonic()
     while time.monotonic() - start < seconds:
         (x,) = _letterboxed([jpegs[count % len(jpegs)]])
@@ -234,13 +417,40 @@ def client_pipeline(jpegs: list[bytes], seconds: float) -> dict[str, Any]:
     return {"throughput": count / (time.monotonic() - start)}
 
 
-def server_memory(server: Server) -> float:
-    from tools.evaluate.robustness import server_rss
+def letterbox_costs(jpegs: list[bytes], seconds: float) -> dict[str, float]:
+    """CPU ms per image of the cpu variant's letterbox (OpenCV) and of the DALI graph on CPU operators.
 
-    return server_rss(server) / (1 << 20)
+    Process CPU time (all threads), so that a busy machine inflates the figures less than wall time.
+    """
+    from pipelines.dali.letterbox import cpu_pipeline
+    from pipelines.opencv import letterbox
+
+    cv2.setNumThreads(spec.CPU_PREPROCESS_THREADS)
+    encoded = [np.frombuffer(j, np.uint8) for j in jpegs]
+    out = {}
+    for batch in (1, 8):
+        request = [encoded[i % len(encoded)] for i in range(batch)]
+        pipe = cpu_pipeline(batch)
+        runs: dict[str, Callable[[], object]] = {
+            f"OpenCV (served), {batch} per request": lambda r=request: letterbox.letterbox(r),
+            f"DALI CPU graph, batch {batch}, {spec.CPU_THREADS} threads": lambda r=request, p=pipe: [
+                [np.array(t) for t in o] for o in p.run(**{spec.IMAGE.name: r})
+            ],
+        }
+        for name, run in runs.items():
+            run()
+            count, start, cpu = 0, time.monotonic(), time.process_time()
+            while time.monotonic() - start < seconds or count < 3:
+                run()
+                count += 1
+            out[name] = (time.process_time() - cpu) / count / batch * 1000
+    return out
 
 
-def machine() -> dict[str, str]:
+# --- Report -----------------------------------------------------------------------------------------------
+
+
+def machine(url: str) -> dict[str, str]:
     import onnxruntime
     import torch
     import ultralytics
@@ -252,14 +462,18 @@ def machine() -> dict[str, str]:
         if _has("nvidia-smi")
         else ""
     )
+    with grpcclient.InferenceServerClient(url) as c:
+        triton = c.get_server_metadata(as_json=True)["version"]
     record = manifest.read(REPOSITORY / spec.TIERS[0].model(spec.Step.DETECTOR) / "1", manifest.Detector)
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "memory": f"{psutil.virtual_memory().total / (1 << 30):.0f} GiB",
         "gpu": gpu or "none (cpu variant)",
         "python": platform.python_version(),
-        "triton": "2.51 (nvidia-pytriton 0.7.0 wheel), python backend",
+        "triton": f"{triton} (the server's metadata)",
         "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
         "torch": torch.__version__,
         "ultralytics": ultralytics.__version__,
         "detector": f"{Path(record.artifact.source).name} ({(record.artifact.source_sha256 or '?')[:12]}), "
@@ -298,104 +512,168 @@ def charts(results: list[TierResult], out: Path) -> list[str]:
     return names
 
 
-def _where_time_goes(results: list[TierResult], model: dict[str, Any]) -> list[str]:
-    """Per image, the CPU the steps around the detector take, next to what the detector alone needs."""
-    lines = ["", "## Where the time goes", ""]
+@dataclass
+class Run:
+    """Everything one bench run measured."""
+
+    facts: dict[str, str]
+    results: list[TierResult]
+    models: dict[str, ModelsOnly]  # tier -> its models alone
+    ultralytics: dict[str, Any]
+    client: dict[str, Any]
+    letterbox_ms: dict[str, float]
+    watch: MemoryWatch | None
+    smoke: bool
+
+
+def _steps_table(results: list[TierResult]) -> list[str]:
+    lines = [
+        "Per step over the tier's sweep (server statistics). Compute per image counts each execution once and "
+        "divides by the images the tier detected on; postprocess's excludes the time it waited for the models "
+        "it calls (their requests' time, queue included).",
+        "",
+        "| model | requests | executions | inputs | queue ms per request | compute ms per image | of the detector's |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        per_step = {
-            step: r.steps[spec.tier(r.tier).model(step)]["compute_ms"]
-            for step in (spec.Step.PREPROCESS, spec.Step.POSTPROCESS, spec.Step.GENDER)
-        }
-        around = sum(per_step.values())
-        parts = ", ".join(f"{step.value} {ms:.1f} ms" for step, ms in per_step.items())
-        lines.append(
-            f"- `{r.tier}`: around the detector each request costs {around:.1f} ms of compute ({parts}); "
-            f"the detector alone needs {model['latency_ms']:.1f} ms per image (model only, batch 1). On a "
-            f"machine whose cores the detector already fills, that work is taken from the detector."
-        )
+        for step, s in r.steps.items():
+            name = spec.tier(r.tier).model(step) + (" (own)" if step is spec.Step.POSTPROCESS else "")
+            queue = s.queue_ns / max(s.requests, 1) / 1e6
+            lines.append(f"| {name} | {s.requests} | {s.executions} | {s.inputs} | {queue:.1f} | "
+                         f"{r.per_image_ms(step):.1f} | {r.share(step):.1%} |")  # fmt: skip
+    return lines
+
+
+def _memory_table(watch: MemoryWatch) -> list[str]:
+    def order(name: str) -> tuple[int, str]:
+        step = name.split("_", 1)[0]
+        known = [s.value for s in spec.MODELS]
+        return (known.index(step) if step in known else -1, name)
+
+    names = sorted(set(watch.loaded) | set(watch.peak), key=order)
+    lines = [
+        "| process | PSS at load, MiB | PSS at the peak, MiB |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {watch.loaded.get(n, 0) / MIB:.0f} | {watch.peak.get(n, 0) / MIB:.0f} |" for n in names]
+    lines.append(f"| **total** | {sum(watch.loaded.values()) / MIB:.0f} | {sum(watch.peak.values()) / MIB:.0f} |")
     lines += [
         "",
-        "The alternatives decode with OpenCV and only detect; the tiers decode with DALI's CPU operators "
-        "(slower than OpenCV for one image at a time), pass the full-resolution image on for the person crops, "
-        "and classify every person's gender.",
+        f"At the peak the python backend's shared-memory regions (/dev/shm) were {watch.peak_shm / MIB:.0f} MiB; "
+        "their pages are in the PSS above (tritonserver and the stubs map them). The highest 1-minute load "
+        f"average seen while the tiers ran: {watch.max_load:.1f}.",
     ]
     return lines
 
 
-def render(out: Path, facts: dict[str, str], results: list[TierResult], baselines: dict[str, dict[str, Any]],
-           memory_mib: float, smoke: bool) -> Path:  # fmt: skip
-    model, ultra, client = baselines["model_only"], baselines["ultralytics"], baselines["client_pipeline"]
+def _targets(run: Run) -> list[str]:
+    by_tier = {r.tier: r for r in run.results}
+    checks: list[tuple[str, str, str, bool | None]] = []  # measure, value, target, met (None: no target)
+    if "batch" in by_tier:
+        batch, models = by_tier["batch"], run.models["batch"]
+        ratio = batch.best_throughput / models.throughput
+        checks.append(("batch tier / models only (throughput)", f"{ratio:.2f}x", f">= {TARGET_BATCH_VS_MODELS}x",
+                       ratio >= TARGET_BATCH_VS_MODELS))  # fmt: skip
+        for step, target in ((spec.Step.PREPROCESS, TARGET_PREPROCESS_SHARE),
+                             (spec.Step.POSTPROCESS, TARGET_POSTPROCESS_SHARE)):  # fmt: skip
+            share = batch.share(step)
+            checks.append((f"batch tier: {step.value} compute per image / the detector's", f"{share:.1%}",
+                           f"<= {target:.0%}", share <= target))  # fmt: skip
+    if "streaming" in by_tier:
+        p50 = next(r["p50_ms"] for r in by_tier["streaming"].rows if r["concurrency"] == 1)
+        overhead = p50 - run.models["streaming"].latency_ms
+        target = TARGET_STREAMING_OVERHEAD_MS
+        checks.append(("streaming p50 at concurrency 1 minus the models-only latency", f"{overhead:.1f} ms",
+                       f"<= {target:g} ms", overhead <= target))  # fmt: skip
+    if run.watch is not None:
+        gib = sum(run.watch.peak.values()) / (1 << 30)
+        checks.append(("server memory with all tiers, at the peak (PSS)", f"{gib:.2f} GiB",
+                       f"<= {TARGET_MEMORY_GIB} GiB", gib <= TARGET_MEMORY_GIB))  # fmt: skip
+    for r in run.results:
+        for name, other in (("Ultralytics predict", run.ultralytics), ("client-side pipeline", run.client)):
+            ratio = r.best_throughput / other["throughput"]
+            checks.append((f"{r.tier} tier / {name} (throughput; it only detects)", f"{ratio:.2f}x", "-", None))
+    lines = ["| measure | value | target | met |", "|---|---|---|---|"]
+    for name, value, target, met in checks:
+        lines.append(f"| {name} | {value} | {target} | {'-' if met is None else 'yes' if met else '**no**'} |")
+    return lines
+
+
+def _where_time_goes(run: Run) -> list[str]:
+    """Per tier, the compute around the detector per image and what it is made of."""
+    lines = []
+    for r in run.results:
+        around = [s for s in r.steps if s is not spec.Step.DETECTOR]
+        parts = ", ".join(f"{s.value} {r.per_image_ms(s):.1f} ms ({r.share(s):.0%})" for s in around)
+        total = sum(r.per_image_ms(s) for s in around)
+        lines.append(
+            f"- `{r.tier}`: the detector computes {r.per_image_ms(spec.Step.DETECTOR):.1f} ms per image; around it "
+            f"{total:.1f} ms ({parts}). The models alone need {run.models[r.tier].per_image_ms(1):.1f} ms per "
+            f"image at batch 1 and {run.models[r.tier].per_image_ms(run.models[r.tier].best_batch):.1f} ms at "
+            f"batch {run.models[r.tier].best_batch}."
+        )
+    return lines
+
+
+def render(out: Path, run: Run) -> Path:
     lines = ["# Benchmark report", ""]
-    if smoke:
+    if run.smoke:
         lines += ["**Smoke run** (short windows, not for quoting).", ""]
     lines += [
-        "Produced by `make bench` (`python -m tools.bench`); every number below was measured in this one run.",
+        "Produced by `make bench` (`python -m tools.evaluate.bench`); every number below was measured in this "
+        "one run, on a machine other jobs may share (see the load average).",
         "",
     ]
-    lines += ["| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in facts.items()] + [""]
+    lines += ["| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in run.facts.items()] + [""]
     lines += ["## Tiers (perf_analyzer, gRPC, real JPEGs, cpu variant)", "", "![tiers](tiers.png)", ""]
     lines += [
         "| tier | concurrency | images/s | p50 ms | p95 ms | p99 ms | stable within 25% |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for r in run.results:
         for row in r.rows:
             lines.append(
                 f"| {r.tier} | {row['concurrency']:.0f} | {row['throughput']:.2f} | {row['p50_ms']:.1f} | "
                 f"{row['p95_ms']:.1f} | {row['p99_ms']:.1f} | {'yes' if row['stable'] else '**no**'} |"
             )
-    lines += ["", "Per step, averaged over the tier's sweep (server statistics, per request):", ""]
-    lines += ["| model | requests | executions | queue ms | compute ms |", "|---|---|---|---|---|"]
-    for r in results:
-        for m, s in r.steps.items():
-            lines.append(
-                f"| {m} | {s['requests']:.0f} | {s['executions']:.0f} | {s['queue_ms']:.1f} | {s['compute_ms']:.1f} |"
-            )
+    lines += ["", "## Where the time goes", "", *_steps_table(run.results), "", *_where_time_goes(run)]
+    lines += ["", "## Memory (all tiers loaded)", ""]
+    if run.watch is None:
+        lines += ["Not measured: the server is not a process of this machine."]
+    else:
+        lines += [
+            f"PSS of tritonserver and of each model's python stub(s), after loading and when their total was "
+            f"highest while the tiers ran (sampled every {run.watch.interval_s:g} s).",
+            "",
+            *_memory_table(run.watch),
+        ]
     lines += ["", "## Alternatives (same images, same weights, this process, one after another)", ""]
     lines += ["| alternative | images/s | note |", "|---|---|---|"]
-    per_batch = ", ".join(f"batch {b}: {v:.2f}" for b, v in model["per_batch"].items())
-    lines += [
-        f"| model only (ONNX Runtime, {spec.CPU_THREADS} threads) | {model['throughput']:.2f} | best batch "
-        f"{model['best_batch']} ({per_batch}); batch-1 latency {model['latency_ms']:.1f} ms |",
-        f"| Ultralytics `predict` loop | {ultra['throughput']:.2f} | same ONNX, fixed 640 letterbox |",
-        f"| client-side pipeline | {client['throughput']:.2f} | cv2 + LetterBox + ONNX Runtime + NMS |",
-    ]
-    lines += ["", "## Ratios and targets", "", "| measure | value | target | met |", "|---|---|---|---|"]
-    by_tier = {r.tier: r for r in results}
-    checks: list[tuple[str, str, str, bool | None]] = []  # measure, value, target, met (None: no target)
-    if "batch" in by_tier:
-        ratio = by_tier["batch"].best_throughput / model["throughput"]
-        checks.append(("batch tier / model only (throughput)", f"{ratio:.2f}x", f">= {TARGET_BATCH_VS_MODEL}x",
-                       ratio >= TARGET_BATCH_VS_MODEL))  # fmt: skip
-    if "streaming" in by_tier:
-        p50 = next(r["p50_ms"] for r in by_tier["streaming"].rows if r["concurrency"] == 1)
-        overhead = p50 - model["latency_ms"]
-        checks.append(
-            (
-                "streaming p50 at concurrency 1 minus model-only batch-1 latency",
-                f"{overhead:.1f} ms",
-                f"<= {TARGET_STREAMING_OVERHEAD_MS:g} ms",
-                overhead <= TARGET_STREAMING_OVERHEAD_MS,
-            )
+    for tier, m in run.models.items():
+        per_batch = ", ".join(f"batch {b}: {b / s:.2f}" for b, s in m.detector_s.items())
+        attributes = "; ".join(f"{name}: {how}" for name, how in m.calls.items()) or "no attribute model ran"
+        lines.append(
+            f"| models only, as the {tier} tier runs them (ONNX Runtime, {spec.CPU_THREADS} threads) | "
+            f"{m.throughput:.2f} | detector best at batch {m.best_batch} ({per_batch} images/s); {attributes}; "
+            f"latency of one image {m.latency_ms:.1f} ms |"
         )
-    for r in results:
-        ratio = r.best_throughput / ultra["throughput"]
-        checks.append((f"{r.tier} tier / Ultralytics predict (throughput)", f"{ratio:.2f}x",
-                       f">= {TARGET_TIER_VS_ULTRALYTICS}x", ratio >= TARGET_TIER_VS_ULTRALYTICS))  # fmt: skip
-        ratio = r.best_throughput / client["throughput"]
-        checks.append((f"{r.tier} tier / client-side pipeline (throughput)", f"{ratio:.2f}x", "-", None))
-    for name, value, target, met in checks:
-        verdict = "-" if met is None else "yes" if met else "**no**"
-        lines.append(f"| {name} | {value} | {target} | {verdict} |")
-    lines += _where_time_goes(results, model)
-    lines += ["", f"Server memory with all tiers loaded (tritonserver + python stubs, PSS): {memory_mib:.0f} MiB.", ""]
+    lines += [
+        f"| Ultralytics `predict` loop | {run.ultralytics['throughput']:.2f} | same ONNX, fixed 640 letterbox, "
+        "detection only |",
+        f"| client-side pipeline | {run.client['throughput']:.2f} | cv2 + LetterBox + ONNX Runtime + NMS, "
+        "detection only |",
+    ]
+    lines += ["", "Letterbox alone, CPU time per image (this process, all its threads):", ""]
+    lines += ["| letterbox | CPU ms per image |", "|---|---|"]
+    lines += [f"| {name} | {ms:.1f} |" for name, ms in run.letterbox_ms.items()]
+    lines += ["", "## Targets", "", *_targets(run)]
     report = out / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.evaluate.bench", description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     parser.add_argument("--smoke", action="store_true", help="one tier, short windows: proves the bench runs")
     parser.add_argument("--url", help="use a running server's gRPC address instead of starting one (cpu variant)")
@@ -403,28 +681,42 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     tiers = [spec.tier("streaming")] if args.smoke else list(spec.TIERS)
-    requests, seconds = (8, 2.0) if args.smoke else (40, 15.0)
+    requests, seconds = (8, 1.0) if args.smoke else (40, 15.0)
     jpegs = images()
     data_file = input_data(args.out / "input_data.json", jpegs)
 
-    def run(url: str, server: Server | None) -> int:
-        results = [perf_analyzer(url, t, data_file, args.out, requests) for t in tiers]
-        memory = server_memory(server) if server else float("nan")
-        log.info("alternatives: model only, Ultralytics predict, client-side pipeline (%.0f s each)", seconds)
-        baselines = {
-            "model_only": model_only(jpegs, seconds),
-            "ultralytics": ultralytics_predict(jpegs, seconds),
-            "client_pipeline": client_pipeline(jpegs, seconds),
-        }
+    def run(url: str) -> int:
+        facts = machine(url)
+        facts["load average (1, 5, 15 min) at the start"] = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        process = local_server(url)
+        watch = MemoryWatch(process) if process is not None else None
+        if watch is not None:
+            with watch:
+                results = [perf_analyzer(url, t, data_file, args.out, requests) for t in tiers]
+        else:
+            results = [perf_analyzer(url, t, data_file, args.out, requests) for t in tiers]
+        log.info("alternatives: models only, Ultralytics predict, client-side pipeline, letterboxes")
+        detector_s = detector_only(jpegs, seconds)
+        outcome = Run(
+            facts=facts,
+            results=results,
+            models={r.tier: models_only(r, detector_s, seconds / 5) for r in results},
+            ultralytics=ultralytics_predict(jpegs, seconds),
+            client=client_pipeline(jpegs, seconds),
+            letterbox_ms=letterbox_costs(jpegs, seconds / 5),
+            watch=watch,
+            smoke=args.smoke,
+        )
+        facts["load average (1, 5, 15 min) at the end"] = ", ".join(f"{v:.1f}" for v in os.getloadavg())
         charts(results, args.out)
-        report = render(args.out, machine(), results, baselines, memory, args.smoke)
+        report = render(args.out, outcome)
         log.info("wrote %s", report)
         return 0
 
     if args.url:
-        return run(args.url, None)
+        return run(args.url)
     with Server(ServerOptions(endpoints=Endpoints.free()), log_path=args.out / "tritonserver.log") as server:
-        return run(server.options.endpoints.grpc_url, server)
+        return run(server.options.endpoints.grpc_url)
 
 
 if __name__ == "__main__":
