@@ -24,16 +24,19 @@ from tools.client.video.media import FrameResult
 class Stats:
     """Counters of one session, each counted by the part that sees the event; sent + dropped == produced at the end."""
 
-    produced: int = 0  # frames read from the source (the readers)
-    dropped: int = 0  # live frames never sent (the live reader)
-    max_pending_seen: int = 0  # live frames waiting for a slot at once (the live reader)
-    sent: int = 0  # frames put in the window (it counts these five)
+    # the readers
+    produced: int = 0  # frames read from the source
+    dropped: int = 0  # live frames never sent
+    max_pending_seen: int = 0  # live frames waiting for a slot at once
+    # the window
+    sent: int = 0
     ok: int = 0
     errors: int = 0
     reordered: int = 0  # frames finished while an older one was still awaited
     max_inflight_seen: int = 0  # frames sent and awaiting their answer at once
-    latencies_s: array = field(default_factory=lambda: array("d"))  # of the answered frames (the window)
-    reconnects: int = 0  # new streams after a broken one (the session, told by the stream)
+    latencies_s: array = field(default_factory=lambda: array("d"))  # of the answered frames
+    # the session
+    reconnects: int = 0  # new streams after a broken one, as the stream reports them
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     stopped: str | None = None  # why the run ended early, if it did
