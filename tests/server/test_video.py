@@ -22,7 +22,6 @@ from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink, FrameResult, Source, encode_jpeg
 from tools.client.video.session import DropPolicy, OnError, StreamOptions, StreamSession
-from tools.client.video.window import Stats, Window
 from tools.server.triton import Endpoints, Server, ServerOptions, free_port
 
 # The streaming tier rejects a request that queued 2 s on cpu, so the tests that use it keep at most two
@@ -294,23 +293,3 @@ def test_server_restart_is_survived(detector_manifest: manifest.Detector, tmp_pa
     assert stats.sent + stats.dropped == stats.produced and stats.sent == len(results) == stats.ok + stats.errors
     story = [r.ok for r in results[:seen]]  # when the third answer after the restart came
     assert story[:3] == [True] * 3 and not all(story) and story[-3:] == [True] * 3
-
-
-def test_window_holds_early_answers_in_frame_order() -> None:
-    """The window alone (no server): early answers wait for older frames; held ones count against its size."""
-    stats = Stats()
-    window = Window(3, stats)
-    for index in range(3):
-        window.add(FrameResult(index, None, None))
-    assert window.full() and stats.max_inflight_seen == 3
-    window.finish(2, [], None, 0.1)  # overtakes 0 and 1
-    window.finish(0, [], None, 0.3)
-    assert window.pop().index == 0 and window.pop() is None  # 2 waits for 1
-    window.add(FrameResult(3, None, None, error="bad frame: empty frame"))  # failed before it left
-    assert window.full() and stats.reordered == 1
-    window.finish(1, None, "request failed", 0.2)
-    assert [window.pop().index for _ in range(3)] == [1, 2, 3] and window.empty()
-    assert (stats.sent, stats.ok, stats.errors, stats.reordered) == (4, 2, 2, 1)
-    assert list(stats.latencies_s) == [0.3, 0.1] and stats.max_inflight_seen == 3
-    with pytest.raises(KeyError):
-        window.finish(1, [], None, 0.1)  # not awaited any more
