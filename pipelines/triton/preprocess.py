@@ -39,6 +39,8 @@ class Refusal:
 
 def problem(images: list[np.ndarray]) -> str | None:
     """Why a request's images cannot be decoded, judged from their headers, or None."""
+    if not images:
+        return f"{spec.IMAGE.name}: the request holds no image"
     for k, image in enumerate(images):
         data = image.tobytes().rstrip(b"\0")  # rows of a multi-image request are zero-padded
         try:
