@@ -229,27 +229,45 @@ def local_server(url: str) -> psutil.Process | None:
     return None
 
 
-def memory(server: psutil.Process) -> dict[str, int]:
-    """PSS (shared pages split between the processes that map them) of tritonserver and of each model's stubs."""
-    out = {"tritonserver": server.memory_full_info().pss}
+def _stubs(server: psutil.Process) -> list[tuple[psutil.Process, list[str]]]:
+    """The server's python stubs and their command lines (stub, model.py path, shared-memory region, ...)."""
+    out = []
     for child in server.children(recursive=True):
         try:
             cmdline = child.cmdline()
-            name = Path(cmdline[1]).parent.parent.name if cmdline and cmdline[0].endswith(STUB) else child.name()
-            out[name] = out.get(name, 0) + child.memory_full_info().pss
-        except (psutil.Error, IndexError):
+        except psutil.Error:
+            continue
+        if len(cmdline) > 2 and cmdline[0].endswith(STUB):
+            out.append((child, cmdline))
+    return out
+
+
+def _model(cmdline: list[str]) -> str:
+    return Path(cmdline[1]).parent.parent.name  # .../<model>/<version>/model.py
+
+
+def memory(server: psutil.Process) -> dict[str, int]:
+    """PSS (shared pages split between the processes that map them) of tritonserver and of each model's stubs."""
+    out = {"tritonserver": server.memory_full_info().pss}
+    for stub, cmdline in _stubs(server):
+        try:
+            out[_model(cmdline)] = out.get(_model(cmdline), 0) + stub.memory_full_info().pss
+        except psutil.Error:
             continue
     return out
 
 
-def shared_memory(server: psutil.Process) -> int:
-    """Bytes of the python backend's /dev/shm regions the server maps (a memory-backed emptyDir in a pod)."""
-    regions = {}
-    for m in server.memory_maps(grouped=False):
-        if "/dev/shm/" in m.path:
-            start, end = (int(a, 16) for a in m.addr.split("-"))
-            regions[m.path] = regions.get(m.path, 0) + end - start
-    return sum(regions.values())
+def shared_memory(server: psutil.Process) -> dict[str, int]:
+    """Bytes of each model's python-backend region in /dev/shm (a memory-backed emptyDir in a pod).
+
+    A region grows with the largest tensors its stub exchanged and never shrinks.
+    """
+    out: dict[str, int] = {}
+    for _, cmdline in _stubs(server):
+        region = Path("/dev/shm") / cmdline[2]
+        if region.is_file():
+            out[_model(cmdline)] = out.get(_model(cmdline), 0) + region.stat().st_size
+    return out
 
 
 @dataclass
@@ -260,7 +278,7 @@ class MemoryWatch:
     interval_s: float = 5.0
     loaded: dict[str, int] = field(default_factory=dict)
     peak: dict[str, int] = field(default_factory=dict)
-    peak_shm: int = 0
+    shm: dict[str, int] = field(default_factory=dict)  # at the end: regions only grow
     max_load: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -276,7 +294,6 @@ class MemoryWatch:
         now = memory(self.server)
         if sum(now.values()) > sum(self.peak.values()):
             self.peak = now
-            self.peak_shm = shared_memory(self.server)
         self.max_load = max(self.max_load, os.getloadavg()[0])
 
     def _run(self) -> None:
@@ -288,6 +305,7 @@ class MemoryWatch:
         if self._thread is not None:
             self._thread.join()
         self._sample()
+        self.shm = shared_memory(self.server)
 
 
 # --- Alternatives in this process -------------------------------------------------------------------------
@@ -552,16 +570,19 @@ def _memory_table(watch: MemoryWatch) -> list[str]:
 
     names = sorted(set(watch.loaded) | set(watch.peak), key=order)
     lines = [
-        "| process | PSS at load, MiB | PSS at the peak, MiB |",
-        "|---|---|---|",
+        "| process | PSS at load, MiB | PSS at the peak, MiB | its /dev/shm region at the end, MiB |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {n} | {watch.loaded.get(n, 0) / MIB:.0f} | {watch.peak.get(n, 0) / MIB:.0f} |" for n in names]
-    lines.append(f"| **total** | {sum(watch.loaded.values()) / MIB:.0f} | {sum(watch.peak.values()) / MIB:.0f} |")
+    for n in names:
+        shm = f"{watch.shm[n] / MIB:.0f}" if n in watch.shm else "-"
+        lines.append(f"| {n} | {watch.loaded.get(n, 0) / MIB:.0f} | {watch.peak.get(n, 0) / MIB:.0f} | {shm} |")
+    lines.append(f"| **total** | {sum(watch.loaded.values()) / MIB:.0f} | {sum(watch.peak.values()) / MIB:.0f} | "
+                 f"{sum(watch.shm.values()) / MIB:.0f} |")  # fmt: skip
     lines += [
         "",
-        f"At the peak the python backend's shared-memory regions (/dev/shm) were {watch.peak_shm / MIB:.0f} MiB; "
-        "their pages are in the PSS above (tritonserver and the stubs map them). The highest 1-minute load "
-        f"average seen while the tiers ran: {watch.max_load:.1f}.",
+        "A stub's region in /dev/shm holds the tensors it exchanges with the server, grows with the largest and "
+        "never shrinks; its pages are in the PSS of the stub and of tritonserver, which both map it. The highest "
+        f"1-minute load average seen while the tiers ran: {watch.max_load:.1f}.",
     ]
     return lines
 
