@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import psutil
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from pipelines import spec
-from tools.client.people import PeopleClient, Person
+from tools.client.people import PeopleClient, Person, unpack
 from tools.evaluate.corpus import ASSETS, Case, Expect, cases, large_image
 from tools.server.triton import Endpoints, Server, ServerOptions
 
@@ -45,23 +46,34 @@ class Outcome:
     seconds: float = 0.0
 
 
+def _inputs(client: PeopleClient, data: bytes | np.ndarray) -> list[Any]:
+    """An encoded image as the client sends it, or a raw IMAGE tensor (the dtype and shape cases)."""
+    if isinstance(data, bytes):
+        return client.inputs([data])
+    tensor = client.client_module.InferInput(spec.IMAGE.name, list(data.shape), np_to_triton_dtype(data.dtype))
+    tensor.set_data_from_numpy(data)
+    return [tensor]
+
+
+def _outcome(client: PeopleClient, error: InferenceServerException | None, outputs: dict | None,
+             start: float) -> Outcome:  # fmt: skip
+    """An answer classified by what a client should do with it."""
+    if error is not None:
+        status = str(error.status())
+        kind = next((k for k, v in STATUS[client.protocol].items() if v == status), "other")
+        return Outcome(kind, error.message() or str(error), seconds=time.monotonic() - start)
+    (persons,) = unpack(outputs) if outputs else ([],)
+    return Outcome("ok", persons=persons, seconds=time.monotonic() - start)
+
+
 def send(client: PeopleClient, tier: str, data: bytes | np.ndarray) -> Outcome:
     """One request (the client's timeout bounds it); the answer classified by what a client should do."""
     start = time.monotonic()
     try:
-        if isinstance(data, bytes):
-            (persons,) = client.detect([data], tier)
-        else:
-            tensor = client.client_module.InferInput(spec.IMAGE.name, list(data.shape), np_to_triton_dtype(data.dtype))
-            tensor.set_data_from_numpy(data)
-            client.infer_raw(tier, [tensor])
-            persons = []
+        outputs = client.infer_raw(tier, _inputs(client, data))
     except InferenceServerException as e:
-        names = STATUS[client.protocol]
-        status = str(e.status())
-        kind = next((k for k, v in names.items() if v == status), "other")
-        return Outcome(kind, e.message() or str(e), seconds=time.monotonic() - start)
-    return Outcome("ok", persons=persons, seconds=time.monotonic() - start)
+        return _outcome(client, e, None, start)
+    return _outcome(client, None, outputs if isinstance(data, bytes) else None, start)
 
 
 def server_rss(server: Server) -> int:
@@ -98,28 +110,54 @@ def _preprocess_stats(server: Server, tier: str) -> tuple[int, int]:
     return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
 
 
+def _in_order(client: PeopleClient, tier: str, requests: list[bytes | np.ndarray]) -> list[Outcome]:
+    """gRPC requests sent one after another on one channel without waiting, so they arrive in that order."""
+    start = time.monotonic()
+    model = spec.tier(tier).model(spec.Step.ENSEMBLE)
+    answers: list[tuple[Any, Any] | None] = [None] * len(requests)
+    all_done = threading.Semaphore(0)
+
+    def callback(k: int, result: Any, error: Any) -> None:
+        answers[k] = (result, error)
+        all_done.release()
+
+    for k, data in enumerate(requests):
+        client.client.async_infer(model, _inputs(client, data), partial(callback, k), client_timeout=client.timeout_s)
+    for _ in requests:
+        assert all_done.acquire(timeout=client.timeout_s + 10), "no answer within the client's timeout"
+    outcomes = []
+    for answer, data in zip(answers, requests, strict=True):
+        assert answer is not None
+        result, error = answer
+        outputs = {t.name: result.as_numpy(t.name) for t in spec.ENSEMBLE_OUTPUTS} if error is None else None
+        outcomes.append(_outcome(client, error, outputs if isinstance(data, bytes) else None, start))
+    return outcomes
+
+
 def batched_pair(
-    server: Server, url: str, protocol: str, tier: str, good: bytes, bad: bytes | np.ndarray, tries: int = 3
-) -> tuple[Outcome, Outcome, bool | None]:
-    """A good and a bad request sent together while a large image keeps the first step busy, so that both
-    queue and are executed in one batch. Returns both outcomes and whether they shared an execution
-    (None: the bad one never reached the model, refused by Triton's own input checks)."""
-    shared: bool | None = False
-    for _ in range(tries):
-        before = _preprocess_stats(server, tier)
-        with ThreadPoolExecutor(3) as pool:
+    server: Server, url: str, protocol: str, tier: str, good: bytes, bad: bytes | np.ndarray
+) -> tuple[list[Outcome], Outcome, bool | None]:
+    """A bad request between two good ones, sent while a large image keeps the first step busy so all queue.
+
+    Over gRPC the four go out in order on one channel, and Triton batches in arrival order: when they
+    took at most two executions, the bad one shared one with a good one (it cannot be alone without
+    three). Returns the good neighbours' and the bad one's outcomes, and whether that was shown (None:
+    not judged: over HTTP the order is not fixed, or the bad one never reached the model).
+    """
+    requests = [large_image(), good, bad, good]
+    before = _preprocess_stats(server, tier)
+    if protocol == "grpc":
+        with PeopleClient(url, protocol) as client:
+            outcomes = _in_order(client, tier, requests)
+    else:
+        with ThreadPoolExecutor(len(requests)) as pool:
             # One client per request: tritonclient's HTTP client is not thread-safe (gevent).
-            blocker = pool.submit(send, PeopleClient(url, protocol), tier, large_image())
-            pair = [pool.submit(send, PeopleClient(url, protocol), tier, data) for data in (good, bad)]
-            neighbour, got = (f.result() for f in pair)
-            assert blocker.result().kind == "ok", blocker.result().message
-        inferences, executions = (a - b for a, b in zip(_preprocess_stats(server, tier), before, strict=True))
-        if inferences < 3:
-            return neighbour, got, None
-        shared = executions == 2  # the blocker's, then the pair's
-        if shared:
-            break
-    return neighbour, got, shared
+            outcomes = list(pool.map(lambda d: send(PeopleClient(url, protocol), tier, d), requests))
+    blocker, first, got, second = outcomes
+    assert blocker.kind == "ok", blocker.message
+    inferences, executions = (a - b for a, b in zip(_preprocess_stats(server, tier), before, strict=True))
+    shared = executions <= 2 if protocol == "grpc" and inferences == len(requests) else None
+    return [first, second], got, shared
 
 
 def corpus_round(server: Server, tiers: tuple[str, ...], protocols: tuple[str, ...]) -> CorpusReport:
@@ -140,12 +178,13 @@ def corpus_round(server: Server, tiers: tuple[str, ...], protocols: tuple[str, .
                 label = f"{protocol}/{tier}/{case.name}"
                 report.tried += 1
                 _judge(report, case, send(client, tier, case.data), f"{label}/alone", client, tier)
-                neighbour, got, shared = batched_pair(server, url, protocol, tier, good, case.data)
+                neighbours, got, shared = batched_pair(server, url, protocol, tier, good, case.data)
                 _judge(report, case, got, f"{label}/batched", client, tier)
                 if shared is False:
                     report.not_batched.append(label)
-                if neighbour.kind != "ok" or neighbour.persons != expected_good.persons:
-                    report.good_harmed.append(f"{label}: {neighbour.kind} {neighbour.message}")
+                for n in neighbours:
+                    if n.kind != "ok" or n.persons != expected_good.persons:
+                        report.good_harmed.append(f"{label}: {n.kind} {n.message}")
                 if not server.healthy():
                     report.crashes += 1
                     log.error("server unhealthy after %s", label)
