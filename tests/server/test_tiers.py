@@ -85,7 +85,7 @@ def test_different_thresholds_batched_together_get_their_own(server: Server, bus
     client = PeopleClient(server.options.endpoints.grpc_url)
     tier = "balanced"
     asks: list[dict[str, float]] = [{}, {"conf": 0.5}, {}, {"iou": 0.3}, {"conf": 0.05, "iou": 0.5},
-                                    {"gender_threshold": 0.95}, {}, {"conf": 0.9, "gender_threshold": 0.0}]  # fmt: skip
+                                    {"gender_threshold": 0.99}, {}, {"conf": 0.9, "gender_threshold": 0.0}]  # fmt: skip
     alone = [client.detect([bus], tier, **a) for a in asks]
     assert len({str(a) for a in alone}) >= 5, "the thresholds must give different answers"
     post = spec.tier(tier).model(spec.Step.POSTPROCESS)
