@@ -90,15 +90,15 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
     config = mc.ModelConfig(name=tier.model(step), max_batch_size=batching.max_batch_size)
     _inputs(config, spec.STEP_INPUTS[step], ragged=step is Step.PREPROCESS)
     _outputs(config, spec.STEP_OUTPUTS[step])
-    if variant is Variant.CPU:
-        config.backend = "python"
-    elif step is Step.PREPROCESS:
-        config.backend = "dali"  # serializes 1/dali.py at load (@autoserialize)
-    elif step in (Step.DETECTOR, Step.GENDER, Step.FACE):
+    if variant is Variant.GPU and step in spec.ENGINES:
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
     else:
+        # Python everywhere else; on the GPU variant preprocess runs DALI's GPU graph itself
+        # (pipelines/dali/gpu.py): a batch that fails there is retried request by request, which
+        # the DALI backend cannot do.
         config.backend = "python"
+    if variant is Variant.GPU and step is Step.POSTPROCESS:
         # Hand the python model the detector's output where it already is: on the GPU.
         _parameter(config, "FORCE_CPU_ONLY_INPUT_TENSORS", "no")
     if step is Step.POSTPROCESS:
@@ -132,26 +132,12 @@ def _pbtxt(config: mc.ModelConfig) -> str:
 
 
 def _model_py(step: Step) -> str:
-    variants = "both variants" if step is Step.POSTPROCESS else "the cpu variant"
+    variants = "the cpu variant" if step in spec.ENGINES else "both variants"
     return (
         f'"""Python-backend model for {variants}; the logic lives in {PYTHON_MODELS[step]}.\n\n'
         'Rendered by `make configs`."""\n\n'
         f"from {PYTHON_MODELS[step]} import TritonPythonModel  # noqa: F401\n"
     )
-
-
-def _dali_py(tier: Tier) -> str:
-    return f'''"""GPU variant of preprocess_{tier.name}: the shared letterbox graph with nvJPEG (`mixed`) decoding.
-
-The DALI backend serializes this at load (@autoserialize). Rendered by `make configs`.
-"""
-
-from nvidia.dali.plugin.triton import autoserialize
-
-from pipelines.dali.letterbox import gpu_pipeline
-
-preprocess = autoserialize(gpu_pipeline(tier="{tier.name}"))
-'''
 
 
 def tier_table() -> str:
@@ -208,7 +194,6 @@ def files() -> Iterator[tuple[Path, str]]:
             for step in spec.MODELS:
                 yield Path(tier.model(step)) / CONFIG_PATHS[variant], _pbtxt(step_config(tier, step, variant))
             yield Path(tier.model(Step.ENSEMBLE)) / CONFIG_PATHS[variant], _pbtxt(ensemble_config(tier, variant))
-        yield Path(tier.model(Step.PREPROCESS)) / "1" / "dali.py", _dali_py(tier)
         for step in spec.MODELS:
             yield Path(tier.model(step)) / "1" / "model.py", _model_py(step)
         yield Path(tier.model(Step.ENSEMBLE)) / "1" / ".gitkeep", ""

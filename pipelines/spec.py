@@ -163,6 +163,8 @@ STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.FACE: (FACE_MAPS,),
 }
 PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)  # the ensemble's steps, in order
+# The models that run as TensorRT engines on the GPU variant (ONNX Runtime on the cpu variant).
+ENGINES = (Step.DETECTOR, Step.GENDER, Step.FACE)
 MODELS = (*PIPELINE, Step.GENDER, Step.FACE)  # every model of a tier besides the ensemble
 
 

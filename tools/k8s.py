@@ -21,7 +21,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from export import tensorrt_plan
 from pipelines import spec
 from pipelines.render import ROOT, splice, write_or_check
 from pipelines.spec import Step, Tier, Variant
@@ -70,7 +69,7 @@ def queue_promql(tier: Tier, matchers: str = "<<.LabelMatchers>>", group_by: str
 
 def required_files(variant: Variant) -> list[str]:
     """What the copied model repository must hold, so a wrong one fails with a clear message."""
-    engines = [f"{t.model(s)}/1/{ENGINE_FILES[variant]}" for t in spec.TIERS for s in tensorrt_plan.RECIPES]
+    engines = [f"{t.model(s)}/1/{ENGINE_FILES[variant]}" for t in spec.TIERS for s in spec.ENGINES]
     return [*(f"{t.model(Step.ENSEMBLE)}/config.pbtxt" for t in spec.TIERS), *engines]
 
 

@@ -1,7 +1,10 @@
-"""cpu variant of `preprocess_<tier>`: the OpenCV letterbox (`pipelines.opencv.letterbox`) in the python backend.
+"""`preprocess_<tier>`: headers checked, then the letterbox, in the python backend on both variants.
 
-Each request's images are checked from their headers, then decoded and
-letterboxed one after another: an image that fails fails only its own request.
+Every request's images are checked from their headers first (pipelines.validate), so nothing the
+decoders cannot take reaches them. Then, on a CPU instance (cpu variant), the OpenCV letterbox
+(`pipelines.opencv.letterbox`) decodes one image after another; on a GPU instance (GPU variant) the
+DALI graph with nvJPEG (`pipelines.dali.gpu`) takes the whole batch, and a batch that still fails is
+retried request by request. Either way an image that fails fails only its own request.
 
 It is also where a drain cuts the tier (see spec.DRAIN_PARAMETER): requests
 queued before the launcher's drain request are answered, those after refused.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import cv2
@@ -23,7 +27,7 @@ from pipelines.opencv import letterbox
 from pipelines.triton.errors import invalid, unavailable
 from pipelines.triton.metrics import Counter
 
-Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # IMAGES, GEOMETRY, ORIGINAL
+Outputs = tuple[Any, np.ndarray, Any]  # IMAGES, GEOMETRY, ORIGINAL: numpy on a CPU instance, torch on a GPU one
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,14 @@ class TritonPythonModel:
         self.drain_token = os.environ.get(spec.DRAIN_TOKEN_ENV)
         self.draining = False
         self.admitted = Counter(spec.ADMITTED_METRIC, "requests passed on to the detector", args["model_name"])
-        cv2.setNumThreads(spec.CPU_PREPROCESS_THREADS)
+        self.gpu = None
+        if args.get("model_instance_kind") == "GPU":
+            from pipelines.dali.gpu import GpuLetterbox  # torch and DALI's GPU graph: GPU instances only
+
+            tier = next(t.name for t in spec.TIERS if t.model(spec.Step.PREPROCESS) == args["model_name"])
+            self.gpu = GpuLetterbox(tier, int(args["model_instance_device_id"]))
+        else:
+            cv2.setNumThreads(spec.CPU_PREPROCESS_THREADS)
 
     def _is_drain_marker(self, request: Any) -> bool:
         if not self.drain_token:
@@ -86,11 +97,36 @@ class TritonPythonModel:
                 continue
             why = problem(images)
             results.append(Refusal(why) if why else None)
-        for i, result in enumerate(results):
-            if result is None:
+        pending = [i for i, r in enumerate(results) if r is None]
+        if self.gpu is None:
+            for i in pending:
                 results[i] = _letterbox(batches[i])
+        elif pending:
+            for i, result in zip(pending, self._letterbox_on_gpu([batches[i] for i in pending]), strict=True):
+                results[i] = result
         self.admitted.increment(sum(isinstance(r, tuple) for r in results))
         return [self._respond(r) for r in results]
+
+    def _letterbox_on_gpu(self, requests: list[list[np.ndarray]]) -> list[Outputs | Refusal]:
+        """All requests' images in one GPU batch; when DALI fails it, each request again on its own."""
+        assert self.gpu is not None
+        try:
+            images, geometry, original = self.gpu.run([image for images in requests for image in images])
+        except RuntimeError:
+            self.gpu.rebuild()
+            return [self._alone_on_gpu(images) for images in requests]
+        bounds = np.cumsum([0] + [len(images) for images in requests])
+        return [_trimmed(images[lo:hi], geometry[lo:hi], original[lo:hi]) for lo, hi in pairwise(bounds)]
+
+    def _alone_on_gpu(self, images: list[np.ndarray]) -> Outputs | Refusal:
+        assert self.gpu is not None
+        try:
+            return _trimmed(*self.gpu.run(images))
+        except RuntimeError as e:
+            self.gpu.rebuild()
+            lines = str(e).strip().splitlines()
+            pb_utils.Logger.log_info(f"decode failed: {lines[-1] if lines else e}")
+            return Refusal(f"{spec.IMAGE.name}: the image could not be decoded (corrupt or unsupported data)")
 
     @staticmethod
     def _respond(result: Outputs | Refusal | None) -> Any:
@@ -98,6 +134,19 @@ class TritonPythonModel:
         if isinstance(result, Refusal):
             return result.response()
         names = (spec.IMAGES.name, spec.GEOMETRY.name, spec.ORIGINAL.name)
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(n, v) for n, v in zip(names, result, strict=True)]
-        )
+        return pb_utils.InferenceResponse(output_tensors=[_output(n, v) for n, v in zip(names, result, strict=True)])
+
+
+def _output(name: str, value: Any) -> Any:
+    """numpy from the OpenCV letterbox; torch on the GPU from DALI's, handed over without a copy (DLPack)."""
+    if isinstance(value, np.ndarray):
+        return pb_utils.Tensor(name, np.ascontiguousarray(value))
+    from torch.utils.dlpack import to_dlpack  # GPU instances only, which have torch loaded already
+
+    return pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
+
+
+def _trimmed(images: Any, geometry: np.ndarray, original: Any) -> Outputs:
+    """A request's share of a GPU batch, ORIGINAL cut from the batch's padding down to its own largest image."""
+    width, height = (int(v) for v in geometry[:, 4:6].max(axis=0))
+    return images, geometry, original[:, :height, :width]

@@ -50,7 +50,6 @@ def test_render_covers_every_tier_step_and_variant() -> None:
         for step in ALL_STEPS
         for variant in VARIANTS
     }
-    expected |= {Path(tier.model(Step.PREPROCESS)) / "1" / "dali.py" for tier in spec.TIERS}
     expected |= {Path(tier.model(step)) / "1" / "model.py" for tier in spec.TIERS for step in spec.MODELS}
     assert expected <= set(paths), f"not rendered: {sorted(map(str, expected - set(paths)))}"
 
@@ -65,7 +64,7 @@ def test_check_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert render.main(["--repository", str(tmp_path), "--check"]) == 0, "a fresh render does not check clean"
     edited = tmp_path / spec.tier("batch").model(Step.DETECTOR) / render.CONFIG_PATHS[Variant.CPU]
     edited.write_text(edited.read_text().replace("max_batch_size: 16", "max_batch_size: 17"))
-    (tmp_path / spec.tier("streaming").model(Step.PREPROCESS) / "1" / "dali.py").unlink()
+    (tmp_path / spec.tier("streaming").model(Step.PREPROCESS) / "1" / "model.py").unlink()
     capsys.readouterr()
     assert render.main(["--repository", str(tmp_path), "--check"]) == 1, "--check missed an edited config"
     out = capsys.readouterr().out
@@ -225,7 +224,9 @@ def test_ensemble_documents_gender_labels(tier: spec.Tier, variant: Variant) -> 
 @pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
 def test_backends_and_instance_kinds(tier: spec.Tier) -> None:
     pre, det, post, gender, face = (config(tier, step, Variant.GPU) for step in spec.MODELS)
-    assert pre.backend == "dali", f"{pre.name}: GPU backend {pre.backend!r}"
+    # GPU preprocess: the python backend runs DALI's GPU graph (validation first, per-request retry).
+    assert pre.backend == "python", f"{pre.name}: GPU backend {pre.backend!r}"
+    assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in parameters(pre), "IMAGE bytes belong on the host"
     for c in (det, gender, face):
         assert c.platform == "tensorrt_plan" and c.default_model_filename == "model.plan", f"{c.name}: GPU platform"
     assert post.backend == "python", f"{post.name}: GPU backend {post.backend!r}"

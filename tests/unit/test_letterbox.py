@@ -11,7 +11,6 @@ is exact.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from collections.abc import Callable
 from functools import cache
@@ -19,11 +18,10 @@ from functools import cache
 import cv2
 import numpy as np
 import pytest
-from nvidia.dali._utils.autoserialize import _discover_autoserialize
 from nvidia.dali.pipeline import Pipeline
 from PIL import Image
 
-from pipelines import render, spec
+from pipelines import spec
 from pipelines.dali import letterbox
 from pipelines.opencv import letterbox as host
 from tests.unit import reference
@@ -249,22 +247,11 @@ def test_gpu_graph_serializes_without_a_gpu(tier: str) -> None:
     assert pipeline.max_batch_size == spec.tier(tier).gpu.max_batch_size, f"{tier}: batch size is not the spec's"
 
 
-@pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
-def test_rendered_dali_py_has_one_autoserialize_pipeline(tier: spec.Tier) -> None:
-    path = render.REPOSITORY / tier.model(spec.Step.PREPROCESS) / "1" / "dali.py"
-    module_spec = importlib.util.spec_from_file_location(f"dali_{tier.name}", path)
-    assert module_spec is not None and module_spec.loader is not None, f"cannot import {path}"
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-
-    marked = [name for name, obj in vars(module).items() if getattr(obj, "_is_autoserialize", False)]
-    assert len(marked) == 1, f"{path}: expected one @autoserialize object, found {marked}"
-    found = _discover_autoserialize(module, visited=[])  # what the DALI backend runs at load
-    assert len(found) == 1, f"{path}: the DALI backend would find {len(found)} @autoserialize pipelines"
-
-    pipeline = found[0](device_id=None)
-    assert pipeline.max_batch_size == tier.gpu.max_batch_size, f"{path}: not bound to tier {tier.name}"
-    assert pipeline.serialize(), f"{path}: serialize() returned nothing"
+@pytest.mark.parametrize("tier", spec.TIER_NAMES)
+def test_gpu_graph_builds_as_preprocess_feeds_it(tier: str) -> None:
+    """preprocess (GPU instances) feeds the graph by name one batch at a time: prefetch depth 1."""
+    pipeline = letterbox.gpu_pipeline(tier, device_id=None)(prefetch_queue_depth=1)
+    assert pipeline.serialize(), f"{tier}: the graph preprocess runs does not build"
 
 
 # --- The cpu variant's letterbox (OpenCV): exactly Ultralytics' ----------------------------------------

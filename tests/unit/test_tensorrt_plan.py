@@ -160,3 +160,8 @@ def test_target_round_trips_and_reads_trt_version(monkeypatch: pytest.MonkeyPatc
     assert Target.from_json(target.to_json()) == target and target.tensorrt_major == 10
     monkeypatch.setenv("TRT_VERSION", "10.16.0.72")
     assert tensorrt_plan.tensorrt_version() == "10.16.0.72"
+
+
+def test_every_engine_model_has_a_plan_recipe() -> None:
+    """The models the GPU configs serve as TensorRT plans are the ones plans are built for."""
+    assert set(tensorrt_plan.RECIPES) == set(spec.ENGINES)

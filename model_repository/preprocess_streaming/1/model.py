@@ -1,4 +1,4 @@
-"""Python-backend model for the cpu variant; the logic lives in pipelines.triton.preprocess.
+"""Python-backend model for both variants; the logic lives in pipelines.triton.preprocess.
 
 Rendered by `make configs`."""
 
