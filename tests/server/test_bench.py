@@ -24,6 +24,7 @@ def test_bench_smoke_renders_the_report(server: Server, tmp_path: Path) -> None:
     for expected in (
         f"| triton | {version} (the server's metadata) |",
         "| streaming | 1 |",
+        "1-minute load average after each phase",
         "compute ms per image",
         "| detector_streaming | ",
         "| postprocess_streaming (own) | ",

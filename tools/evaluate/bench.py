@@ -627,11 +627,13 @@ def _where_time_goes(run: Run) -> list[str]:
         around = [s for s in r.steps if s is not spec.Step.DETECTOR]
         parts = ", ".join(f"{s.value} {r.per_image_ms(s):.1f} ms ({r.share(s):.0%})" for s in around)
         total = sum(r.per_image_ms(s) for s in around)
+        models = run.models[r.tier]
+        alone = f"{models.per_image_ms(1):.1f} ms per image at batch 1"
+        if models.best_batch != 1:
+            alone += f", {models.per_image_ms(models.best_batch):.1f} ms at batch {models.best_batch}"
         lines.append(
             f"- `{r.tier}`: the detector computes {r.per_image_ms(spec.Step.DETECTOR):.1f} ms per image; around it "
-            f"{total:.1f} ms ({parts}). The models alone need {run.models[r.tier].per_image_ms(1):.1f} ms per "
-            f"image at batch 1 and {run.models[r.tier].per_image_ms(run.models[r.tier].best_batch):.1f} ms at "
-            f"batch {run.models[r.tier].best_batch}."
+            f"{total:.1f} ms ({parts}). The models alone need {alone}."
         )
     return lines
 
@@ -708,7 +710,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(url: str) -> int:
         facts = machine(url)
-        facts["load average (1, 5, 15 min) at the start"] = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        load: list[str] = []  # the 1-minute load average after each phase: what else ran meanwhile
+
+        def after(phase: str, value: Any) -> Any:
+            load.append(f"{phase} {os.getloadavg()[0]:.1f}")
+            return value
+
+        after("start", None)
         process = local_server(url)
         watch = MemoryWatch(process) if process is not None else None
         if watch is not None:
@@ -716,19 +724,20 @@ def main(argv: list[str] | None = None) -> int:
                 results = [perf_analyzer(url, t, data_file, args.out, requests) for t in tiers]
         else:
             results = [perf_analyzer(url, t, data_file, args.out, requests) for t in tiers]
+        after("tiers", None)
         log.info("alternatives: models only, Ultralytics predict, client-side pipeline, letterboxes")
-        detector_s = detector_only(jpegs, seconds)
+        detector_s = after("models only", detector_only(jpegs, seconds))
         outcome = Run(
             facts=facts,
             results=results,
             models={r.tier: models_only(r, detector_s, seconds / 5) for r in results},
-            ultralytics=ultralytics_predict(jpegs, seconds),
-            client=client_pipeline(jpegs, seconds),
-            letterbox_ms=letterbox_costs(jpegs, seconds / 5),
+            ultralytics=after("Ultralytics", ultralytics_predict(jpegs, seconds)),
+            client=after("client-side pipeline", client_pipeline(jpegs, seconds)),
+            letterbox_ms=after("letterboxes", letterbox_costs(jpegs, seconds / 5)),
             watch=watch,
             smoke=args.smoke,
         )
-        facts["load average (1, 5, 15 min) at the end"] = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        facts[f"1-minute load average after each phase ({os.cpu_count()} cores)"] = ", ".join(load)
         charts(results, args.out)
         report = render(args.out, outcome)
         log.info("wrote %s", report)
