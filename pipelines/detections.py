@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torchvision
 
 from pipelines import spec
 
@@ -114,13 +113,17 @@ def per_image(
     unstable argsort (equal scores come in that sort's own order).
     rows [B, A, 4 + C], scores and cls [B, A].
     """
+    # Imported here: torchvision adds about 90 MiB to every postprocess stub (measured by make bench),
+    # and only this path needs it.
+    from torchvision.ops import nms
+
     kept = torch.full((rows.shape[0], max_det), -1, dtype=torch.long, device=rows.device)
     for b, threshold in enumerate(iou.tolist()):
         anchor = candidate[b].nonzero()[:, 0]
         if anchor.numel() > spec.MAX_NMS:
             anchor = anchor[scores[b, anchor].argsort(descending=True)[: spec.MAX_NMS]]
         boxes = class_offset(rows[b, anchor, :4], cls[b, anchor], agnostic)
-        keep = anchor[torchvision.ops.nms(boxes, scores[b, anchor], threshold)[:max_det]]
+        keep = anchor[nms(boxes, scores[b, anchor], threshold)[:max_det]]
         kept[b, : keep.numel()] = keep
     return kept
 

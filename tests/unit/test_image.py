@@ -32,7 +32,7 @@ INDEX = "https://pypi.org/simple"  # what the image's pip uses: it has no other 
 NOT_SERVED = {
     "ultralytics": "training and export (the ONNX is exported on the host)",
     "onnx": "export only",
-    "opencv-python": "a GUI build of OpenCV (and nothing served imports cv2)",
+    "opencv-python": "a GUI build of OpenCV (the image has the headless one preprocess imports)",
     "matplotlib": "plots",
     "pytest": "tests",
     "ruff": "lint",

@@ -309,7 +309,7 @@ def _p(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.robustness", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.evaluate.robustness", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one tier, gRPC only, short load (as in make test)")
     parser.add_argument("--log", type=Path, default=Path("build/robustness-tritonserver.log"))
     args = parser.parse_args(argv)

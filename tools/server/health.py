@@ -5,7 +5,7 @@ here: requests then fail with "Stub process ... is not healthy" and the stub is
 not restarted). This check counts the live stubs of each python model against
 the instances its config asks for, so `make serve` can restart the server and
 a container orchestrator can take the pod out of service
-(`python -m tools.health`, exit 0 healthy, 1 not).
+(`python -m tools.server.health`, exit 0 healthy, 1 not).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _server_pid() -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.health", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.server.health", description=__doc__)
     parser.add_argument("--url", default=f"{spec.HOST}:{spec.HTTP_PORT}", help="Triton's HTTP address")
     parser.add_argument("--repository", type=Path, default=Path("/models"))
     parser.add_argument("--model-config-name", default=None, help="cpu for the cpu variant")
