@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from export import serving_image
 from pipelines import render, spec
 
 README = render.README.read_text()
@@ -85,3 +86,21 @@ def test_spec_facts_are_the_rendered_ones() -> None:
     assert render.facts_table() in README, "run `make configs`"
     for number in (spec.MAX_DET, spec.DEFAULT_CONF_THRESHOLD, spec.DEFAULT_IOU_THRESHOLD, spec.MIN_CROP_PX):
         assert str(number) in render.facts_table()
+
+
+def _make_variable(name: str) -> str:
+    found = re.search(rf"^{name}\s*[:?]?=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert found, f"the Makefile defines no {name}"
+    return found.group(1)
+
+
+def test_versions_are_their_sources() -> None:
+    """Versions the README states are the ones the Makefile, pyproject and the image's facts pin."""
+    tag = _make_variable("TRITON_IMAGE_TAG")
+    image = serving_image.release(tag)
+    assert f"`nvcr.io/nvidia/tritonserver:{tag}` (Triton {image.triton})" in README
+    assert f"tritonclient=={_make_variable('TRITONCLIENT_PA_VERSION')}" in README
+    python = re.search(r'requires-python = ">=([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert python and f"Python {python.group(1)}+" in README
+    dali = re.search(r"^(nvidia-dali-cuda\d+==[\d.]+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    assert dali and dali.group(1) in README and image.dali in dali.group(1)
