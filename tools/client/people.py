@@ -135,16 +135,9 @@ class PeopleClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def inputs(
-        self,
-        images: Sequence[bytes],
-        conf: float | None = None,
-        iou: float | None = None,
-        gender_threshold: float | None = None,
-        send_defaults: bool = True,
-    ) -> list[Any]:
-        """Request tensors (see request_inputs)."""
-        return request_inputs(self.client_module, images, conf, iou, gender_threshold, send_defaults)
+    def inputs(self, images: Sequence[bytes], **thresholds: Any) -> list[Any]:
+        """Request tensors for this client's protocol (see request_inputs for the thresholds)."""
+        return request_inputs(self.client_module, images, **thresholds)
 
     def infer_raw(self, tier: str, inputs: list[Any], **kwargs: Any) -> dict[str, np.ndarray]:
         model = spec.tier(tier).model(spec.Step.ENSEMBLE)
