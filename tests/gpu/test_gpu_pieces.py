@@ -1,6 +1,6 @@
 """The server's GPU pieces without Triton, as `make gpu-check` checks them (tools/evaluate/gpu_check.py).
 
-The DALI GPU graph serialized and reloaded as the DALI backend loads it against the CPU graph, the
+The DALI GPU graph built as the GPU preprocess builds it against the CPU graph, the
 detector in PyTorch (fp32, fp16) plus the postprocess against Ultralytics' predict, and the
 postprocess on CUDA tensors against the same code on the CPU (NMS, faces, chips, labels), on every
 parity image, with the tolerances the report states; the models exported as `make gpu-check` exports
@@ -48,7 +48,7 @@ def checks_starting(parity: tuple[list[gpu_check.ImageRow], list[gpu_check.Check
     return [f"{c.name}: {c.measured} (tolerance {c.tolerance})" for c in chosen if not c.ok]
 
 
-def test_gpu_graph_reloaded_matches_the_cpu_graph(
+def test_gpu_graph_matches_the_cpu_graph(
     parity: tuple[list[gpu_check.ImageRow], list[gpu_check.Check]],
 ) -> None:
     """GEOMETRY exactly; IMAGES and ORIGINAL within nvJPEG-vs-libjpeg-turbo tolerances."""

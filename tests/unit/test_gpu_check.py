@@ -1,7 +1,7 @@
 """`make gpu-check`'s tool (tools/evaluate/gpu_check.py) in its CPU smoke mode, which runs here.
 
 The smoke run takes the same code paths as the GPU run except the device: the DALI graph serialized
-and reloaded as the DALI backend loads it (the CPU graph, as a GPU graph cannot load here), the
+and built as the GPU preprocess builds it (the CPU graph, as a GPU graph cannot build here), the
 detector's .pt in PyTorch against Ultralytics' predict, the postprocess on the device against the
 CPU, the throughput table and the report. On the CPU every comparison but the one with Ultralytics
 must be exact. The GPU checks themselves are tests/gpu (skipped without a GPU).
@@ -61,7 +61,7 @@ def test_smoke_run_passes_every_check(smoke: tuple[int, str]) -> None:
     assert all(c[1] == "pass" for c in checks), f"failed checks: {[c for c in checks if c[1] != 'pass']}"
     graph = [c for c in checks if c[0].startswith("DALI CPU graph")]
     assert len(graph) == 3 and all(c[3].startswith(("exact", "max 0,", "mean 0 ")) for c in graph), graph
-    assert "KB serialized, reloaded" in graph[0][0], graph[0][0]
+    assert "KB serialized, as served" in graph[0][0], graph[0][0]
 
 
 def test_report_per_image_rows(smoke: tuple[int, str]) -> None:

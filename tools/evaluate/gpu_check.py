@@ -1,7 +1,7 @@
 """`make gpu-check`: the server's GPU pieces without Triton or Docker, against the CPU and Ultralytics.
 
 Runs in one process what the gpu variant runs in three steps: the DALI letterbox graph (nvJPEG)
-serialized and reloaded as the DALI backend loads it, the detector in PyTorch (fp16 and fp32; the
+built as the GPU preprocess builds it, the detector in PyTorch (fp16 and fp32; the
 served TensorRT plans are `make gpu-image-check`'s), and the postprocess (NMS, faces, crops, labels)
 on CUDA tensors. It checks the graph against the CPU graph, detector + postprocess against
 Ultralytics' `predict` on the same images, and the postprocess on CUDA against the same code on the
@@ -75,7 +75,7 @@ class Tolerances:
 # on a GPU yet: crops are resized in uint8 on the host and in float on a GPU (pipelines.crops.resize), half
 # a level apart at most before the chips' own resampling; FACES come from the same maps on both.
 GPU_TOLERANCES = Tolerances(images_max=48, images_mean=0.5, original_mean=1.0, box_px=6.0, pixels=1.0, face_px=0.01)
-# On the CPU the reloaded graph is the same graph: exact. Boxes as the server tests' (README "Tests").
+# On the CPU the served graph is the CPU graph itself: exact. Boxes as the server tests' (README "Tests").
 CPU_TOLERANCES = Tolerances(images_max=0, images_mean=0, original_mean=0, box_px=1.0, pixels=0, face_px=0)
 
 
@@ -165,29 +165,19 @@ def tier_for(batch: int) -> spec.Tier:
 
 
 def served_graph(batch: int, device: torch.device) -> tuple[Pipeline, int]:
-    """The letterbox graph as the DALI backend loads it: serialized, then deserialized and built.
+    """The letterbox graph as the GPU preprocess builds it (pipelines/dali/gpu.py), and its serialized size.
 
-    On CUDA: the GPU graph (`mixed` nvJPEG decoder) of the tier that takes this batch. On the CPU
-    the CPU graph takes its place (a GPU graph cannot be loaded without a GPU). Executor settings
-    as the backend creates its pipelines (dali_backend `src/dali_executor/dali_pipeline.h`,
-    `CreatePipeline`: `daliCreatePipeline` with prefetch queue depth 1, which runs pipelined and
-    asynchronous); with one prefetch stage `run(IMAGE=...)` can feed it. Also returns the
-    serialized size in bytes.
+    On CUDA: the GPU graph (`mixed` nvJPEG decoder) of the tier that takes this batch, built with
+    prefetch queue depth 1 so that `run(IMAGE=...)` can feed it. On the CPU the CPU graph takes its
+    place (a GPU graph cannot be built without a GPU).
     """
-    device_id = None
     if device.type == "cuda":
         device_id = 0 if device.index is None else device.index
-        serialized = letterbox.gpu_pipeline(tier_for(batch).name, device_id=device_id)().serialize()
+        pipe = letterbox.gpu_pipeline(tier_for(batch).name, device_id=device_id)(prefetch_queue_depth=1)
+        pipe.build()
     else:
-        serialized = letterbox.cpu_pipeline(batch).serialize()
-    pipe = Pipeline.deserialize(
-        serialized_pipeline=serialized,
-        device_id=device_id,
-        prefetch_queue_depth=1,
-        exec_pipelined=True,
-        exec_async=True,
-    )
-    return pipe, len(serialized)
+        pipe = letterbox.cpu_pipeline(batch)
+    return pipe, len(pipe.serialize())
 
 
 def sync(device: torch.device) -> None:
@@ -420,7 +410,7 @@ def check_parity(
             )
         )
 
-    graph = f"DALI {device.type.upper()} graph ({served_bytes // 1024} KB serialized, reloaded) vs the CPU graph"
+    graph = f"DALI {device.type.upper()} graph ({served_bytes // 1024} KB serialized, as served) vs the CPU graph"
     geometry_equal = sum(r.geometry_equal for r in rows)
     images_max, images_mean = max(r.images_max for r in rows), max(r.images_mean for r in rows)
     original_mean = max(r.original_mean for r in rows)
@@ -681,7 +671,7 @@ def report(
             + ", ".join(f"{b}: `{tier_for(b).name}`" for b in batches)
             + ")"
         )
-        + ", reloaded as above, outputs copied to torch. Detector: eager PyTorch, fused. crops + labels: face "
+        + ", as preprocess builds it, outputs copied to torch. Detector: eager PyTorch, fused. crops + labels: face "
         "regions, faces, chips and labels (`gender.gather`, `gender.labels`); postprocess: NMS + crops + labels. "
         "The face detector's and the classifier's calls are not timed (their answers are replayed).",
         "",
