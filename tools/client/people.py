@@ -156,4 +156,5 @@ class PeopleClient:
         **kwargs: Any,
     ) -> list[list[Person]]:
         """Persons in each image, sent as one request (fails as a whole if one image is bad)."""
-        return unpack(self.infer_raw(tier, self.inputs(images, conf, iou, gender_threshold), **kwargs))
+        inputs = self.inputs(images, conf=conf, iou=iou, gender_threshold=gender_threshold)
+        return unpack(self.infer_raw(tier, inputs, **kwargs))

@@ -85,9 +85,10 @@ def dead_stubs(server_pid: int, expected: Counter[str]) -> list[str]:
     return sorted(m for m, n in expected.items() if live[m] < n)
 
 
-def triton_ready(http_url: str) -> bool:
+def triton_ready(http_url: str, timeout_s: float = 10.0) -> bool:
+    """Triton's readiness. A busy machine can take seconds to answer: a slow answer is not a "no"."""
     try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=2) as r:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as r:
             return r.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
