@@ -14,6 +14,7 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,10 +47,15 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _inputs(client: PeopleClient, data: bytes | np.ndarray) -> list[Any]:
-    """An encoded image as the client sends it, or a raw IMAGE tensor (the dtype and shape cases)."""
+Request = bytes | list[bytes] | np.ndarray  # one image, several, or a raw IMAGE tensor
+
+
+def _inputs(client: PeopleClient, data: Request) -> list[Any]:
+    """Encoded images as the client sends them, or a raw IMAGE tensor (the dtype and shape cases)."""
     if isinstance(data, bytes):
         return client.inputs([data])
+    if isinstance(data, list):
+        return client.inputs(data)
     tensor = client.client_module.InferInput(spec.IMAGE.name, list(data.shape), np_to_triton_dtype(data.dtype))
     tensor.set_data_from_numpy(data)
     return [tensor]
@@ -62,18 +68,18 @@ def _outcome(client: PeopleClient, error: InferenceServerException | None, outpu
         status = str(error.status())
         kind = next((k for k, v in STATUS[client.protocol].items() if v == status), "other")
         return Outcome(kind, error.message() or str(error), seconds=time.monotonic() - start)
-    (persons,) = unpack(outputs) if outputs else ([],)
+    persons = unpack(outputs)[0] if outputs else []  # the first image's
     return Outcome("ok", persons=persons, seconds=time.monotonic() - start)
 
 
-def send(client: PeopleClient, tier: str, data: bytes | np.ndarray) -> Outcome:
+def send(client: PeopleClient, tier: str, data: Request) -> Outcome:
     """One request (the client's timeout bounds it); the answer classified by what a client should do."""
     start = time.monotonic()
     try:
         outputs = client.infer_raw(tier, _inputs(client, data))
     except InferenceServerException as e:
         return _outcome(client, e, None, start)
-    return _outcome(client, None, outputs if isinstance(data, bytes) else None, start)
+    return _outcome(client, None, None if isinstance(data, np.ndarray) else outputs, start)
 
 
 def server_rss(server: Server) -> int:
@@ -100,17 +106,17 @@ class CorpusReport:
     rss_after: int = 0
 
 
-def _preprocess_stats(server: Server, tier: str) -> tuple[int, int]:
-    """(inferences, executions) of the tier's first step so far."""
+def _preprocess_batches(server: Server, tier: str) -> Counter[int]:
+    """How many executions the tier's first step ran at each batch size (images) so far."""
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(server.options.endpoints.grpc_url) as c:
         model = spec.tier(tier).model(spec.Step.PREPROCESS)
         s = c.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+    return Counter({int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in s.get("batch_stats", [])})
 
 
-def _in_order(client: PeopleClient, tier: str, requests: list[bytes | np.ndarray]) -> list[Outcome]:
+def _in_order(client: PeopleClient, tier: str, requests: list[Request]) -> list[Outcome]:
     """gRPC requests sent one after another on one channel without waiting, so they arrive in that order."""
     start = time.monotonic()
     model = spec.tier(tier).model(spec.Step.ENSEMBLE)
@@ -130,22 +136,23 @@ def _in_order(client: PeopleClient, tier: str, requests: list[bytes | np.ndarray
         assert answer is not None
         result, error = answer
         outputs = {t.name: result.as_numpy(t.name) for t in spec.ENSEMBLE_OUTPUTS} if error is None else None
-        outcomes.append(_outcome(client, error, outputs if isinstance(data, bytes) else None, start))
+        outcomes.append(_outcome(client, error, None if isinstance(data, np.ndarray) else outputs, start))
     return outcomes
 
 
 def batched_pair(
     server: Server, url: str, protocol: str, tier: str, good: bytes, bad: bytes | np.ndarray
 ) -> tuple[list[Outcome], Outcome, bool | None]:
-    """A bad request between two good ones, sent while a large image keeps the first step busy so all queue.
+    """A bad request between two good ones, sent behind a two-image request that keeps the first step busy.
 
-    Over gRPC the four go out in order on one channel, and Triton batches in arrival order: when they
-    took at most two executions, the bad one shared one with a good one (it cannot be alone without
-    three). Returns the good neighbours' and the bad one's outcomes, and whether that was shown (None:
-    not judged: over HTTP the order is not fixed, or the bad one never reached the model).
+    Over gRPC the four go out in order on one channel, and Triton batches them in arrival order, so
+    its batches cut [2, 1, 1, 1] (images per request) into runs. The bad one (the third) ran alone only
+    when two executions of one image happened ([2, 1] [1] [1] or [2] [1] [1] [1]); every other cut puts it
+    next to a good request. Returns the good neighbours' and the bad one's outcomes, and whether sharing
+    was shown (None: not judged: over HTTP the order is not fixed, or the bad one never reached the model).
     """
-    requests = [large_image(), good, bad, good]
-    before = _preprocess_stats(server, tier)
+    requests: list[Request] = [[large_image()] * 2, good, bad, good]
+    before = _preprocess_batches(server, tier)
     if protocol == "grpc":
         with PeopleClient(url, protocol) as client:
             outcomes = _in_order(client, tier, requests)
@@ -155,8 +162,9 @@ def batched_pair(
             outcomes = list(pool.map(lambda d: send(PeopleClient(url, protocol), tier, d), requests))
     blocker, first, got, second = outcomes
     assert blocker.kind == "ok", blocker.message
-    inferences, executions = (a - b for a, b in zip(_preprocess_stats(server, tier), before, strict=True))
-    shared = executions <= 2 if protocol == "grpc" and inferences == len(requests) else None
+    batches = _preprocess_batches(server, tier) - before
+    images = sum(size * count for size, count in batches.items())
+    shared = batches[1] < 2 if protocol == "grpc" and images == 5 else None
     return [first, second], got, shared
 
 
