@@ -58,6 +58,8 @@ class _Connection:
     client: grpcclient.InferenceServerClient
     in_flight: OrderedDict[int, float] = field(default_factory=OrderedDict)  # request id -> send time, sent order
     failed_request: bool = False  # a request failed: check the server's readiness before the next send
+    ended: str | None = None  # why the server ended the stream, once its callback said so
+    ended_event: threading.Event = field(default_factory=threading.Event)
 
 
 class ReconnectingStream:
@@ -142,7 +144,10 @@ class ReconnectingStream:
         try:
             connection.client.async_stream_infer(self.model, inputs, request_id=str(request_id))
         except InferenceServerException as e:
-            self.abandon(f"sending failed: {e.message()}")
+            # The stream has ended. tritonclient marks it so just before its callback brings the reason
+            # (such as a missing API key): wait a moment for that rather than report only "not valid".
+            connection.ended_event.wait(1.0)
+            self.abandon(connection.ended or f"sending failed: {e.message()}")
 
     def expire(self) -> None:
         """Abandon the stream when its oldest request has waited longer than `timeout_s`."""
@@ -202,6 +207,8 @@ class ReconnectingStream:
         now = time.monotonic()
         if error is not None and error.status() is not None:  # a gRPC status: the stream itself ended
             reason = error.message() or str(error)
+            connection.ended = reason
+            connection.ended_event.set()
             with self._lock:
                 failed = self._abandon_locked(reason) if self._current(connection) else []
             self._fail(failed, f"stream failed: {reason}")
