@@ -94,9 +94,7 @@ serve: setup model_repository/gender_batch/1/manifest.json ## Serve all tiers (l
 	$(PY) -m tools.server $(SERVE_ARGS)
 
 test: export YOLO_OFFLINE := 1
-test: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json .venv-deploy/.installed ## Lint, unit tests, then tests against a real tritonserver
-	$(PY) -m ruff check .
-	$(PY) -m pipelines.render --check
+test: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json .venv-deploy/.installed lint ## Lint, unit tests, then tests against a real tritonserver
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken"; fi; exit $$rc
 
