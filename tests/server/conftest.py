@@ -64,14 +64,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, detector_manifest: manifest
 
 
 @pytest.fixture(scope="session", params=["grpc", "http"])
-def client(request: pytest.FixtureRequest, server: Server) -> PeopleClient:
+def client(request: pytest.FixtureRequest, server: Server) -> Iterator[PeopleClient]:
     e = server.options.endpoints
-    return PeopleClient(e.grpc_url if request.param == "grpc" else e.http_url, request.param)
+    with PeopleClient(e.grpc_url if request.param == "grpc" else e.http_url, request.param) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")
-def grpc_client(server: Server) -> PeopleClient:
-    return PeopleClient(server.options.endpoints.grpc_url, "grpc")
+def grpc_client(server: Server) -> Iterator[PeopleClient]:
+    with PeopleClient(server.options.endpoints.grpc_url, "grpc") as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

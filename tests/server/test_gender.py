@@ -172,7 +172,7 @@ def test_more_persons_than_the_face_detector_batch_are_chunked(
     regions = 0
     for i in range(len(images)):
         n = int(raw[spec.NUM_DETECTIONS.name][i, 0])
-        boxes = torch.from_numpy(raw[spec.BOXES.name][i, :n])
+        boxes = torch.tensor(raw[spec.BOXES.name][i, :n])
         square = faces.regions(boxes, torch.tensor([[810, 1080]] * n))
         regions += int(((square[:, 2] - square[:, 0]) >= spec.MIN_FACE_PX).sum())
     assert regions > limit, f"only {regions} regions; the test needs more than {limit}"

@@ -174,11 +174,13 @@ def test_corrupt_image_fails_alone(server: Server, sample_bytes: dict[str, bytes
 
 
 def test_corrupt_image_over_http_is_400(server: Server) -> None:
-    c = httpclient.InferenceServerClient(server.options.endpoints.http_url)
     data = np.frombuffer(b"\xff\xd8\xff\xe0garbage-after-a-jpeg-signature", dtype=np.uint8)[None]
     i = httpclient.InferInput(spec.IMAGE.name, list(data.shape), "UINT8")
     i.set_data_from_numpy(data)
-    with pytest.raises(InferenceServerException) as e:
+    with (
+        httpclient.InferenceServerClient(server.options.endpoints.http_url) as c,
+        pytest.raises(InferenceServerException) as e,
+    ):
         c.infer(spec.tier("balanced").model(spec.Step.ENSEMBLE), [i])
     assert e.value.status() == "400", e.value
     assert server.ready()

@@ -82,6 +82,16 @@ def send(client: PeopleClient, tier: str, data: Request) -> Outcome:
     return _outcome(client, None, None if isinstance(data, np.ndarray) else outputs, start)
 
 
+def send_alone(url: str, protocol: str, tier: str, data: Request) -> Outcome:
+    """`send` on a client of its own, opened and closed in the calling thread.
+
+    tritonclient's HTTP client is not thread-safe (gevent): one per thread, and closed there, since
+    closing it from another thread (the garbage collector's) raises in gevent.
+    """
+    with PeopleClient(url, protocol) as client:
+        return send(client, tier, data)
+
+
 def server_rss(server: Server) -> int:
     """Memory of tritonserver and its python stubs together (proportional set size: shared pages counted once)."""
     assert server.process is not None
@@ -158,8 +168,7 @@ def batched_pair(
             outcomes = _in_order(client, tier, requests)
     else:
         with ThreadPoolExecutor(len(requests)) as pool:
-            # One client per request: tritonclient's HTTP client is not thread-safe (gevent).
-            outcomes = list(pool.map(lambda d: send(PeopleClient(url, protocol), tier, d), requests))
+            outcomes = list(pool.map(partial(send_alone, url, protocol, tier), requests))
     blocker, first, got, second = outcomes
     assert blocker.kind == "ok", blocker.message
     batches = _preprocess_batches(server, tier) - before
@@ -176,28 +185,28 @@ def corpus_round(server: Server, tiers: tuple[str, ...], protocols: tuple[str, .
     all_cases = cases()
     for protocol in protocols:
         url = e.grpc_url if protocol == "grpc" else e.http_url
-        client = PeopleClient(url, protocol)
-        for tier in tiers:
-            expected_good = send(client, tier, good)
-            assert expected_good.kind == "ok", expected_good.message
-            if not report.rss_before:
-                report.rss_before = server_rss(server)
-            for case in all_cases:
-                label = f"{protocol}/{tier}/{case.name}"
-                report.tried += 1
-                _judge(report, case, send(client, tier, case.data), f"{label}/alone", client, tier)
-                neighbours, got, shared = batched_pair(server, url, protocol, tier, good, case.data)
-                _judge(report, case, got, f"{label}/batched", client, tier)
-                if shared is False:
-                    report.not_batched.append(label)
-                for n in neighbours:
-                    if n.kind != "ok" or n.persons != expected_good.persons:
-                        report.good_harmed.append(f"{label}: {n.kind} {n.message}")
-                if not server.healthy():
-                    report.crashes += 1
-                    log.error("server unhealthy after %s", label)
-                    server.stop(drain=False)
-                    server.start()
+        with PeopleClient(url, protocol) as client:
+            for tier in tiers:
+                expected_good = send(client, tier, good)
+                assert expected_good.kind == "ok", expected_good.message
+                if not report.rss_before:
+                    report.rss_before = server_rss(server)
+                for case in all_cases:
+                    label = f"{protocol}/{tier}/{case.name}"
+                    report.tried += 1
+                    _judge(report, case, send(client, tier, case.data), f"{label}/alone", client, tier)
+                    neighbours, got, shared = batched_pair(server, url, protocol, tier, good, case.data)
+                    _judge(report, case, got, f"{label}/batched", client, tier)
+                    if shared is False:
+                        report.not_batched.append(label)
+                    for n in neighbours:
+                        if n.kind != "ok" or n.persons != expected_good.persons:
+                            report.good_harmed.append(f"{label}: {n.kind} {n.message}")
+                    if not server.healthy():
+                        report.crashes += 1
+                        log.error("server unhealthy after %s", label)
+                        server.stop(drain=False)
+                        server.start()
     report.rss_after = server_rss(server)
     return report
 
@@ -251,7 +260,7 @@ def overload(
     lock = threading.Lock()
 
     def one() -> None:
-        outcome = send(PeopleClient(url, protocol), tier, image)  # per thread: the HTTP client is not thread-safe
+        outcome = send_alone(url, protocol, tier, image)
         with lock:
             if outcome.kind == "ok":
                 report.accepted += 1
