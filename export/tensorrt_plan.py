@@ -138,13 +138,13 @@ def _detector(tier: spec.Tier, directory: Path) -> Job:
 def _gender(tier: spec.Tier, directory: Path) -> Job:
     size = manifest.read(directory, manifest.Classifier).preprocessing.size  # the classifier's own input size
     return Job(tier.model(Step.GENDER), directory, manifest.Classifier, spec.CROPS.name, (3, size, size),
-               bls_profile(spec.GENDER_BATCHING))  # fmt: skip
+               bls_profile(spec.BLS_BATCHING[Step.GENDER]))  # fmt: skip
 
 
 def _face(tier: spec.Tier, directory: Path) -> Job:
     size = manifest.read(directory, manifest.FaceDetector).size  # the region size fixed at export
     return Job(tier.model(Step.FACE), directory, manifest.FaceDetector, spec.FACE_REGIONS.name, (3, size, size),
-               bls_profile(spec.FACE_BATCHING))  # fmt: skip
+               bls_profile(spec.BLS_BATCHING[Step.FACE]))  # fmt: skip
 
 
 # Every model whose GPU config is `tensorrt_plan` (pipelines.render), and how its job is made; a new TensorRT

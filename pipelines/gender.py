@@ -103,6 +103,37 @@ def gather(
     return Crops(pixels, image, slot, face_boxes)
 
 
+@dataclass(frozen=True)
+class Attributes:
+    """What postprocess adds to the detections of a batch: who was classified, and the three outputs."""
+
+    crops: Crops
+    gender: torch.Tensor  # GENDER [B, MAX_DET]
+    gender_scores: torch.Tensor  # GENDER_SCORES [B, MAX_DET]
+    faces: torch.Tensor  # FACES [B, MAX_DET, 4]
+
+
+def attributes(
+    found: Detections,
+    originals: crops.Images,
+    geometry: torch.Tensor,
+    classifier: Preprocessing,
+    gender_values: torch.Tensor,
+    thresholds: torch.Tensor,
+    classify: Callable[[Crops], torch.Tensor],
+    face: FaceModel | None = None,
+) -> Attributes:
+    """postprocess_<tier>'s gender path for a batch: `gather`, the classifier through `classify` (not
+    called when nobody can be judged), then `labels`; thresholds [B] per image."""
+    batch = found.boxes.shape[0]
+    chosen = gather(found, originals, geometry, classifier, face)
+    probabilities = torch.zeros((0, len(gender_values)), device=found.boxes.device)
+    if chosen.pixels.shape[0]:
+        probabilities = classify(chosen)
+    genders, scores = labels(probabilities, gender_values, chosen, thresholds, batch)
+    return Attributes(chosen, genders, scores, face_boxes(chosen, batch))
+
+
 def face_boxes(crops_: Crops, batch: int, max_det: int = spec.MAX_DET) -> torch.Tensor:
     """FACES [B, max_det, 4] float32: each classified person's face box, zeros elsewhere."""
     out = torch.zeros((batch, max_det, 4), dtype=torch.float32, device=crops_.faces.device)

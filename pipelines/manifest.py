@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from pipelines import spec
+
 FILENAME = "manifest.json"
 SCHEMA_VERSION = 3  # 1: untyped dicts; 2: no face detector, classifiers without their crop and alignment
 
@@ -82,7 +84,7 @@ class Artifact:
 # The five face landmarks, in the face detector's order and the order of an alignment template
 # ("left" and "right" as seen in the image).
 LANDMARKS = ("left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right")
-CROPS = ("face", "head", "person")  # what a classifier was trained on (pipelines.spec.CropPolicy values)
+CROPS = tuple(p.value for p in spec.CropPolicy)  # what a classifier can be trained on
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ class Preprocessing:
             raise ValueError("size must be 2 or more, scale values above 0, padding 0 or more")
         if pre.crop not in CROPS:
             raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {pre.crop!r}")
-        if (pre.crop == "face") != (pre.template is not None) or (pre.template and len(pre.template) != len(LANDMARKS)):
+        reads_faces = pre.crop == spec.CropPolicy.FACE
+        if reads_faces != (pre.template is not None) or (pre.template and len(pre.template) != len(LANDMARKS)):
             raise ValueError(f"a face classifier needs a template of {len(LANDMARKS)} points {LANDMARKS}; others none")
         return pre
 

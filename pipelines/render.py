@@ -2,9 +2,10 @@
 
 `python -m pipelines.render` writes them; `--check` only compares and exits 1
 on any difference, which `make test` runs so committed configs never drift.
-Each model gets `config.pbtxt` (the GPU variant: DALI, TensorRT, python on
-GPU) and `configs/cpu.pbtxt` (python backend with DALI CPU operators and
-ONNX Runtime), read by `tritonserver --model-config-name=cpu`.
+Each model gets `config.pbtxt` (the GPU variant: TensorRT plans, python on
+GPU, preprocess running the DALI GPU graph) and `configs/cpu.pbtxt` (python
+backend: OpenCV letterbox in preprocess, ONNX Runtime), read by
+`tritonserver --model-config-name=cpu`.
 """
 
 from __future__ import annotations
@@ -85,8 +86,7 @@ def _parameter(config: mc.ModelConfig, key: str, value: str) -> None:
 
 
 def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
-    called = {Step.GENDER: spec.GENDER_BATCHING, Step.FACE: spec.FACE_BATCHING}  # by postprocess, through BLS
-    batching = called[step][variant] if step in called else tier.batching(variant)
+    batching = spec.BLS_BATCHING[step][variant] if step in spec.BLS_BATCHING else tier.batching(variant)
     config = mc.ModelConfig(name=tier.model(step), max_batch_size=batching.max_batch_size)
     _inputs(config, spec.STEP_INPUTS[step], ragged=step is Step.PREPROCESS)
     _outputs(config, spec.STEP_OUTPUTS[step])
@@ -103,10 +103,9 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
         _parameter(config, "FORCE_CPU_ONLY_INPUT_TENSORS", "no")
     if step is Step.POSTPROCESS:
         _parameter(config, "detector", tier.model(Step.DETECTOR))
-        _parameter(config, "gender", tier.model(Step.GENDER))
-        _parameter(config, "gender_max_batch", str(spec.GENDER_BATCHING[variant].max_batch_size))
-        _parameter(config, "face", tier.model(Step.FACE))
-        _parameter(config, "face_max_batch", str(spec.FACE_BATCHING[variant].max_batch_size))
+        for called, called_batching in spec.BLS_BATCHING.items():  # the model's name and its chunk size
+            _parameter(config, called.value, tier.model(called))
+            _parameter(config, f"{called.value}_max_batch", str(called_batching[variant].max_batch_size))
     kind = "KIND_GPU" if variant is Variant.GPU else "KIND_CPU"
     _batching(config, batching, kind)
     return config

@@ -171,8 +171,8 @@ MODELS = (*PIPELINE, Step.GENDER, Step.FACE)  # every model of a tier besides th
 class Variant(str, Enum):
     """Where the models run. Each model has one config per variant, rendered from this spec."""
 
-    GPU = "gpu"  # config.pbtxt: DALI with nvJPEG, TensorRT plans, python on GPU tensors (the product)
-    CPU = "cpu"  # configs/cpu.pbtxt: python backend, DALI CPU operators, ONNX Runtime
+    GPU = "gpu"  # config.pbtxt: python on GPU tensors (preprocess: DALI, nvJPEG), TensorRT plans (the product)
+    CPU = "cpu"  # configs/cpu.pbtxt: python backend (OpenCV letterbox in preprocess), ONNX Runtime
 
     @property
     def config_name(self) -> str | None:
@@ -322,6 +322,8 @@ GENDER_BATCHING = {
 # The face detector is called like the classifier (BLS from postprocess, one call per chunk of person
 # regions), so it takes the same batching.
 FACE_BATCHING = GENDER_BATCHING
+# The models postprocess calls through BLS (not steps of the ensemble), and the batching each takes.
+BLS_BATCHING = {Step.GENDER: GENDER_BATCHING, Step.FACE: FACE_BATCHING}
 DEFAULT_TIER = "balanced"
 
 

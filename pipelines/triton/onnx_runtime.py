@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from pipelines import spec
+from pipelines import onnx_session
 from pipelines.triton.config import model_config
 
 # Without its arena ONNX Runtime frees a run's activations to glibc, whose heaps keep them: after a batch
@@ -32,16 +31,7 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         if not path.is_file():
             raise pb_utils.TritonModelException(f"{path} is missing: run `make export` first")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = spec.CPU_THREADS
-        options.inter_op_num_threads = 1
-        # Idle ONNX Runtime threads spin by default; on a few cores that spinning takes the CPU
-        # from the other steps of the pipeline (decode, NMS) running in other processes.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # The arena keeps the largest batch's activations for good: after one batch of 16 the detector
-        # held 1100 MiB with it, 325 MiB without, at the same speed (measured here, 2 threads).
-        options.enable_cpu_mem_arena = False
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session.session(path)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         inputs = [pb_utils.get_input_tensor_by_name(r, self.input).as_numpy() for r in requests]

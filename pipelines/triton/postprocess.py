@@ -52,12 +52,14 @@ class TritonPythonModel:
         self.classifier = classifier.preprocessing
         self.gender_values = torch.tensor(classifier.gender_values, dtype=torch.long, device=self.device)
         self.gender_max_batch = int(parameter(config, "gender_max_batch"))
-        self.face = None
-        if self.classifier.crop == spec.CropPolicy.FACE.value:
-            record = _manifest(repository / parameter(config, "face") / version, manifest.FaceDetector)
-            self.face = gender.FaceModel(record, self._detect_faces)
         self.face_model = parameter(config, "face")
         self.face_max_batch = int(parameter(config, "face_max_batch"))
+        self.face = None
+        if self.classifier.crop == spec.CropPolicy.FACE.value:
+            record = _manifest(repository / self.face_model / version, manifest.FaceDetector)
+            self.face = gender.FaceModel(record, self._detect_faces)
+            cells = record.size // record.stride
+            self.face_maps = (spec.FACE_MAPS.dims[0], cells, cells)  # FACE_MAPS' shape per region
         self.failed: dict[int, Any] = {}  # image -> error response of the BLS call that carried it, per execute
         self.answered = Counter(spec.ANSWERED_METRIC, "responses sent, answers and errors", args["model_name"])
 
@@ -88,9 +90,12 @@ class TritonPythonModel:
         return out
 
     def _detect_faces(self, regions: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        cells = self.face.record.size // self.face.record.stride
         return self._infer(self.face_model, spec.FACE_REGIONS.name, spec.FACE_MAPS.name, regions, image,
-                           self.face_max_batch, (spec.FACE_MAPS.dims[0], cells, cells), "face detection")  # fmt: skip
+                           self.face_max_batch, self.face_maps, "face detection")  # fmt: skip
+
+    def _classify(self, crops: gender.Crops) -> torch.Tensor:
+        return self._infer(self.gender_model, spec.CROPS.name, spec.PROBABILITIES.name, crops.pixels, crops.image,
+                           self.gender_max_batch, (len(self.gender_values),), "gender classification")  # fmt: skip
 
     def execute(self, requests: list[Any]) -> list[Any]:
         sizes = split_sizes(requests, spec.PREDICTIONS.name)
@@ -104,23 +109,18 @@ class TritonPythonModel:
         found = detections.detect(predictions, geometry, thresholds[0], thresholds[1], self.person_classes)
         originals = [image for r in requests for image in as_torch(r, spec.ORIGINAL.name).to(device)]
         self.failed = {}
-        crops = gender.gather(found, originals, geometry, self.classifier, self.face)
-        probabilities = torch.zeros((0, len(self.gender_values)), device=device)
-        if crops.pixels.shape[0]:
-            probabilities = self._infer(self.gender_model, spec.CROPS.name, spec.PROBABILITIES.name, crops.pixels,
-                                        crops.image, self.gender_max_batch, (len(self.gender_values),),
-                                        "gender classification")  # fmt: skip
+        judged = gender.attributes(found, originals, geometry, self.classifier, self.gender_values, thresholds[2],
+                                   self._classify, self.face)  # fmt: skip
         # An out-of-range threshold is the request's first problem, then the first failed call.
         errors = {owner[b]: e for b, e in sorted(self.failed.items(), reverse=True)} | errors
-        genders, gender_scores = gender.labels(probabilities, self.gender_values, crops, thresholds[2], len(owner))
         outputs = (
             (spec.NUM_DETECTIONS, found.num),
             (spec.BOXES, found.boxes),
             (spec.SCORES, found.scores),
             (spec.CLASSES, found.classes),
-            (spec.GENDER, genders),
-            (spec.GENDER_SCORES, gender_scores),
-            (spec.FACES, gender.face_boxes(crops, len(owner))),
+            (spec.GENDER, judged.gender),
+            (spec.GENDER_SCORES, judged.gender_scores),
+            (spec.FACES, judged.faces),
         )
         responses, start = [], 0
         for i, rows in enumerate(sizes):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import ultralytics
 
@@ -27,6 +29,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def write_clip(path: Path, frames: Sequence[np.ndarray], fps: float = 10) -> Path:
+    """An mp4v video of BGR frames, all of the first frame's size."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
 
 
 @contextmanager

@@ -72,23 +72,6 @@ def reference_gender(
     return labels[0, :n].numpy(), scores[0, :n].numpy(), gender.face_boxes(crops, 1)[0, :n].numpy()
 
 
-def _batch_sizes(server: Server, model: str) -> Counter[int]:
-    """How many executions the model ran at each batch size (Triton's per-model batch statistics)."""
-    import tritonclient.grpc as grpcclient
-
-    c = grpcclient.InferenceServerClient(server.options.endpoints.grpc_url)
-    s = c.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    return Counter({int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in s.get("batch_stats", [])})
-
-
-def _stats(server: Server, model: str) -> tuple[int, int]:
-    import tritonclient.grpc as grpcclient
-
-    c = grpcclient.InferenceServerClient(server.options.endpoints.grpc_url)
-    s = c.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
-
-
 @pytest.mark.parametrize("tier", spec.TIER_NAMES)
 @pytest.mark.parametrize("image", sorted(SAMPLES))
 def test_gender_equals_in_process_reference(grpc_client: PeopleClient, tier: str, image: str) -> None:
@@ -150,11 +133,11 @@ def test_gender_threshold_per_request(grpc_client: PeopleClient, sample_bytes: d
 def test_no_person_makes_no_classifier_call(server: Server, grpc_client: PeopleClient) -> None:
     empty = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))[1].tobytes()
     model = spec.tier("streaming").model(spec.Step.GENDER)
-    before = _stats(server, model)
+    before = server.counts(model)
     raw = grpc_client.infer_raw("streaming", grpc_client.inputs([empty]))
     assert raw[spec.NUM_DETECTIONS.name][0, 0] == 0
     assert (raw[spec.GENDER.name] == spec.UNDETERMINED).all()
-    assert _stats(server, model) == before, "the classifier ran although nobody was found"
+    assert server.counts(model) == before, "the classifier ran although nobody was found"
 
 
 def test_more_persons_than_the_face_detector_batch_are_chunked(
@@ -166,9 +149,9 @@ def test_more_persons_than_the_face_detector_batch_are_chunked(
     model = spec.tier(tier).model(spec.Step.FACE)
     limit = spec.FACE_BATCHING[spec.Variant.CPU].max_batch_size
     images = [sample_bytes["bus.jpg"]] * 6
-    before = _batch_sizes(server, model)
+    before = server.batch_sizes(model)
     raw = grpc_client.infer_raw(tier, grpc_client.inputs(images, conf=0.01))
-    chunks = _batch_sizes(server, model) - before
+    chunks = server.batch_sizes(model) - before
     regions = 0
     for i in range(len(images)):
         n = int(raw[spec.NUM_DETECTIONS.name][i, 0])
@@ -274,14 +257,14 @@ def test_failed_classifier_call_fails_only_the_requests_it_carried(
     nobody = cv2.imencode(".jpg", np.full((height, width, 3), 128, np.uint8))[1].tobytes()
     post = spec.tier("balanced").model(spec.Step.POSTPROCESS)
     for _ in range(3):  # until the two share one postprocess execution (they have QUEUE_DELAY_US to meet)
-        before = _stats(server, post)
+        before = server.counts(post)
         with ThreadPoolExecutor(2) as pool:
             crowded = pool.submit(client.detect, [sample_bytes["bus.jpg"]], "balanced")
             empty = pool.submit(client.detect, [nobody], "balanced")
             with pytest.raises(InferenceServerException) as failed:
                 crowded.result(timeout=120)
             answered = empty.result(timeout=120)
-        inferences, executions = (a - b for a, b in zip(_stats(server, post), before, strict=True))
+        inferences, executions = (a - b for a, b in zip(server.counts(post), before, strict=True))
         if (inferences, executions) == (2, 1):
             break
     else:

@@ -14,11 +14,10 @@ import cv2
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tests.server.conftest import SAMPLES
+from tests.server.conftest import SAMPLES, write_clip
 from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink
@@ -67,11 +66,7 @@ def test_video_sends_the_key_as_grpc_expects(keyed: Server, tmp_path: Path, caps
     """Issue 11: the video client once sent gRPC metadata `x-api-key`, and every frame failed on a keyed server.
     With the key every frame is answered; without it every frame fails with the restricted-protocol error."""
     clip, n = tmp_path / "bus.mp4", 3
-    picture = cv2.imread(str(SAMPLES["bus.jpg"]))
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (picture.shape[1], picture.shape[0]))
-    for _ in range(n):
-        writer.write(picture)
-    writer.release()
+    write_clip(clip, [cv2.imread(str(SAMPLES["bus.jpg"]))] * n)
     run = [str(clip), "--url", keyed.options.endpoints.grpc_url, "--tier", "streaming", "--max-inflight", "1"]
     assert video.main([*run, "--out", str(tmp_path / "with"), "--api-key", KEY, "--no-progress"]) == 0
     assert video.main([*run, "--out", str(tmp_path / "without"), "--no-progress"]) == 1
@@ -108,18 +103,17 @@ def test_shared_memory_registration_is_refused_without_a_key(server: Server, pro
     import tritonclient.utils.shared_memory as shm
 
     e = server.options.endpoints
-    module = grpcclient if protocol == "grpc" else httpclient
     key = f"/people-test-{protocol}-{os.getpid()}"
     region = shm.create_shared_memory_region(f"people-{protocol}", key, 1024)
-    client = module.InferenceServerClient(e.grpc_url if protocol == "grpc" else e.http_url)
     try:
-        with pytest.raises(InferenceServerException) as error:
-            client.register_system_shared_memory(f"people-{protocol}", key, 1024)
-        assert "restricted" in str(error.value).lower() or "401" in str(error.value.status()), error.value
+        with PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol) as people:
+            with pytest.raises(InferenceServerException) as error:
+                people.client.register_system_shared_memory(f"people-{protocol}", key, 1024)
+            assert "restricted" in str(error.value).lower() or "401" in str(error.value.status()), error.value
     finally:
         shm.destroy_shared_memory_region(region)
-        client.close()
-    (persons,) = PeopleClient(e.grpc_url).detect([SAMPLES["bus.jpg"].read_bytes()])
+    with PeopleClient(e.grpc_url) as client:
+        (persons,) = client.detect([SAMPLES["bus.jpg"].read_bytes()])
     assert persons, "inference stays open"
 
 

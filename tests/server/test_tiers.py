@@ -51,12 +51,6 @@ def test_outputs_are_padded_to_max_det(grpc_client: PeopleClient, sample_bytes: 
     assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= 1280 and boxes[:, [1, 3]].max() <= 720
 
 
-def _stats(server: Server, model: str) -> tuple[int, int]:
-    c = grpcclient.InferenceServerClient(server.options.endpoints.grpc_url)
-    s = c.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
-
-
 @pytest.mark.parametrize("tier", ["balanced", "batch"])
 def test_dynamic_batching_forms_batches(server: Server, sample_bytes: dict[str, bytes], tier: str) -> None:
     """Single-image requests that queue together are executed in fewer, larger batches, at every step."""
@@ -64,14 +58,14 @@ def test_dynamic_batching_forms_batches(server: Server, sample_bytes: dict[str, 
     client = PeopleClient(server.options.endpoints.grpc_url)
     bus = sample_bytes["bus.jpg"]
     (alone,) = client.detect([bus], tier)
-    before = {m: _stats(server, m) for m in models}
+    before = {m: server.counts(m) for m in models}
     batch = spec.tier(tier).cpu.max_batch_size
     requests = 2 * batch
     with first_step_busy(client, tier, bus), ThreadPoolExecutor(requests) as pool:
         results = list(pool.map(lambda _: client.detect([bus], tier), range(requests)))
     assert results == [[alone]] * requests
     for m in models:
-        inferences, executions = (a - b for a, b in zip(_stats(server, m), before[m], strict=True))
+        inferences, executions = (a - b for a, b in zip(server.counts(m), before[m], strict=True))
         assert inferences == requests + batch, m  # with the blocker's rows
         assert executions < requests, f"{m}: {executions} executions for {requests} requests and the blocker"
 
@@ -89,11 +83,11 @@ def test_different_thresholds_batched_together_get_their_own(server: Server, bus
     alone = [client.detect([bus], tier, **a) for a in asks]
     assert len({str(a) for a in alone}) >= 5, "the thresholds must give different answers"
     post = spec.tier(tier).model(spec.Step.POSTPROCESS)
-    before = _stats(server, post)
+    before = server.counts(post)
     with first_step_busy(client, tier, bus), ThreadPoolExecutor(len(asks)) as pool:
         together = list(pool.map(lambda a: client.detect([bus], tier, **a), asks))
     assert together == alone
-    executions = _stats(server, post)[1] - before[1]
+    executions = server.counts(post)[1] - before[1]
     assert executions < 1 + len(asks), f"{executions} postprocess executions for the blocker and {len(asks)} requests"
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipelines import manifest, spec
-from tests.server.conftest import SAMPLES
+from tests.server.conftest import SAMPLES, write_clip
 from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink, FrameResult, Source, encode_jpeg
@@ -63,11 +63,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("videos")
     paths = {}
     for name, (size, n) in VIDEOS.items():
-        paths[name] = root / f"{name}.mp4"
-        writer = cv2.VideoWriter(str(paths[name]), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
-        for frame in frames(size, n):
-            writer.write(frame)
-        writer.release()
+        paths[name] = write_clip(root / f"{name}.mp4", frames(size, n))
     return paths
 
 

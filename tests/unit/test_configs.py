@@ -29,12 +29,8 @@ def config(tier: spec.Tier, step: Step, variant: Variant) -> mc.ModelConfig:
 
 
 def batching(tier: spec.Tier, step: Step, variant: Variant) -> spec.Batching:
-    """What the spec says a model batches with: its tier's, or the gender classifier's or face detector's own."""
-    if step is Step.GENDER:
-        return spec.GENDER_BATCHING[variant]
-    if step is Step.FACE:
-        return spec.FACE_BATCHING[variant]
-    return tier.batching(variant)
+    """What the spec says a model batches with: its tier's, or its own when postprocess calls it through BLS."""
+    return spec.BLS_BATCHING[step][variant] if step in spec.BLS_BATCHING else tier.batching(variant)
 
 
 def parameters(c: mc.ModelConfig) -> dict[str, str]:
@@ -117,11 +113,12 @@ def test_ensemble_batch_fits_every_step(tier: spec.Tier, variant: Variant) -> No
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
 def test_postprocess_names_its_models(tier: spec.Tier, variant: Variant) -> None:
-    """postprocess reads the detector's and the classifier's manifests and calls the classifier by these names."""
+    """postprocess reads the detector's, classifier's and face detector's manifests and calls the last two by
+    these names, in chunks of at most their max batch."""
     post = config(tier, Step.POSTPROCESS, variant)
     found = parameters(post)
     label = f"{post.name} ({variant.value})"
-    for key, step in (("detector", Step.DETECTOR), ("gender", Step.GENDER)):
+    for key, step in (("detector", Step.DETECTOR), ("gender", Step.GENDER), ("face", Step.FACE)):
         assert found.get(key) == tier.model(step), f"{label}: parameter {key}={found.get(key)!r}"
         path = REPOSITORY / found[key] / render.CONFIG_PATHS[variant]
         assert path.is_file(), f"{label}: {key}={found[key]!r} names no model of the repository ({path})"
@@ -134,6 +131,10 @@ def test_postprocess_names_its_models(tier: spec.Tier, variant: Variant) -> None
     chunk = int(found.get("gender_max_batch", "0"))
     assert chunk == spec.GENDER_BATCHING[variant].max_batch_size, f"{label}: gender_max_batch {chunk}"
     assert 0 < chunk <= gender.max_batch_size, f"{label}: chunks of {chunk} > {gender.name} max {gender.max_batch_size}"
+    face = config(tier, Step.FACE, variant)
+    chunk = int(found.get("face_max_batch", "0"))
+    assert chunk == spec.FACE_BATCHING[variant].max_batch_size, f"{label}: face_max_batch {chunk}"
+    assert 0 < chunk <= face.max_batch_size, f"{label}: chunks of {chunk} > {face.name} max {face.max_batch_size}"
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)

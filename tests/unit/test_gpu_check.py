@@ -34,10 +34,15 @@ def smoke_args(out: Path, images: tuple[str, ...] = IMAGES, batches: tuple[int, 
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str]:
-    out = tmp_path_factory.mktemp("gpu_check") / "GPU_REPORT.md"
-    status = gpu_check.main(smoke_args(out))
-    return status, out.read_text()
+def smoke_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gpu_check") / "GPU_REPORT.md"
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_out: Path) -> tuple[int, str]:
+    """The default run: exports the models into --work, then checks, times and reports."""
+    status = gpu_check.main(smoke_args(smoke_out))
+    return status, smoke_out.read_text()
 
 
 def table(report: str, header: str) -> list[list[str]]:
@@ -102,11 +107,18 @@ def test_report_says_what_ran(smoke: tuple[int, str]) -> None:
     assert "GPU" not in machine, "a CPU run must not name a GPU"
 
 
-def test_a_failed_check_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Boxes must match Ultralytics within 0 px: bus.jpg's are 0.17 px apart, so the run fails and says which."""
+@pytest.mark.usefixtures("smoke")  # it exports the models this run reads
+def test_a_failed_check_fails_the_run(smoke_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Boxes must match Ultralytics within 0 px: bus.jpg's are 0.17 px apart, so the run fails and says which.
+
+    Reads the smoke run's export (--repository) rather than exporting again."""
+    repository = smoke_out.parent / "work" / "model_repository"
+    assert repository.is_dir(), f"the smoke run exported nothing into {repository}"
     monkeypatch.setattr(gpu_check, "CPU_TOLERANCES", replace(gpu_check.CPU_TOLERANCES, box_px=0.0))
     out = tmp_path / "report.md"
-    assert gpu_check.main(smoke_args(out, images=("bus.jpg",), batches=(1,))) == 1
+    argv = [*smoke_args(out, images=("bus.jpg",), batches=(1,)), "--repository", str(repository)]
+    assert gpu_check.main(argv) == 1
+    assert not (tmp_path / "work").exists(), "--repository must not export"
     failed = [c for c in table(out.read_text(), "| check |") if c[1] != "pass"]
     assert [c[0] for c in failed] == ["detector fp32 + NMS vs Ultralytics predict (fp32, rect=False): boxes"]
     assert failed[0][1] == "**FAIL**" and re.fullmatch(r"max \d+\.\d\d px", failed[0][2]), failed

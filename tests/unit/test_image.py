@@ -17,16 +17,19 @@ from pathlib import Path
 
 import nvidia.dali
 import pytest
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from export import serving_image
 from export.serving_image import pinned_version, pins
 from pipelines import spec
+from tests.unit import makefile
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile.triton"
 IMAGE_REQUIREMENTS = ROOT / "requirements-image.txt"
+GPU_REQUIREMENTS = ROOT / "requirements-gpu.txt"
 INDEX = "https://pypi.org/simple"  # what the image's pip uses: it has no other index configured
 # Never in the serving image: what only the export, the training, a desktop or the tests need.
 NOT_SERVED = {
@@ -39,14 +42,28 @@ NOT_SERVED = {
 }
 
 
-def makefile_tag() -> str:
-    found = re.search(r"^TRITON_IMAGE_TAG\s*\?=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(), re.M)
-    assert found, "the Makefile defines no TRITON_IMAGE_TAG"
-    return found.group(1)
+def packages(requirements: Path) -> dict[str, Requirement]:
+    """pins(), with builds of one package under one name, so that files that pick different builds compare:
+    OpenCV's headless build is opencv-python, and DALI's CUDA builds (nvidia-dali-cuda120 for the local tests,
+    cuda130 for the GPU check) are nvidia-dali, whose versions must still agree."""
+    found = {}
+    for name, requirement in pins(requirements).items():
+        name = "opencv-python" if name == "opencv-python-headless" else name
+        found["nvidia-dali" if name.startswith("nvidia-dali-cuda") else name] = requirement
+    return found
+
+
+def disagreements(local: dict[str, Requirement], other: dict[str, Requirement]) -> dict[str, tuple[str, str | None]]:
+    """Every package both name whose pin in `other` is not one requirements.txt (`local`) allows."""
+    return {
+        name: (str(local[name].specifier), pinned_version(other[name]))
+        for name in sorted(set(local) & set(other))
+        if not local[name].specifier.contains(pinned_version(other[name]) or "", prereleases=True)
+    }
 
 
 def test_tag_is_chosen_once_and_its_facts_are_recorded() -> None:
-    tag = makefile_tag()
+    tag = makefile.variable("TRITON_IMAGE_TAG")
     text = DOCKERFILE.read_text()
     arg = re.search(r"^ARG TRITON_IMAGE_TAG=(\S+)$", text, re.M)
     assert arg and arg.group(1) == tag, f"Dockerfile.triton's default ARG differs from the Makefile's {tag}"
@@ -58,7 +75,7 @@ def test_tag_is_chosen_once_and_its_facts_are_recorded() -> None:
 
 def test_local_tests_run_the_images_dali() -> None:
     """The DALI backend runs its own DALI; requirements.txt pins the same version, and the venv has it."""
-    release = serving_image.release(makefile_tag())
+    release = serving_image.release(makefile.variable("TRITON_IMAGE_TAG"))
     local = pins(ROOT / "requirements.txt")
     dali = [name for name in local if name.startswith("nvidia-dali-")]
     assert dali == ["nvidia-dali-cuda120"], f"requirements.txt installs DALI as {dali}"
@@ -85,15 +102,24 @@ def test_image_requirements_are_pinned_and_lean() -> None:
 
 def test_image_runs_the_versions_the_tests_run() -> None:
     """Every package both files name: the image's pin is one the local requirement allows."""
-    local, image = pins(ROOT / "requirements.txt"), pins(IMAGE_REQUIREMENTS)
+    local, image = packages(ROOT / "requirements.txt"), packages(IMAGE_REQUIREMENTS)
     shared = sorted(set(local) & set(image))
-    assert {"numpy", "torch", "torchvision", "onnxruntime"} <= set(shared), f"shared: {shared}"
-    differ = {
-        name: (str(local[name].specifier), pinned_version(image[name]))
-        for name in shared
-        if not local[name].specifier.contains(pinned_version(image[name]) or "", prereleases=True)
-    }
+    assert {"numpy", "torch", "torchvision", "onnxruntime", "opencv-python"} <= set(shared), f"shared: {shared}"
+    differ = disagreements(local, image)
     assert not differ, f"requirements.txt vs requirements-image.txt: {differ}"
+
+
+def test_gpu_check_runs_the_versions_the_tests_run() -> None:
+    """requirements-gpu.txt pins exact versions, the ones requirements.txt allows, and leaves torch to the host."""
+    local, gpu = packages(ROOT / "requirements.txt"), packages(GPU_REQUIREMENTS)
+    loose = [str(r) for r in gpu.values() if pinned_version(r) is None]
+    assert not loose, f"requirements-gpu.txt must pin exact versions: {loose}"
+    assert not {"torch", "torchvision"} & set(gpu), "requirements-gpu.txt must not pin the host's PyTorch"
+    shared = sorted(set(local) & set(gpu))
+    expected = {"ultralytics", "opencv-python", "onnx", "onnxruntime", "nvidia-dali"}
+    assert expected <= set(shared), f"shared: {shared}"
+    differ = disagreements(local, gpu)
+    assert not differ, f"requirements.txt vs requirements-gpu.txt: {differ}"
 
 
 def test_resolution_for_the_image_is_exactly_the_pins(tmp_path: Path) -> None:
@@ -126,7 +152,7 @@ def test_image_check_names_what_differs(tmp_path: Path, monkeypatch: pytest.Monk
     """The in-image check, run here: what this machine shares with the image passes, the rest is named."""
     import numpy
 
-    release = serving_image.release(makefile_tag())
+    release = serving_image.release(makefile.variable("TRITON_IMAGE_TAG"))
     monkeypatch.setenv("NVIDIA_TRITON_SERVER_VERSION", release.container)
     monkeypatch.setenv("TRITON_SERVER_VERSION", release.triton)
     monkeypatch.setenv("CUDA_VERSION", f"{release.cuda}.001")

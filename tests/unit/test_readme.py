@@ -15,6 +15,7 @@ import pytest
 
 from export import serving_image
 from pipelines import render, spec
+from tests.unit import makefile
 
 README = render.README.read_text()
 ROOT = render.ROOT
@@ -50,8 +51,8 @@ def _make_targets() -> list[str]:
 
 @pytest.mark.parametrize("target", _make_targets())
 def test_named_make_targets_exist(target: str) -> None:
-    makefile = (ROOT / "Makefile").read_text()
-    assert re.search(rf"^{re.escape(target)}:", makefile, re.MULTILINE), f"README names `make {target}`"
+    text = makefile.MAKEFILE.read_text()
+    assert re.search(rf"^{re.escape(target)}:", text, re.MULTILINE), f"README names `make {target}`"
 
 
 def _modules() -> list[str]:
@@ -88,18 +89,12 @@ def test_spec_facts_are_the_rendered_ones() -> None:
         assert str(number) in render.facts_table()
 
 
-def _make_variable(name: str) -> str:
-    found = re.search(rf"^{name}\s*[:?]?=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(), re.MULTILINE)
-    assert found, f"the Makefile defines no {name}"
-    return found.group(1)
-
-
 def test_versions_are_their_sources() -> None:
     """Versions the README states are the ones the Makefile, pyproject and the image's facts pin."""
-    tag = _make_variable("TRITON_IMAGE_TAG")
+    tag = makefile.variable("TRITON_IMAGE_TAG")
     image = serving_image.release(tag)
     assert f"`nvcr.io/nvidia/tritonserver:{tag}` (Triton {image.triton})" in README
-    assert f"tritonclient=={_make_variable('TRITONCLIENT_PA_VERSION')}" in README
+    assert f"tritonclient=={makefile.variable('TRITONCLIENT_PA_VERSION')}" in README
     python = re.search(r'requires-python = ">=([\d.]+)"', (ROOT / "pyproject.toml").read_text())
     assert python and f"Python {python.group(1)}+" in README
     dali = re.search(r"^(nvidia-dali-cuda\d+==[\d.]+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE)

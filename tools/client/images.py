@@ -21,22 +21,13 @@ log = logging.getLogger("client")
 
 
 def annotate(path: Path, persons: list[Person], out_dir: Path) -> Path:
+    """The image with its persons drawn, written into `out_dir` (OpenCV imported only when asked for)."""
     import cv2
 
+    from tools.client.draw import draw_persons
+
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    for p in persons:
-        x1, y1, x2, y2 = (round(v) for v in p.box)
-        cv2.rectangle(image, (x1, y1), (x2, y2), (0, 200, 0), 2)
-        cv2.putText(
-            image,
-            f"{p.cls}:{p.score:.2f} {p.gender_label or '?'}",
-            (x1, max(y1 - 5, 12)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5,
-            (0, 200, 0),
-            1,
-            cv2.LINE_AA,
-        )
+    draw_persons(image, persons)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / path.name
     cv2.imwrite(str(target), image)

@@ -10,7 +10,7 @@ expects for the protocol, and turns the padded outputs into persons.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,11 @@ def auth_headers(protocol: str, api_key: str | None) -> dict[str, str] | None:
     return {spec.API_KEY_HEADER if protocol == "http" else spec.GRPC_API_KEY_HEADER: api_key}
 
 
+def outputs(result: Any) -> dict[str, np.ndarray]:
+    """The ensemble's output tensors of a gRPC or HTTP InferResult, by name (what `unpack` reads)."""
+    return {t.name: result.as_numpy(t.name) for t in spec.ENSEMBLE_OUTPUTS}
+
+
 def unpack(outputs: dict[str, np.ndarray]) -> list[list[Person]]:
     """The padded ensemble outputs as a list of persons per image."""
     result = []
@@ -144,7 +149,18 @@ class PeopleClient:
         if self.protocol == "grpc":
             kwargs.setdefault("client_timeout", self.timeout_s)
         result = self.client.infer(model, inputs, headers=self.headers, **kwargs)
-        return {t.name: result.as_numpy(t.name) for t in spec.ENSEMBLE_OUTPUTS}
+        return outputs(result)
+
+    def infer_async(self, tier: str, inputs: list[Any], callback: Callable[[Any, Any], None]) -> None:
+        """Send without waiting; `callback(result, error)` gets the answer on tritonclient's thread.
+
+        gRPC only: the HTTP client's async_infer returns a handle to wait on instead of calling back.
+        Requests sent one after another on one channel this way reach the server in that order.
+        """
+        if self.protocol != "grpc":
+            raise ValueError("infer_async needs the gRPC client")
+        model = spec.tier(tier).model(spec.Step.ENSEMBLE)
+        self.client.async_infer(model, inputs, callback, headers=self.headers, client_timeout=self.timeout_s)
 
     def detect(
         self,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import csv
 import json
 import logging
@@ -36,7 +37,7 @@ import psutil
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from pipelines import manifest, spec
+from pipelines import manifest, onnx_session, spec
 from tools.evaluate.corpus import ASSETS
 from tools.server.health import STUB
 from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
@@ -324,14 +325,8 @@ def _letterboxed(jpegs: list[bytes]) -> list[np.ndarray]:
 
 
 def _session(model: str) -> ort.InferenceSession:
-    """A model's ONNX as the cpu variant serves it (pipelines.triton.onnx_runtime's options)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = spec.CPU_THREADS
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.enable_cpu_mem_arena = False
-    path = REPOSITORY / model / "1" / "model.onnx"
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """A model's ONNX as the cpu variant serves it."""
+    return onnx_session.session(REPOSITORY / model / "1" / "model.onnx")
 
 
 def _median_s(run: Callable[[], object], seconds: float) -> float:
@@ -719,10 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         after("start", None)
         process = local_server(url)
         watch = MemoryWatch(process) if process is not None else None
-        if watch is not None:
-            with watch:
-                results = [perf_analyzer(url, t, data_file, args.out, requests) for t in tiers]
-        else:
+        with watch or contextlib.nullcontext():
             results = [perf_analyzer(url, t, data_file, args.out, requests) for t in tiers]
         after("tiers", None)
         log.info("alternatives: models only, Ultralytics predict, client-side pipeline, letterboxes")

@@ -24,10 +24,11 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -41,8 +42,9 @@ from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
 from ultralytics import YOLO
 
 from export import face_onnx, gender_onnx, weights
-from pipelines import detections, gender, manifest, spec
+from pipelines import detections, gender, manifest, onnx_session, spec
 from pipelines.dali import letterbox
+from pipelines.dali.gpu import GpuLetterbox
 from tools.evaluate.corpus import ASSETS
 
 log = logging.getLogger("gpu_check")
@@ -131,12 +133,15 @@ def _photo(name: str) -> tuple[bytes, np.ndarray]:
     return data, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def parity_images() -> dict[str, bytes]:
+@functools.cache
+def parity_images() -> Mapping[str, bytes]:
     """The photos shipped with Ultralytics as shipped, resized to 1080p, 4K and odd sizes, progressive,
-    grayscale and PNG: the encodings and shapes where nvJPEG and the letterbox arithmetic could differ."""
+    grayscale and PNG: the encodings and shapes where nvJPEG and the letterbox arithmetic could differ.
+
+    Encoded once per process (every batch size's throughput reads them) and read-only, as it is shared."""
     bus, bus_bgr = _photo("bus.jpg")
     zidane, zidane_bgr = _photo("zidane.jpg")
-    return {
+    images = {
         "bus.jpg": bus,
         "zidane.jpg": zidane,
         "bus-1920x1080.jpg": _jpeg(cv2.resize(bus_bgr, (1920, 1080))),
@@ -148,6 +153,7 @@ def parity_images() -> dict[str, bytes]:
         "zidane-517x333.jpg": _jpeg(cv2.resize(zidane_bgr, (517, 333))),
         "bus-479x641.jpg": _jpeg(cv2.resize(bus_bgr, (479, 641))),
     }
+    return MappingProxyType(images)
 
 
 def bench_images() -> list[bytes]:
@@ -164,19 +170,20 @@ def tier_for(batch: int) -> spec.Tier:
     return min(fitting, key=lambda t: t.gpu.max_batch_size)
 
 
-def served_graph(batch: int, device: torch.device) -> tuple[Pipeline, int]:
-    """The letterbox graph as the GPU preprocess builds it (pipelines/dali/gpu.py), and its serialized size.
+Graph = GpuLetterbox | Pipeline  # the served GPU letterbox, or the CPU graph standing in for it
 
-    On CUDA: the GPU graph (`mixed` nvJPEG decoder) of the tier that takes this batch, built with
-    prefetch queue depth 1 so that `run(IMAGE=...)` can feed it. On the CPU the CPU graph takes its
-    place (a GPU graph cannot be built without a GPU).
+
+def served_graph(batch: int, device: torch.device) -> tuple[Graph, int]:
+    """The letterbox the GPU preprocess runs, and its graph's serialized size.
+
+    On CUDA: pipelines.dali.gpu.GpuLetterbox itself, for the tier that takes this batch, so that its
+    copies into torch are what is checked and timed. On the CPU the CPU graph takes its place (a GPU
+    graph cannot be built without a GPU).
     """
     if device.type == "cuda":
-        device_id = 0 if device.index is None else device.index
-        pipe = letterbox.gpu_pipeline(tier_for(batch).name, device_id=device_id)(prefetch_queue_depth=1)
-        pipe.build()
-    else:
-        pipe = letterbox.cpu_pipeline(batch)
+        served = GpuLetterbox(tier_for(batch).name, device.index or 0)
+        return served, len(served.pipe.serialize())
+    pipe = letterbox.cpu_pipeline(batch)
     return pipe, len(pipe.serialize())
 
 
@@ -185,15 +192,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_graph(pipe: Pipeline, encoded: Sequence[bytes]) -> Letterboxed:
-    """One batch through a letterbox graph; its outputs copied into torch tensors on its device.
+def run_graph(graph: Graph, encoded: Sequence[bytes]) -> Letterboxed:
+    """One batch through a letterbox; its outputs as torch tensors on its device.
 
-    The GPU copies are queued on torch's current stream; waiting for them here keeps the next run
-    of the graph from reusing its output buffers while they are read.
+    GpuLetterbox answers GEOMETRY on the host, as preprocess sends it; it is copied to the GPU, where
+    postprocess reads it.
     """
-    outputs = pipe.run(**{spec.IMAGE.name: [np.frombuffer(e, np.uint8) for e in encoded]})
+    arrays = [np.frombuffer(e, np.uint8) for e in encoded]
+    if isinstance(graph, GpuLetterbox):
+        images, geometry, originals = graph.run(arrays)
+        return Letterboxed(images, torch.from_numpy(geometry).to(images.device), originals)
+    outputs = graph.run(**{spec.IMAGE.name: arrays})
     images, geometry, originals = (to_torch_tensor(o.as_tensor(), copy=True) for o in outputs)
-    sync(images.device)
     return Letterboxed(images, geometry, originals)
 
 
@@ -225,7 +235,7 @@ class Call:
 
 def onnx_runtime(path: Path, input_name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """A served ONNX on ONNX Runtime (CPU), as the cpu variant runs it."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session.session(path)
 
     def run(rows: torch.Tensor) -> torch.Tensor:
         (out,) = session.run(None, {input_name: rows.detach().cpu().float().numpy()})
@@ -291,6 +301,13 @@ class Postprocessed:
     faces: torch.Tensor
 
 
+@functools.cache
+def ids(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Fixed ids (person classes, GENDER values) as a tensor on `device`, copied there once, as the server
+    builds them in initialize: a host-to-device copy per batch would be timed as postprocess work."""
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
 def nms(models: Models, predictions: torch.Tensor, geometry: torch.Tensor) -> detections.Detections:
     """postprocess_<tier>'s first part, default thresholds: persons in original pixels."""
     device, batch = predictions.device, predictions.shape[0]
@@ -299,31 +316,30 @@ def nms(models: Models, predictions: torch.Tensor, geometry: torch.Tensor) -> de
         geometry,
         torch.full((batch,), spec.DEFAULT_CONF_THRESHOLD, device=device),
         torch.full((batch,), spec.DEFAULT_IOU_THRESHOLD, device=device),
-        torch.tensor(models.person_classes, device=device),
+        ids(tuple(models.person_classes), device),
     )
 
 
 def genders(
     models: Models, found: detections.Detections, boxed: Letterboxed, calls: dict[spec.Step, Call]
 ) -> Postprocessed:
-    """postprocess_<tier>'s second part: faces, chips, labels; its two BLS calls made through `calls`."""
+    """postprocess_<tier>'s second part (gender.attributes, as the server runs it); its two BLS calls
+    made through `calls`."""
     device, batch = found.boxes.device, found.boxes.shape[0]
     face = None
     if models.face is not None:
         face = gender.FaceModel(models.face, lambda regions, _: calls[spec.Step.FACE](regions))
-    pre = models.classifier.preprocessing
-    crops = gender.gather(found, list(boxed.originals.unbind(0)), boxed.geometry, pre, face)
-    probabilities = torch.zeros((0, len(models.classifier.gender_values)), device=device)
-    if crops.pixels.shape[0]:
-        probabilities = calls[spec.Step.GENDER](crops.pixels)
-    labels, scores = gender.labels(
-        probabilities,
-        torch.tensor(models.classifier.gender_values, device=device),
-        crops,
+    judged = gender.attributes(
+        found,
+        list(boxed.originals.unbind(0)),
+        boxed.geometry,
+        models.classifier.preprocessing,
+        ids(models.classifier.gender_values, device),
         torch.full((batch,), spec.DEFAULT_GENDER_THRESHOLD, device=device),
-        batch,
+        lambda crops: calls[spec.Step.GENDER](crops.pixels),
+        face,
     )
-    return Postprocessed(found, crops, labels, scores, gender.face_boxes(crops, batch))
+    return Postprocessed(found, judged.crops, judged.gender, judged.gender_scores, judged.faces)
 
 
 def postprocess(
@@ -379,7 +395,7 @@ def box_difference(ours: People, reference: People) -> float:
 
 
 def check_parity(
-    models: Models, encoded: dict[str, bytes], device: torch.device, tolerances: Tolerances
+    models: Models, encoded: Mapping[str, bytes], device: torch.device, tolerances: Tolerances
 ) -> tuple[list[ImageRow], list[Check]]:
     """The served graph vs the CPU graph, detector + NMS vs Ultralytics, the postprocess on the device vs the CPU."""
     names, data = list(encoded), list(encoded.values())
@@ -387,7 +403,8 @@ def check_parity(
     boxed = run_graph(served, data)
     host = run_graph(letterbox.cpu_pipeline(len(data)), data)
     reference = ultralytics_people(models, data, device)
-    ours = {p: people(nms(models, models.head(p, boxed.images), boxed.geometry)) for p in models.detectors}
+    heads = {p: models.head(p, boxed.images) for p in models.detectors}
+    ours = {p: people(nms(models, head, boxed.geometry)) for p, head in heads.items()}
 
     rows = []
     for b, name in enumerate(names):
@@ -437,7 +454,7 @@ def check_parity(
         checks.append(
             Check(f"{label}: boxes", worst <= tolerances.box_px, f"max {worst:.2f} px", f"{tolerances.box_px:g} px")
         )
-    checks += check_postprocess_devices(models, boxed, models.head("fp32", boxed.images), tolerances)
+    checks += check_postprocess_devices(models, boxed, heads["fp32"], tolerances)
     return rows, checks
 
 
@@ -797,8 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.versions:  # the default models' packages must be here too
         weights.resolve(args.detector, args.person_classes)
         gender_onnx.resolve(args.gender_model)
-        if args.face_model == face_onnx.DEFAULT:
-            face_onnx.default_source()
+        face_onnx.resolve(args.face_model)
         log.info("versions: %s", ", ".join(f"{k} {v}" for k, v in machine(torch.device("cpu")).items()))
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -14,7 +14,6 @@ import logging
 import sys
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +25,7 @@ import psutil
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from pipelines import spec
-from tools.client.people import PeopleClient, Person, unpack
+from tools.client.people import PeopleClient, Person, outputs, unpack
 from tools.evaluate.corpus import ASSETS, Case, Expect, cases, large_image
 from tools.server.triton import Endpoints, Server, ServerOptions
 
@@ -61,14 +60,13 @@ def _inputs(client: PeopleClient, data: Request) -> list[Any]:
     return [tensor]
 
 
-def _outcome(client: PeopleClient, error: InferenceServerException | None, outputs: dict | None,
-             start: float) -> Outcome:  # fmt: skip
+def _outcome(client: PeopleClient, error: InferenceServerException | None, raw: dict | None, start: float) -> Outcome:
     """An answer classified by what a client should do with it."""
     if error is not None:
         status = str(error.status())
         kind = next((k for k, v in STATUS[client.protocol].items() if v == status), "other")
         return Outcome(kind, error.message() or str(error), seconds=time.monotonic() - start)
-    persons = unpack(outputs)[0] if outputs else []  # the first image's
+    persons = unpack(raw)[0] if raw else []  # the first image's
     return Outcome("ok", persons=persons, seconds=time.monotonic() - start)
 
 
@@ -76,10 +74,10 @@ def send(client: PeopleClient, tier: str, data: Request) -> Outcome:
     """One request (the client's timeout bounds it); the answer classified by what a client should do."""
     start = time.monotonic()
     try:
-        outputs = client.infer_raw(tier, _inputs(client, data))
+        raw = client.infer_raw(tier, _inputs(client, data))
     except InferenceServerException as e:
         return _outcome(client, e, None, start)
-    return _outcome(client, None, None if isinstance(data, np.ndarray) else outputs, start)
+    return _outcome(client, None, None if isinstance(data, np.ndarray) else raw, start)
 
 
 def send_alone(url: str, protocol: str, tier: str, data: Request) -> Outcome:
@@ -116,20 +114,9 @@ class CorpusReport:
     rss_after: int = 0
 
 
-def _preprocess_batches(server: Server, tier: str) -> Counter[int]:
-    """How many executions the tier's first step ran at each batch size (images) so far."""
-    import tritonclient.grpc as grpcclient
-
-    with grpcclient.InferenceServerClient(server.options.endpoints.grpc_url) as c:
-        model = spec.tier(tier).model(spec.Step.PREPROCESS)
-        s = c.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    return Counter({int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in s.get("batch_stats", [])})
-
-
 def _in_order(client: PeopleClient, tier: str, requests: list[Request]) -> list[Outcome]:
     """gRPC requests sent one after another on one channel without waiting, so they arrive in that order."""
     start = time.monotonic()
-    model = spec.tier(tier).model(spec.Step.ENSEMBLE)
     answers: list[tuple[Any, Any] | None] = [None] * len(requests)
     all_done = threading.Semaphore(0)
 
@@ -138,15 +125,15 @@ def _in_order(client: PeopleClient, tier: str, requests: list[Request]) -> list[
         all_done.release()
 
     for k, data in enumerate(requests):
-        client.client.async_infer(model, _inputs(client, data), partial(callback, k), client_timeout=client.timeout_s)
+        client.infer_async(tier, _inputs(client, data), partial(callback, k))
     for _ in requests:
         assert all_done.acquire(timeout=client.timeout_s + 10), "no answer within the client's timeout"
     outcomes = []
     for answer, data in zip(answers, requests, strict=True):
         assert answer is not None
         result, error = answer
-        outputs = {t.name: result.as_numpy(t.name) for t in spec.ENSEMBLE_OUTPUTS} if error is None else None
-        outcomes.append(_outcome(client, error, None if isinstance(data, np.ndarray) else outputs, start))
+        raw = outputs(result) if error is None and not isinstance(data, np.ndarray) else None
+        outcomes.append(_outcome(client, error, raw, start))
     return outcomes
 
 
@@ -162,7 +149,8 @@ def batched_pair(
     was shown (None: not judged: over HTTP the order is not fixed, or the bad one never reached the model).
     """
     requests: list[Request] = [[large_image()] * 2, good, bad, good]
-    before = _preprocess_batches(server, tier)
+    first_step = spec.tier(tier).model(spec.Step.PREPROCESS)
+    before = server.batch_sizes(first_step)
     if protocol == "grpc":
         with PeopleClient(url, protocol) as client:
             outcomes = _in_order(client, tier, requests)
@@ -171,7 +159,7 @@ def batched_pair(
             outcomes = list(pool.map(partial(send_alone, url, protocol, tier), requests))
     blocker, first, got, second = outcomes
     assert blocker.kind == "ok", blocker.message
-    batches = _preprocess_batches(server, tier) - before
+    batches = server.batch_sizes(first_step) - before
     images = sum(size * count for size, count in batches.items())
     shared = batches[1] < 2 if protocol == "grpc" and images == 5 else None
     return [first, second], got, shared

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from export import tensorrt_plan
 from pipelines import spec
+from tools.server import health
 from tools.server.triton import ROOT, Endpoints, ServerOptions, endpoint_args
 
 
@@ -21,14 +22,6 @@ def gpu_docker_available() -> str | None:
     if not shutil.which("nvidia-smi") or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode != 0:
         return "no NVIDIA GPU is visible"
     return None
-
-
-def gpu_count() -> int:
-    """GPUs `docker run --gpus all` hands the container (as nvidia-smi lists them here)."""
-    if not shutil.which("nvidia-smi"):
-        return 1
-    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-    return max(len(listed.stdout.splitlines()), 1) if listed.returncode == 0 else 1
 
 
 def plan_build_command(image: str, repository: Path) -> list[str]:
@@ -60,7 +53,8 @@ def docker_command(image: str, endpoints: Endpoints, repository: Path, api_key: 
     """The GPU path: the serving image, model repository read-only, ports published on --host only."""
     e = endpoints
     inner = Endpoints(host="0.0.0.0", http=spec.HTTP_PORT, grpc=spec.GRPC_PORT, metrics=spec.METRICS_PORT)
-    options = ServerOptions(variant=spec.Variant.GPU, endpoints=inner, api_key=api_key, gpus=gpu_count())
+    gpus = max(health.gpu_count(), 1)  # what `docker run --gpus all` hands the container; at least one
+    options = ServerOptions(variant=spec.Variant.GPU, endpoints=inner, api_key=api_key, gpus=gpus)
     server = endpoint_args(options)
     return [
         "docker", "run", "--rm", "--init", "--gpus", "all", "--shm-size", "2g",

@@ -28,7 +28,8 @@ from pipelines import spec
 STUB = "triton_python_backend_stub"
 
 
-def _gpu_count() -> int:
+def gpu_count() -> int:
+    """GPUs nvidia-smi lists on this machine; 0 without nvidia-smi or when it fails."""
     if not shutil.which("nvidia-smi"):
         return 0
     out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
@@ -52,7 +53,7 @@ def expected_stubs(repository: Path, config_name: str | None) -> Counter[str]:
         for group in config.instance_group or [mc.ModelInstanceGroup(count=1)]:
             per_device = group.count or 1
             if group.kind == mc.ModelInstanceGroup.KIND_GPU:
-                gpus = _gpu_count() if gpus is None else gpus
+                gpus = gpu_count() if gpus is None else gpus
                 per_device *= len(group.gpus) or max(gpus, 1)
             count += per_device
         expected[model.name] = count

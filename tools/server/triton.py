@@ -24,9 +24,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import tritonclient.grpc as grpcclient
 
 from pipelines import spec
 from pipelines.render import REPOSITORY, ROOT
@@ -260,6 +264,23 @@ class Server:
         for metric, model, value in re.findall(r'^(\w+)\{model="(\w+)"[^}]*\} (\S+)$', text, re.MULTILINE):
             values[metric, model] = values.get((metric, model), 0.0) + float(value)
         return values
+
+    def statistics(self, model: str) -> dict[str, Any]:
+        """One model's entry of Triton's inference statistics (its JSON form), read over gRPC."""
+        key = self.options.api_key
+        headers = {spec.GRPC_API_KEY_HEADER: key} if key else None  # statistics is restricted when keyed
+        with grpcclient.InferenceServerClient(self.options.endpoints.grpc_url) as c:
+            return c.get_inference_statistics(model, headers=headers, as_json=True)["model_stats"][0]
+
+    def counts(self, model: str) -> tuple[int, int]:
+        """(inferences, executions) the model ran so far: fewer executions than inferences means batches."""
+        s = self.statistics(model)
+        return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+
+    def batch_sizes(self, model: str) -> Counter[int]:
+        """How many executions the model ran at each batch size so far (Triton's per-model batch statistics)."""
+        batches = self.statistics(model).get("batch_stats", [])
+        return Counter({int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in batches})
 
     def admitted_in_flight(self) -> int:
         """Requests preprocess passed on and the tier has not yet answered or refused.

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from pipelines import spec
+from tools.client.draw import draw_persons
 from tools.client.people import Person
 
 DEFAULT_JPEG_QUALITY = 90
@@ -147,23 +148,16 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-GENDER_COLORS = {0: (180, 60, 220), 1: (220, 140, 0), spec.UNDETERMINED: (170, 170, 170)}  # BGR
-
-
 def draw(result: FrameResult) -> np.ndarray:
     """The frame with its boxes, gender labels and counts drawn (a red banner for a failed frame)."""
     assert result.image is not None
     image = result.image.copy()
-    for p in result.persons or ():
-        color = GENDER_COLORS.get(p.gender, GENDER_COLORS[spec.UNDETERMINED])
-        x1, y1, x2, y2 = (round(v) for v in p.box)
-        cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
-        label = f"{p.gender_label or '?'} {p.score:.2f}"
-        cv2.putText(image, label, (x1, max(y1 - 5, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+    draw_persons(image, result.persons or ())
     if result.ok:
         g = result.gender_counts()
+        female, male = (g[label] for label in spec.GENDER_LABELS)
         n = len(result.persons or ())
-        text = f"#{result.index} persons {n}  F {g['female']}  M {g['male']}  ? {g[UNDETERMINED_LABEL]}"
+        text = f"#{result.index} persons {n}  F {female}  M {male}  ? {g[UNDETERMINED_LABEL]}"
         band = (40, 40, 40)
     else:
         text = f"#{result.index} error: {result.error}"[:80]

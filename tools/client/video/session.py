@@ -32,7 +32,7 @@ import cv2
 import tritonclient.grpc as grpcclient
 
 from pipelines import spec
-from tools.client.people import auth_headers, request_inputs, unpack
+from tools.client.people import auth_headers, outputs, request_inputs, unpack
 from tools.client.video.media import DEFAULT_FPS, DEFAULT_JPEG_QUALITY, FrameResult, Sink, Source, encode_jpeg
 from tools.client.video.stream import ReconnectingStream
 from tools.client.video.window import Stats, Window
@@ -253,7 +253,7 @@ class StreamSession:
         persons = None
         if result is not None:
             try:
-                (persons,) = unpack({t.name: result.as_numpy(t.name) for t in spec.ENSEMBLE_OUTPUTS})
+                (persons,) = unpack(outputs(result))
             except Exception as e:  # a malformed answer fails its frame, not the stream
                 error, latency_s = f"bad answer: {e}", None
         with self._cond:
