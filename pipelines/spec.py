@@ -367,6 +367,11 @@ SERVER_FLAGS = (
 # holds one largest batch of the largest tier at the largest accepted image, per GPU (Triton's
 # default is 64 MB: `--cuda-memory-pool-byte-size`, server src/command_line_parser.cc).
 CUDA_MEMORY_POOL_BYTES = max(t.gpu.max_batch_size for t in TIERS) * MAX_IMAGE_PIXELS * 3
+
+
+def cuda_pool_flag(gpu: int) -> str:
+    """The serving command line's pool for one GPU (`make serve` passes one per GPU, the gpu pod one)."""
+    return f"--cuda-memory-pool-byte-size={gpu}:{CUDA_MEMORY_POOL_BYTES}"
 # With an API key, clients send it in this HTTP header; over gRPC, Triton expects the header with
 # its protocol prefix (`--grpc-restricted-protocol` docs in Triton's command line).
 API_KEY_HEADER = "x-api-key"

@@ -90,7 +90,7 @@ def image_block(image: str) -> str:
 
 def cuda_pool_block() -> str:
     """The gpu pod's one GPU gets the spec's CUDA memory pool (what `make serve` passes per GPU)."""
-    return f"value: --cuda-memory-pool-byte-size=0:{spec.CUDA_MEMORY_POOL_BYTES}"
+    return f"value: {spec.cuda_pool_flag(0)}"
 
 
 def required_files_block(variant: Variant) -> str:

@@ -39,7 +39,7 @@ from tritonclient.utils import InferenceServerException
 
 from pipelines import manifest, onnx_session, spec
 from tools.evaluate.corpus import ASSETS
-from tools.server.health import STUB
+from tools.server.health import stubs
 from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
 
 log = logging.getLogger("bench")
@@ -230,29 +230,12 @@ def local_server(url: str) -> psutil.Process | None:
     return None
 
 
-def _stubs(server: psutil.Process) -> list[tuple[psutil.Process, list[str]]]:
-    """The server's python stubs and their command lines (stub, model.py path, shared-memory region, ...)."""
-    out = []
-    for child in server.children(recursive=True):
-        try:
-            cmdline = child.cmdline()
-        except psutil.Error:
-            continue
-        if len(cmdline) > 2 and cmdline[0].endswith(STUB):
-            out.append((child, cmdline))
-    return out
-
-
-def _model(cmdline: list[str]) -> str:
-    return Path(cmdline[1]).parent.parent.name  # .../<model>/<version>/model.py
-
-
 def memory(server: psutil.Process) -> dict[str, int]:
     """PSS (shared pages split between the processes that map them) of tritonserver and of each model's stubs."""
     out = {"tritonserver": server.memory_full_info().pss}
-    for stub, cmdline in _stubs(server):
+    for stub in stubs(server):
         try:
-            out[_model(cmdline)] = out.get(_model(cmdline), 0) + stub.memory_full_info().pss
+            out[stub.model] = out.get(stub.model, 0) + stub.process.memory_full_info().pss
         except psutil.Error:
             continue
     return out
@@ -264,10 +247,10 @@ def shared_memory(server: psutil.Process) -> dict[str, int]:
     A region grows with the largest tensors its stub exchanged and never shrinks.
     """
     out: dict[str, int] = {}
-    for _, cmdline in _stubs(server):
-        region = Path("/dev/shm") / cmdline[2]
-        if region.is_file():
-            out[_model(cmdline)] = out.get(_model(cmdline), 0) + region.stat().st_size
+    for stub in stubs(server):
+        region = Path("/dev/shm") / stub.cmdline[2] if len(stub.cmdline) > 2 else None
+        if region is not None and region.is_file():
+            out[stub.model] = out.get(stub.model, 0) + region.stat().st_size
     return out
 
 

@@ -274,16 +274,13 @@ def overload(
 
 def kill_stub_under_load(server: Server, tier: str, supervise: bool = True) -> dict[str, Any]:
     """Kill the tier's postprocess stub while requests flow; in-flight ones must fail clearly, not hang."""
-    from tools.server.health import STUB
+    from tools.server.health import stubs
 
     assert server.process is not None
     client = PeopleClient(server.options.endpoints.grpc_url)
     image = (ASSETS / "bus.jpg").read_bytes()
     model = spec.tier(tier).model(spec.Step.POSTPROCESS)
-    victim = next(
-        p for p in psutil.Process(server.process.pid).children(recursive=True)
-        if p.cmdline() and p.cmdline()[0].endswith(STUB) and f"/{model}/" in " ".join(p.cmdline())
-    )  # fmt: skip
+    victim = next(s.process for s in stubs(psutil.Process(server.process.pid)) if s.model == model)
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(send, client, tier, image) for _ in range(8)]
         time.sleep(0.2)

@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -60,24 +61,41 @@ def expected_stubs(repository: Path, config_name: str | None) -> Counter[str]:
     return expected
 
 
-def live_stubs(server_pid: int) -> Counter[str]:
-    """Live stub processes under the server, per model (read from the stub's model path)."""
-    live: Counter[str] = Counter()
+@dataclass(frozen=True)
+class Stub:
+    """A live python stub under the server: its process, model and command line (stub, model.py, region, ...)."""
+
+    process: psutil.Process
+    model: str
+    cmdline: list[str]
+
+
+def stubs(server: psutil.Process) -> list[Stub]:
+    """The server's live python stubs (the model read from the stub's .../<model>/<version>/model.py path)."""
     try:
-        children = psutil.Process(server_pid).children(recursive=True)
+        children = server.children(recursive=True)
     except psutil.NoSuchProcess:
-        return live
+        return []
+    found = []
     for child in children:
         try:
             cmdline = child.cmdline()
-            if child.status() == psutil.STATUS_ZOMBIE or not cmdline or not cmdline[0].endswith(STUB):
+            if child.status() == psutil.STATUS_ZOMBIE or len(cmdline) < 2 or not cmdline[0].endswith(STUB):
                 continue
         except psutil.Error:
             continue
-        model_py = Path(cmdline[1]) if len(cmdline) > 1 else None
-        if model_py is not None and len(model_py.parts) >= 3:
-            live[model_py.parent.parent.name] += 1
-    return live
+        model_py = Path(cmdline[1])
+        if len(model_py.parts) >= 3:
+            found.append(Stub(child, model_py.parent.parent.name, cmdline))
+    return found
+
+
+def live_stubs(server_pid: int) -> Counter[str]:
+    """Live stub processes under the server, per model."""
+    try:
+        return Counter(stub.model for stub in stubs(psutil.Process(server_pid)))
+    except psutil.NoSuchProcess:
+        return Counter()
 
 
 def dead_stubs(server_pid: int, expected: Counter[str]) -> list[str]:

@@ -137,7 +137,7 @@ def endpoint_args(options: ServerOptions) -> list[str]:
     if options.variant.config_name:
         args.append(f"--model-config-name={options.variant.config_name}")
     if options.variant is spec.Variant.GPU:
-        args += [f"--cuda-memory-pool-byte-size={gpu}:{spec.CUDA_MEMORY_POOL_BYTES}" for gpu in range(options.gpus)]
+        args += [spec.cuda_pool_flag(gpu) for gpu in range(options.gpus)]
     # Clients never need shared-memory registration here; without an API key it is locked with a
     # secret nobody knows (this Triton has no switch to turn it off).
     key = options.api_key or secrets.token_hex(16)
