@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tests.server.conftest import first_step_busy
+from tests.server.conftest import first_step_busy, wait_until
 from tools.client.people import PeopleClient, unpack
 from tools.server.triton import ROOT, Server
 
@@ -64,6 +64,9 @@ def test_dynamic_batching_forms_batches(server: Server, sample_bytes: dict[str, 
     with first_step_busy(client, tier, bus), ThreadPoolExecutor(requests) as pool:
         results = list(pool.map(lambda _: client.detect([bus], tier), range(requests)))
     assert results == [[alone]] * requests
+    # Triton counts an execution once the model returns, which can be just after its answers went out.
+    last = models[-1]
+    wait_until(lambda: server.counts(last)[0] - before[last][0] >= requests + batch, 30, f"{last}'s statistics")
     for m in models:
         inferences, executions = (a - b for a, b in zip(server.counts(m), before[m], strict=True))
         assert inferences == requests + batch, m  # with the blocker's rows
