@@ -23,6 +23,7 @@ MAY_IMPORT = {
     "tools.server": ("pipelines", "export", "tools.server"),
     "tools.evaluate": ("pipelines", "export", "tools.client", "tools.server", "tools.evaluate"),
     "tools.k8s": ("pipelines",),
+    "tools.bridge": ("pipelines", "tools.client", "tools.server", "tools.bridge"),
 }
 
 
