@@ -62,7 +62,8 @@ def _outputs(config: mc.ModelConfig, tensors: tuple[spec.Tensor, ...]) -> None:
         _tensor(config.output.add(), tensor)
 
 
-def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str) -> None:
+def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str, admits: bool) -> None:
+    """`admits`: the tier's first step, the only one with a queue limit and timeout (pipelines.admission)."""
     d = config.dynamic_batching
     d.preferred_batch_size.extend(b.preferred_batch_sizes)
     d.max_queue_delay_microseconds = b.max_queue_delay_us
@@ -70,7 +71,7 @@ def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str) -> None:
     if b.priority_levels:
         d.priority_levels = b.priority_levels
         d.default_priority_level = b.priority_levels
-    if b.max_queue_size or b.queue_timeout_us:
+    if admits and (b.max_queue_size or b.queue_timeout_us):
         q = d.default_queue_policy
         q.timeout_action = mc.ModelQueuePolicy.TimeoutAction.Value(b.timeout_action.value)
         q.default_timeout_microseconds = b.queue_timeout_us
@@ -101,13 +102,15 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
     if variant is Variant.GPU and step is Step.POSTPROCESS:
         # Hand the python model the detector's output where it already is: on the GPU.
         _parameter(config, "FORCE_CPU_ONLY_INPUT_TENSORS", "no")
+    if step is Step.PREPROCESS:
+        _parameter(config, "max_in_flight", str(batching.max_in_flight))
     if step is Step.POSTPROCESS:
         _parameter(config, "detector", tier.model(Step.DETECTOR))
         for called, called_batching in spec.BLS_BATCHING.items():  # the model's name and its chunk size
             _parameter(config, called.value, tier.model(called))
             _parameter(config, f"{called.value}_max_batch", str(called_batching[variant].max_batch_size))
     kind = "KIND_GPU" if variant is Variant.GPU else "KIND_CPU"
-    _batching(config, batching, kind)
+    _batching(config, batching, kind, admits=step is Step.PREPROCESS)
     return config
 
 

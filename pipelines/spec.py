@@ -74,6 +74,13 @@ CPU_PREPROCESS_THREADS = 1
 # the CUDA decoder, which uses these threads for its CPU part.
 GPU_DALI_THREADS = 4
 GPU_HW_DECODER_LOAD = 1.0
+# nvJPEG upsamples chroma its own way unless told to do it as libjpeg-turbo does (DALI's
+# `jpeg_fancy_upsampling`: "Make the mixed backend use the same chroma upsampling approach as the cpu
+# one", DALI PR #4662; present in DALI 2.1, the serving image's). Ultralytics reads images with
+# libjpeg-turbo (cv2): with it off, letterboxed pixels were up to 33/255 apart and boxes 4.2 px on an
+# H200 (docs/gpu.md); `make gpu-check` measures the gap both ways. Whether the hardware engine honours
+# it is not documented: DALI passes the flag to the hardware decoder's nvJPEG handle too.
+GPU_JPEG_FANCY_UPSAMPLING = True
 
 
 class DType(str, Enum):
@@ -81,6 +88,7 @@ class DType(str, Enum):
 
     UINT8 = "UINT8"
     INT32 = "INT32"
+    INT64 = "INT64"
     FP32 = "FP32"
 
 
@@ -135,6 +143,9 @@ PROBABILITIES = Tensor("PROBABILITIES", DType.FP32, (-1,))
 # heatmap, box size (2), offset (2), five landmarks (10) stacked on the channel axis (sizes from its manifest).
 FACE_REGIONS = Tensor("FACE_REGIONS", DType.FP32, (3, -1, -1))
 FACE_MAPS = Tensor("FACE_MAPS", DType.FP32, (15, -1, -1))
+# The request's admission ticket (pipelines.admission), from preprocess straight to postprocess, which
+# hands it back when it answers; the same number on every image of a request.
+TICKET = Tensor("TICKET", DType.INT64, (1,))
 
 
 class Step(str, Enum):
@@ -151,12 +162,12 @@ class Step(str, Enum):
 STEP_INPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.PREPROCESS: (IMAGE,),
     Step.DETECTOR: (IMAGES,),
-    Step.POSTPROCESS: (PREDICTIONS, GEOMETRY, ORIGINAL, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD),
+    Step.POSTPROCESS: (PREDICTIONS, GEOMETRY, ORIGINAL, TICKET, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD),
     Step.GENDER: (CROPS,),
     Step.FACE: (FACE_REGIONS,),
 }
 STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
-    Step.PREPROCESS: (IMAGES, GEOMETRY, ORIGINAL),
+    Step.PREPROCESS: (IMAGES, GEOMETRY, ORIGINAL, TICKET),
     Step.DETECTOR: (PREDICTIONS,),
     Step.POSTPROCESS: ENSEMBLE_OUTPUTS,
     Step.GENDER: (PROBABILITIES,),
@@ -190,7 +201,12 @@ class TimeoutAction(str, Enum):
 
 @dataclass(frozen=True)
 class Batching:
-    """Dynamic batching of every step of one tier on one variant."""
+    """Dynamic batching of every step of one tier on one variant.
+
+    The queue size, timeout and action apply where the tier admits requests: its first step
+    (preprocess), before any work is spent on them. The later steps never refuse what the tier
+    admitted; `max_in_flight` bounds what waits there (pipelines.admission).
+    """
 
     max_batch_size: int
     preferred_batch_sizes: tuple[int, ...]
@@ -201,6 +217,15 @@ class Batching:
     instances: int
     preserve_ordering: bool = False
     priority_levels: int = 0  # 0: no priorities; Triton forbids them with preserve_ordering
+
+    @property
+    def max_in_flight(self) -> int:
+        """Images admitted past preprocess and not yet answered, per GPU (or per cpu server).
+
+        Three batches per instance: one in postprocess, one in the detector, one queued for it, so
+        the detector never waits for work while a backlog waits undecoded in preprocess's queue.
+        """
+        return 3 * self.max_batch_size * self.instances
 
 
 @dataclass(frozen=True)
@@ -344,6 +369,13 @@ def tier(name: str) -> Tier:
 DRAIN_TOKEN_ENV = "PEOPLE_DRAIN_TOKEN"
 DRAIN_PARAMETER = "people_drain"
 DRAINING_MESSAGE = "the server is draining before it stops: send the request to another replica"
+# A REJECT tier whose images in flight left no room for a request within its queue timeout.
+TIER_FULL_MESSAGE = "the tier is at capacity: retry later, use another tier or another replica"
+# A ticket outstanding this long belongs to a request that left the tier without postprocess's
+# answer (cancelled by its client between steps, or failed at the detector): its room is taken back.
+# Far above the longest a request spends past preprocess (three batches of the slowest tier, about
+# 10 s on a loaded 2-core machine).
+TICKET_LOST_AFTER_S = 60.0
 # Counters the python models publish on Triton's metrics endpoint, so a drain can tell
 # how many requests are inside a tier (Triton's pending count leaves out executing ones).
 ADMITTED_METRIC = "people_admitted_total"  # requests preprocess passed on, per preprocess model
@@ -372,6 +404,10 @@ CUDA_MEMORY_POOL_BYTES = max(t.gpu.max_batch_size for t in TIERS) * MAX_IMAGE_PI
 def cuda_pool_flag(gpu: int) -> str:
     """The serving command line's pool for one GPU (`make serve` passes one per GPU, the gpu pod one)."""
     return f"--cuda-memory-pool-byte-size={gpu}:{CUDA_MEMORY_POOL_BYTES}"
+# The GPU the gpu pod asks for (its GPU Feature Discovery label, nvidia.com/gpu.product) where no
+# TensorRT plans were built here; `make k8s-manifests` takes the GPU the plans record instead, as
+# plans load only on the GPU type they were built for.
+GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 # With an API key, clients send it in this HTTP header; over gRPC, Triton expects the header with
 # its protocol prefix (`--grpc-restricted-protocol` docs in Triton's command line).
 API_KEY_HEADER = "x-api-key"

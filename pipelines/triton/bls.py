@@ -32,5 +32,10 @@ def infer(model: str, inputs: dict[str, torch.Tensor], output: str, device: torc
     response = request.exec()
     if response.has_error():
         raise BlsError(f"{model}: {response.error().message()}")
-    # Copy out of the response, whose buffers are released with it.
-    return to_torch(pb_utils.get_output_tensor_by_name(response, output)).to(device).clone()
+    # Copy out of the response, whose buffers are released with it: on the GPU that release is not
+    # ordered with torch's stream (python_backend src/pb_memory.cc, ~PbMemory's release callback
+    # frees it at once), so the copy must be finished before the response goes.
+    copy = to_torch(pb_utils.get_output_tensor_by_name(response, output)).to(device).clone()
+    if copy.is_cuda:
+        torch.cuda.current_stream(copy.device).synchronize()
+    return copy

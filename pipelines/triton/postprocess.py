@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipelines import detections, gender, manifest, spec
+from pipelines import admission, detections, gender, manifest, spec
 from pipelines.triton import bls
 from pipelines.triton.config import model_config, parameter
 from pipelines.triton.errors import internal, invalid
 from pipelines.triton.metrics import Counter
-from pipelines.triton.tensors import as_torch, per_image, split_sizes, to_triton
+from pipelines.triton.tensors import as_torch, per_image, split_sizes, to_host, to_triton
 
 
 def _manifest(directory: Path, kind: type[manifest.Record]) -> manifest.Record:
@@ -42,6 +42,11 @@ class TritonPythonModel:
         # (python_backend README, "Input Tensor Device Placement"), so each is moved here.
         on_gpu = args.get("model_instance_kind") == "GPU"
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu")
+        if on_gpu:
+            # The stub hands tensors over and copies on the thread's current device (python_backend
+            # src/pb_tensor.cc, FromDLPack: its proxy stream is looked up by cudaGetDevice); without
+            # this every instance would use device 0, whatever GPU its tensors live on.
+            torch.cuda.set_device(self.device)
         config = model_config(args)
         repository = Path(args["model_repository"]).parent
         version = args["model_version"]
@@ -62,6 +67,11 @@ class TritonPythonModel:
             self.face_maps = (spec.FACE_MAPS.dims[0], cells, cells)  # FACE_MAPS' shape per region
         self.failed: dict[int, Any] = {}  # image -> error response of the BLS call that carried it, per execute
         self.answered = Counter(spec.ANSWERED_METRIC, "responses sent, answers and errors", args["model_name"])
+        tier = next(t.name for t in spec.TIERS if t.model(spec.Step.POSTPROCESS) == args["model_name"])
+        self.ledger = admission.Ledger(admission.path_for(tier))
+
+    def finalize(self) -> None:
+        self.ledger.close()
 
     def _thresholds(self, requests: list[Any], sizes: list[int]) -> tuple[list[list[float]], dict[int, Any]]:
         """Per threshold tensor, one value per image; and error responses for values out of range."""
@@ -98,6 +108,14 @@ class TritonPythonModel:
                            self.gender_max_batch, (len(self.gender_values),), "gender classification")  # fmt: skip
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        """Every request answered (outputs or its error); their tickets go back to the tier's ledger."""
+        tickets = [int(to_host(pb_utils.get_input_tensor_by_name(r, spec.TICKET.name)).flat[0]) for r in requests]
+        try:
+            return self._answer(requests)
+        finally:
+            self.ledger.answered(tickets)
+
+    def _answer(self, requests: list[Any]) -> list[Any]:
         sizes = split_sizes(requests, spec.PREDICTIONS.name)
         owner = [i for i, rows in enumerate(sizes) for _ in range(rows)]  # image -> request
         (conf, iou, gender_threshold), errors = self._thresholds(requests, sizes)

@@ -6,8 +6,11 @@ decoders cannot take reaches them. Then, on a CPU instance (cpu variant), the Op
 DALI graph with nvJPEG (`pipelines.dali.gpu`) takes the whole batch, and a batch that still fails is
 retried request by request. Either way an image that fails fails only its own request.
 
-It is also where a drain cuts the tier (see spec.DRAIN_PARAMETER): requests
-queued before the launcher's drain request are answered, those after refused.
+It is where the tier admits requests (pipelines.admission): a batch goes on only while the images
+inside the tier leave room for it, otherwise it waits here (up to the queue timeout on a REJECT tier);
+each admitted request gets a ticket that postprocess hands back. And it is where a drain cuts the
+tier (see spec.DRAIN_PARAMETER): requests queued before the launcher's drain request are answered,
+those after refused.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pipelines import spec, validate
+from pipelines import admission, spec, validate
 from pipelines.opencv import letterbox
+from pipelines.triton.config import model_config, parameter
 from pipelines.triton.errors import invalid, unavailable
 from pipelines.triton.metrics import Counter
+from pipelines.triton.tensors import to_triton
 
 Outputs = tuple[Any, np.ndarray, Any]  # IMAGES, GEOMETRY, ORIGINAL: numpy on a CPU instance, torch on a GPU one
 
@@ -35,10 +40,10 @@ class Refusal:
     """A request answered with an error instead of outputs."""
 
     message: str
-    draining: bool = False  # UNAVAILABLE (send it elsewhere); otherwise INVALID_ARG (the request is bad)
+    unavailable: bool = False  # UNAVAILABLE (send it elsewhere or later); otherwise INVALID_ARG (the request is bad)
 
     def response(self) -> Any:
-        return unavailable(self.message) if self.draining else invalid(self.message)
+        return unavailable(self.message) if self.unavailable else invalid(self.message)
 
 
 def problem(images: list[np.ndarray]) -> str | None:
@@ -63,19 +68,41 @@ def _letterbox(images: list[np.ndarray]) -> Outputs | Refusal:
         return Refusal(f"{spec.IMAGE.name}{where}: the image could not be decoded (corrupt or unsupported data)")
 
 
+def _wait_s(config: dict[str, Any]) -> float | None:
+    """How long a batch may wait for room in the tier: a REJECT tier's queue timeout, a DELAY tier's forever."""
+    policy = config.get("dynamic_batching", {}).get("default_queue_policy", {})
+    if policy.get("timeout_action", "REJECT") == "DELAY":
+        return None
+    return int(policy.get("default_timeout_microseconds", 0)) / 1e6 or None
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.drain_token = os.environ.get(spec.DRAIN_TOKEN_ENV)
         self.draining = False
         self.admitted = Counter(spec.ADMITTED_METRIC, "requests passed on to the detector", args["model_name"])
+        config = model_config(args)
+        tier = next(t.name for t in spec.TIERS if t.model(spec.Step.PREPROCESS) == args["model_name"])
+        admission.remove_stale()
+        self.ledger = admission.Ledger(admission.path_for(tier))
+        self.wait_s = _wait_s(config)
+        self.max_in_flight = int(parameter(config, "max_in_flight"))
         self.gpu = None
         if args.get("model_instance_kind") == "GPU":
-            from pipelines.dali.gpu import GpuLetterbox  # torch and DALI's GPU graph: GPU instances only
+            import torch  # GPU instances only, with DALI's GPU graph
 
-            tier = next(t.name for t in spec.TIERS if t.model(spec.Step.PREPROCESS) == args["model_name"])
+            from pipelines.dali.gpu import GpuLetterbox
+
+            self.max_in_flight *= max(torch.cuda.device_count(), 1)  # the limit is per GPU; the ledger per server
             self.gpu = GpuLetterbox(tier, int(args["model_instance_device_id"]))
         else:
             cv2.setNumThreads(spec.CPU_PREPROCESS_THREADS)
+        self.lost = 0  # tickets the ledger had taken back when last looked
+        self.tickets: dict[int, int] = {}  # request -> ticket, of the execute in progress
+
+    def finalize(self) -> None:
+        self.ledger.remove()
+        self.ledger.close()
 
     def _is_drain_marker(self, request: Any) -> bool:
         if not self.drain_token:
@@ -93,19 +120,35 @@ class TritonPythonModel:
             images = list(pb_utils.get_input_tensor_by_name(request, spec.IMAGE.name).as_numpy())
             batches.append(images)
             if self.draining:
-                results.append(Refusal(spec.DRAINING_MESSAGE, draining=True))
+                results.append(Refusal(spec.DRAINING_MESSAGE, unavailable=True))
                 continue
             why = problem(images)
             results.append(Refusal(why) if why else None)
-        pending = [i for i, r in enumerate(results) if r is None]
+        pending = self._admit([i for i, r in enumerate(results) if r is None], batches, results)
         if self.gpu is None:
             for i in pending:
                 results[i] = _letterbox(batches[i])
         elif pending:
             for i, result in zip(pending, self._letterbox_on_gpu([batches[i] for i in pending]), strict=True):
                 results[i] = result
+        responses = [self._respond(r, self.tickets.get(i, 0)) for i, r in enumerate(results)]
+        self.ledger.answered([t for i, t in self.tickets.items() if not isinstance(results[i], tuple)])
         self.admitted.increment(sum(isinstance(r, tuple) for r in results))
-        return [self._respond(r) for r in results]
+        return responses
+
+    def _admit(self, pending: list[int], batches: list[list[np.ndarray]], results: list[Any]) -> list[int]:
+        """The requests of `pending` the tier has room for (self.tickets); the rest refused as the tier is full."""
+        tickets = self.ledger.admit([len(batches[i]) for i in pending], self.max_in_flight, self.wait_s)
+        self.tickets = {i: t for i, t in zip(pending, tickets, strict=True) if t}
+        for i in pending:
+            if i not in self.tickets:
+                results[i] = Refusal(spec.TIER_FULL_MESSAGE, unavailable=True)
+        lost = self.ledger.lost
+        if lost > self.lost:
+            pb_utils.Logger.log_warn(f"{lost - self.lost} admitted request(s) left the tier without an answer "
+                                     f"from postprocess (cancelled by their clients?): their room is free again")
+            self.lost = lost
+        return list(self.tickets)
 
     def _letterbox_on_gpu(self, requests: list[list[np.ndarray]]) -> list[Outputs | Refusal]:
         """All requests' images in one GPU batch; when DALI fails it, each request again on its own."""
@@ -129,21 +172,15 @@ class TritonPythonModel:
             return Refusal(f"{spec.IMAGE.name}: the image could not be decoded (corrupt or unsupported data)")
 
     @staticmethod
-    def _respond(result: Outputs | Refusal | None) -> Any:
+    def _respond(result: Outputs | Refusal | None, ticket: int) -> Any:
         assert result is not None
         if isinstance(result, Refusal):
             return result.response()
-        names = (spec.IMAGES.name, spec.GEOMETRY.name, spec.ORIGINAL.name)
-        return pb_utils.InferenceResponse(output_tensors=[_output(n, v) for n, v in zip(names, result, strict=True)])
-
-
-def _output(name: str, value: Any) -> Any:
-    """numpy from the OpenCV letterbox; torch on the GPU from DALI's, handed over without a copy (DLPack)."""
-    if isinstance(value, np.ndarray):
-        return pb_utils.Tensor(name, np.ascontiguousarray(value))
-    from torch.utils.dlpack import to_dlpack  # GPU instances only, which have torch loaded already
-
-    return pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
+        images, geometry, original = result
+        tickets = np.full((len(geometry), 1), ticket, dtype=np.int64)
+        outputs = zip((spec.IMAGES, spec.GEOMETRY, spec.ORIGINAL, spec.TICKET), (images, geometry, original, tickets),
+                      strict=True)  # fmt: skip
+        return pb_utils.InferenceResponse(output_tensors=[to_triton(t.name, v) for t, v in outputs])
 
 
 def _trimmed(images: Any, geometry: np.ndarray, original: Any) -> Outputs:

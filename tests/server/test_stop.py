@@ -9,8 +9,10 @@ must carry it) and without waiting at all (requests still on their way).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -92,3 +94,87 @@ def test_stop_at_once_answers_or_refuses_each_request_cleanly(fresh: Server) -> 
     assert all(o.startswith("StatusCode.UNAVAILABLE") and spec.DRAINING_MESSAGE in o for o in refused), outcomes
     assert stopped.clean, stopped
     assert fresh.process is not None and fresh.process.returncode == 0
+
+
+OVERLOADED = "balanced"  # the issue's case: 48 clients against a queue of 32
+REFUSALS = ("Exceeds maximum queue size", spec.TIER_FULL_MESSAGE, "Request timeout expired", spec.DRAINING_MESSAGE)
+
+
+@dataclass
+class Overload:
+    """Clients sending back to back until told to stop; each outcome kept."""
+
+    client: PeopleClient
+    image: bytes
+    stop: threading.Event = field(default_factory=threading.Event)
+    outcomes: list[str] = field(default_factory=list)
+
+    def _one_client(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.client.detect([self.image], OVERLOADED)
+                self.outcomes.append("ok")
+            except InferenceServerException as e:
+                self.outcomes.append(f"{e.status()} {e.message()}")
+
+    def refused(self) -> list[str]:
+        return [o for o in self.outcomes if o != "ok"]
+
+    def run(self, clients: int) -> ThreadPoolExecutor:
+        pool = ThreadPoolExecutor(clients)
+        for _ in range(clients):
+            pool.submit(self._one_client)
+        return pool
+
+
+def _tier_counters(server: Server) -> tuple[float, float, float]:
+    """(admitted by preprocess, answered by postprocess, queued at any step) of the overloaded tier."""
+    m = server.metrics()
+    t = spec.tier(OVERLOADED)
+    queued = sum(m.get(("nv_inference_pending_request_count", t.model(s)), 0.0) for s in spec.PIPELINE)
+    return (m.get((spec.ADMITTED_METRIC, t.model(spec.Step.PREPROCESS)), 0.0),
+            m.get((spec.ANSWERED_METRIC, t.model(spec.Step.POSTPROCESS)), 0.0), queued)  # fmt: skip
+
+
+def _assert_only_expected_refusals(load: Overload) -> None:
+    unexpected = [o for o in load.refused() if not (o.startswith("StatusCode.UNAVAILABLE") and
+                                                    any(r in o for r in REFUSALS))]  # fmt: skip
+    assert unexpected == [], unexpected[:5]
+
+
+def test_after_an_overload_a_stop_finds_nothing_in_flight(fresh: Server) -> None:
+    """48 clients against the tier until its queue refuses many, then idle: everything it admitted was
+    answered (no work thrown away at an inner step), and the stop says so without waiting out the drain."""
+    client = PeopleClient(fresh.options.endpoints.grpc_url, api_key=KEY)
+    admitted_before, answered_before, _ = _tier_counters(fresh)
+    load = Overload(client, SAMPLES["zidane.jpg"].read_bytes())
+    pool = load.run(48)
+    wait_until(lambda: len(load.refused()) >= 40 and load.outcomes.count("ok") >= 10, 300, "an overload")
+    load.stop.set()
+    pool.shutdown(wait=True)
+    _assert_only_expected_refusals(load)
+    admitted, answered, queued = _tier_counters(fresh)
+    assert queued == 0 and admitted - admitted_before == answered - answered_before == load.outcomes.count("ok")
+    assert fresh.admitted_in_flight() == 0
+    stopped = fresh.stop()
+    assert stopped.clean, stopped
+
+
+def test_a_stop_during_an_overload_answers_every_admitted_request(fresh: Server) -> None:
+    """Stopped while 48 clients keep the tier full: each request is answered or refused as designed
+    (queue full, tier full, draining), never lost at an inner step, and the stop is clean."""
+    client = PeopleClient(fresh.options.endpoints.grpc_url, api_key=KEY)
+    load = Overload(client, SAMPLES["zidane.jpg"].read_bytes())
+    pool = load.run(48)
+
+    def full() -> bool:
+        admitted, answered, queued = _tier_counters(fresh)
+        return queued > 0 and admitted - answered > 0 and len(load.refused()) > 0
+
+    wait_until(full, 300, "the tier full and refusing")
+    load.stop.set()  # no new requests after this; the ones on their way still arrive
+    stopped = fresh.stop()
+    pool.shutdown(wait=True)
+    _assert_only_expected_refusals(load)
+    assert load.outcomes.count("ok") > 0
+    assert stopped.clean, stopped

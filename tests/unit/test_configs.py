@@ -213,6 +213,17 @@ def test_ensemble_hands_original_from_preprocess_to_postprocess(tier: spec.Tier,
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
+def test_tickets_go_from_preprocess_to_postprocess(tier: spec.Tier, variant: Variant) -> None:
+    """Admission (pipelines.admission): preprocess's ticket reaches postprocess, which hands it back."""
+    steps = {s.model_name: s for s in config(tier, Step.ENSEMBLE, variant).ensemble_scheduling.step}
+    pre, post = steps[tier.model(Step.PREPROCESS)], steps[tier.model(Step.POSTPROCESS)]
+    name = spec.TICKET.name
+    assert pre.output_map.get(name) == post.input_map.get(name) == name, f"{tier.name} ({variant.value})"
+    limit = parameters(config(tier, Step.PREPROCESS, variant)).get("max_in_flight")
+    assert limit == str(tier.batching(variant).max_in_flight), f"{tier.name} ({variant.value}): max_in_flight {limit}"
+
+
+@pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
 def test_ensemble_documents_gender_labels(tier: spec.Tier, variant: Variant) -> None:
     ensemble = config(tier, Step.ENSEMBLE, variant)
     text = parameters(ensemble).get("gender_labels")
@@ -262,7 +273,11 @@ def test_batch_sizes_come_from_the_spec(tier: spec.Tier, variant: Variant) -> No
             preferred = tuple(d.preferred_batch_size)
             assert preferred == b.preferred_batch_sizes, f"{c.name} ({variant.value}): preferred {preferred}"
             assert d.max_queue_delay_microseconds == b.max_queue_delay_us, f"{c.name} ({variant.value}): queue delay"
-            assert d.default_queue_policy.max_queue_size == b.max_queue_size, f"{c.name} ({variant.value}): queue size"
+            # The tier refuses only at its first step; the later ones never refuse what it admitted.
+            queue = (b.max_queue_size, b.queue_timeout_us) if step is Step.PREPROCESS else (0, 0)
+            policy = d.default_queue_policy
+            got = (policy.max_queue_size, policy.default_timeout_microseconds)
+            assert got == queue, f"{c.name} ({variant.value}): queue size and timeout {got}"
             assert [g.count for g in c.instance_group] == [b.instances], f"{c.name} ({variant.value}): instances"
 
 

@@ -283,11 +283,15 @@ class Server:
         return Counter({int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in batches})
 
     def admitted_in_flight(self) -> int:
-        """Requests preprocess passed on and the tier has not yet answered or refused.
+        """Requests preprocess passed on and the tier has not yet answered.
 
         From the counters the python models publish (spec.ADMITTED_METRIC, ANSWERED_METRIC, which
-        count error responses too) less the requests Triton's schedulers refused between the steps
-        (queue full or timed out: nv_inference_request_failure of the detector and postprocess).
+        count error responses too) less the requests that failed at the detector or postprocess
+        without an answer from postprocess (nv_inference_request_failure of those steps: a request
+        its client cancelled is dropped from the step's queue and counted there with reason
+        CANCELED, core src/dynamic_batch_scheduler.cc). Exact because those steps never refuse what
+        the tier admitted (pipelines.admission): a refusal at a full inner queue would be counted on
+        the ensemble only, and could never be told apart from a request still in flight.
         """
         values = self.metrics()
         total = 0.0
