@@ -105,4 +105,5 @@ def frame(entry: Entry, max_bytes: int = spec.MAX_IMAGE_BYTES) -> Frame:
     if len(jpeg) > max_bytes:
         raise BadEntry(f"field 'jpeg' is {len(jpeg)} bytes, over the limit of {max_bytes} bytes")
     thresholds = {name: _number(entry, name) for name in THRESHOLD_FIELDS}
-    return Frame(jpeg=jpeg, camera=entry.camera, ts=_number(entry, "ts"), **thresholds)
+    camera = entry.text("camera") or entry.stream  # BadEntry where it is not text
+    return Frame(jpeg=jpeg, camera=camera, ts=_number(entry, "ts"), **thresholds)

@@ -6,8 +6,8 @@
 
 SOURCE is what `python -m tools.client.video` reads (a video file, a camera index, a stream URL), or
 image files, sent as they are. Each entry has `jpeg`, `camera` and `ts` (capture time), plus the
-thresholds given. MAXLEN is approximate (`~`, as Redis trims efficiently): a slow consumer loses the
-oldest frames, never the newest. Prints one JSON summary line; Ctrl-C stops after the current frame.
+thresholds given. MAXLEN is exact: the stream never holds more than N frames, and a slow consumer
+loses the oldest ones, never the newest. Prints one JSON summary line; Ctrl-C stops after the current frame.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(max(next_at - time.monotonic(), 0))
                 next_at = max(next_at + period, time.monotonic())
             last = client.xadd(args.stream, fields(jpeg, camera, thresholds), maxlen=args.maxlen,
-                               approximate=True).decode()  # fmt: skip
+                               approximate=False).decode()  # fmt: skip
             first = first or last
             published += 1
     except KeyboardInterrupt:

@@ -42,6 +42,7 @@ class RedisIn:
         self.history: dict[str, str | None] = dict.fromkeys(options.streams, "0")  # own PEL first, then `>`
         self.claim_cursor = dict.fromkeys(options.streams, "0-0")
         self.trimmed = 0  # pending entries MAXLEN removed before they were processed
+        self._turn = 0
 
     def ensure_groups(self) -> None:
         """Create each stream's group (and the stream) where missing; an existing group is left as it is."""
@@ -60,14 +61,24 @@ class RedisIn:
                 out.append(Entry(_text(stream), _text(entry_id), fields or {}))
         return out
 
+    def _share(self, streams: list[str], count: int) -> tuple[list[str], int]:
+        """Which streams to ask and how many each: XREADGROUP's COUNT is per stream, and all of them together
+        must stay within `count`. Streams take turns when there are more of them than free slots."""
+        k = min(len(streams), count)
+        start = self._turn % len(streams)
+        self._turn += 1
+        return (streams[start:] + streams[:start])[:k], count // k
+
     def read(self, count: int, block_ms: int) -> list[Entry]:
-        """Up to `count` entries: this consumer's own pending ones first (after a restart), then new ones."""
-        history = {s: c for s, c in self.history.items() if c is not None}
+        """At most `count` entries: this consumer's own pending ones first (after a restart), then new ones."""
+        history = [s for s, c in self.history.items() if c is not None]
         if history:
-            entries = self._entries(self.redis.xreadgroup(self.options.group, self.options.consumer, history,
-                                                          count=count))  # fmt: skip
+            streams, each = self._share(history, count)
+            reply = self.redis.xreadgroup(self.options.group, self.options.consumer,
+                                          {s: self.history[s] for s in streams}, count=each)  # fmt: skip
+            entries = self._entries(reply)
             got = {e.stream for e in entries}
-            for stream in history:
+            for stream in streams:
                 if stream not in got:
                     self.history[stream] = None  # own PEL read through: new entries from now on
             for e in entries:
@@ -75,9 +86,12 @@ class RedisIn:
             if entries:
                 self._counts(entries)
                 return self._drop_trimmed(entries)
-        streams = dict.fromkeys(self.options.streams, NEW)
-        return self._entries(self.redis.xreadgroup(self.options.group, self.options.consumer, streams,
-                                                   count=count, block=block_ms))  # fmt: skip
+            if any(c is not None for c in self.history.values()):
+                return []
+        streams, each = self._share(list(self.options.streams), count)
+        reply = self.redis.xreadgroup(self.options.group, self.options.consumer, dict.fromkeys(streams, NEW),
+                                      count=each, block=block_ms)  # fmt: skip
+        return self._entries(reply)
 
     def claim(self, count: int) -> list[Entry]:
         """Up to `count` entries that peers left idle past claim_idle_s, with their delivery counts."""
