@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -111,3 +113,17 @@ def test_event_persons_have_faces_or_null() -> None:
     assert e["ts"] == 1700000000.123, "without ts, the entry's own time"
     bad = event.build(entry(), "door", 5.0, "streaming", error=("INVALID_ARGUMENT", "no jpeg"))
     assert bad["error"] == {"code": "INVALID_ARGUMENT", "message": "no jpeg"} and bad["persons"] is None
+
+
+def test_secrets_from_files(tmp_path: Path) -> None:
+    """The Redis URL and librdkafka's settings from mounted files: no password on the command line."""
+    (tmp_path / "url").write_text("rediss://:pw@redis:6380/1\n")
+    (tmp_path / "kafka.properties").write_text("# SASL\nsasl.mechanism=PLAIN\nsasl.password = s3cret\n")
+    files = ["--redis-file", str(tmp_path / "url"), "--kafka-config-file", str(tmp_path / "kafka.properties")]
+    options, _ = parse([*files, "--kafka-config", "sasl.mechanism=SCRAM-SHA-512"])
+    assert options.redis == "rediss://:pw@redis:6380/1"
+    assert options.kafka_config == {"sasl.mechanism": "SCRAM-SHA-512", "sasl.password": "s3cret"}
+    (tmp_path / "bad.properties").write_text("acks=1\n")
+    for bad in (["--redis-file", str(tmp_path / "missing")], ["--kafka-config-file", str(tmp_path / "bad.properties")]):
+        with pytest.raises(SystemExit):
+            parse(bad)

@@ -6,6 +6,7 @@ import argparse
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipelines import spec
 
@@ -65,6 +66,11 @@ class Options:
         return self.dead_letter.format(stream=stream)
 
 
+def _properties(text: str) -> list[tuple[str, str]]:
+    """librdkafka's properties-file form: key=value lines, blank lines and # comments ignored."""
+    return [_key_value(line) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -91,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
     )
     a = p.add_argument
     a("--redis", default=d.redis, help="redis:// or rediss:// URL; a password goes in it (redis://:PASS@host:6379/0)")
+    a("--redis-file", type=Path, metavar="PATH",
+      help="read the Redis URL from this file instead (a mounted Secret: no password on the command line)")  # fmt: skip
     a("--stream", dest="streams", action="append", metavar="NAME", help="stream to read (repeatable; default frames)")
     a("--group", default=d.group, help="consumer group (created with the stream when missing)")
     a("--consumer", help="this bridge's name in the group (default: host name and pid)")
@@ -99,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
     a("--topic", default=d.topic, help="topic of the events (key = camera)")
     a("--kafka-config", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
       help="librdkafka setting (repeatable): security.protocol, sasl.*, ssl.*, ...")  # fmt: skip
+    a("--kafka-config-file", type=Path, metavar="PATH",
+      help="librdkafka settings, one key=value a line (# comments); --kafka-config ones win")  # fmt: skip
     a("--url", default=d.url, help="the server's gRPC address")
     a("--tier", choices=spec.TIER_NAMES, default=d.tier)
     a("--api-key", help="the key given to `make serve API_KEY=...`")
@@ -127,16 +137,22 @@ def parse(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
         p.error("--max-inflight and --max-deliveries must be at least 1")
     if args.claim_idle <= 0 or args.claim_interval <= 0 or args.request_timeout <= 0:
         p.error("--claim-idle, --claim-interval and --request-timeout must be positive")
-    if not args.redis.startswith(("redis://", "rediss://", "unix://")):
-        p.error(f"--redis must be a redis://, rediss:// or unix:// URL, not {args.redis!r}")
-    kafka_config = dict(args.kafka_config)
+    try:
+        redis_url = args.redis_file.read_text().strip() if args.redis_file else args.redis
+        kafka_config = dict(_properties(args.kafka_config_file.read_text())) if args.kafka_config_file else {}
+    except (OSError, argparse.ArgumentTypeError) as e:
+        p.error(str(e))
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        shown = "the URL in --redis-file" if args.redis_file else repr(redis_url)
+        p.error(f"--redis must be a redis://, rediss:// or unix:// URL, not {shown}")
+    kafka_config.update(args.kafka_config)
     for key, value in kafka_config.items():
         if key in REQUIRED_KAFKA and value.lower() != REQUIRED_KAFKA[key]:
             p.error(f"--kafka-config {key}={value}: the bridge needs {key}={REQUIRED_KAFKA[key]} (nothing lost)")
         if key == "bootstrap.servers":
             p.error("give the brokers with --kafka")
     options = Options(
-        redis=args.redis,
+        redis=redis_url,
         streams=tuple(dict.fromkeys(args.streams or Options.streams)),
         group=args.group,
         consumer=args.consumer or default_consumer(),
