@@ -74,7 +74,7 @@ TRACK = np.dtype(
 
 
 @dataclass(frozen=True)
-class _Boxes:
+class Measured:
     """A frame's boxes as Ultralytics' STrack sees them, and which association each takes part in."""
 
     xyah: np.ndarray  # [N, 4] float32 centre x, centre y, aspect (w / h), height
@@ -84,7 +84,7 @@ class _Boxes:
     low: np.ndarray  # indices of the boxes of the second association, in input order
 
     @classmethod
-    def measure(cls, boxes: np.ndarray, scores: np.ndarray, settings: ByteTrack) -> _Boxes:
+    def of(cls, boxes: np.ndarray, scores: np.ndarray, settings: ByteTrack = BYTETRACK) -> Measured:
         x1, y1, x2, y2 = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).T
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         w, h = x2 - x1, y2 - y1
@@ -123,6 +123,13 @@ def iou_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1 - inter / (union + 1e-7)
 
 
+def cost(mean: np.ndarray, found: Measured, boxes: np.ndarray, fuse: bool) -> np.ndarray:
+    """[K, M] float32 cost of matching tracks [K, 8] to boxes `boxes` of `found`: 1 - IoU, or 1 - IoU * score
+    (Ultralytics' iou_distance and fuse_score)."""
+    distance = iou_cost(corners(mean), found.xyxy[boxes])
+    return 1 - (1 - distance) * found.scores[boxes] if fuse else distance
+
+
 class Tracker:
     """ByteTrack's state for one camera: `update` once per frame, in order.
 
@@ -155,7 +162,7 @@ class Tracker:
         gets -1 (Ultralytics reports a track from its second frame on).
         """
         self.frame += 1
-        found = _Boxes.measure(boxes, scores, self.settings)
+        found = Measured.of(boxes, scores, self.settings)
         t = self.tracks  # changed in place; the lists are rebuilt from it at the end
         tracked, lost = np.arange(self.num_tracked), np.arange(self.num_tracked, len(t))
         unconfirmed = tracked[~t["confirmed"][tracked]]
@@ -207,11 +214,10 @@ class Tracker:
         ids[shown["box"]] = shown["id"]
         return ids
 
-    def _cost(self, rows: np.ndarray, found: _Boxes, boxes: np.ndarray, fuse: bool) -> np.ndarray:
-        cost = iou_cost(corners(self.tracks["mean"][rows]), found.xyxy[boxes])
-        return 1 - (1 - cost) * found.scores[boxes] if fuse else cost
+    def _cost(self, rows: np.ndarray, found: Measured, boxes: np.ndarray, fuse: bool) -> np.ndarray:
+        return cost(self.tracks["mean"][rows], found, boxes, fuse)
 
-    def _correct(self, rows: np.ndarray, found: _Boxes, boxes: np.ndarray) -> None:
+    def _correct(self, rows: np.ndarray, found: Measured, boxes: np.ndarray) -> None:
         """Tracks `rows` were matched to `boxes` this frame (Ultralytics' update and re_activate)."""
         t = self.tracks
         if len(rows):
@@ -223,7 +229,7 @@ class Tracker:
         t["frame"][rows] = self.frame
         t["box"][rows] = boxes
 
-    def _start(self, found: _Boxes, boxes: np.ndarray) -> np.ndarray:
+    def _start(self, found: Measured, boxes: np.ndarray) -> np.ndarray:
         new = np.zeros(len(boxes), dtype=TRACK)
         new["id"] = self.last_id + 1 + np.arange(len(boxes))
         self.last_id += len(boxes)
