@@ -130,6 +130,14 @@ def cost(mean: np.ndarray, found: Measured, boxes: np.ndarray, fuse: bool) -> np
     return 1 - (1 - distance) * found.scores[boxes] if fuse else distance
 
 
+def _without_duplicates(t: np.ndarray, tracked: np.ndarray, lost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the younger of each tracked and lost pair that overlap almost entirely (remove_duplicate_stracks)."""
+    p, q = np.nonzero(iou_cost(corners(t["mean"][tracked]), corners(t["mean"][lost])) < DUPLICATE_COST)
+    age = t["frame"] - t["start"]
+    older = age[tracked[p]] > age[lost[q]]
+    return np.delete(tracked, p[~older]), np.delete(lost, q[older])
+
+
 class Tracker:
     """ByteTrack's state for one camera: `update` once per frame, in order.
 
@@ -157,9 +165,10 @@ class Tracker:
     def update(self, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Track ids [N] int64 of this frame's boxes [N, 4] (x1, y1, x2, y2) with scores [N]; -1 where none.
 
-        Feed every box the detector kept at DETECTION_CONF, not only the answered ones. A box gets an id
-        when it continues a confirmed track or starts one on the first frame; a new track's first box
-        gets -1 (Ultralytics reports a track from its second frame on).
+        Feed every box the NMS kept at DETECTION_CONF, not only the answered ones, in the NMS's order (new
+        tracks take their ids in input order, as in `model.track`). A box gets its track's id once the
+        track is confirmed: seen on two frames running, or started on the first frame; a new track's first
+        box gets -1.
         """
         self.frame += 1
         found = Measured.of(boxes, scores, self.settings)
@@ -169,7 +178,7 @@ class Tracker:
         pool = np.concatenate([tracked[t["confirmed"][tracked]], lost])
         if len(pool):
             mean = t["mean"][pool]
-            mean[t["state"][pool] != TRACKED, 7] = 0  # a track not seen last frame keeps its height
+            mean[t["state"][pool] != TRACKED, 7] = 0  # a lost track's height stops changing
             t["mean"][pool], t["covariance"][pool] = kalman.predict(mean, t["covariance"][pool])
 
         # 1. High-score boxes against confirmed and lost tracks.
@@ -202,7 +211,7 @@ class Tracker:
         lost = np.concatenate([lost[t["state"][lost] != TRACKED], newly_lost])
         was_removed = t["removed_at"][lost]
         lost = lost[(was_removed < 0) | (was_removed < self.removals - REMOVED_BUFFER)]
-        tracked, lost = self._without_duplicates(t, tracked, lost)
+        tracked, lost = _without_duplicates(t, tracked, lost)
         t["removed_at"][removed] = self.removals + np.arange(len(removed))
         self.removals += len(removed)
         self.tracks = np.concatenate([t[tracked], t[lost]])
@@ -241,10 +250,3 @@ class Tracker:
         new["removed_at"] = -1
         new["box"] = boxes
         return new
-
-    def _without_duplicates(self, t: np.ndarray, tracked: np.ndarray, lost: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Drop the younger of each tracked and lost pair that overlap almost entirely (remove_duplicate_stracks)."""
-        p, q = np.nonzero(iou_cost(corners(t["mean"][tracked]), corners(t["mean"][lost])) < DUPLICATE_COST)
-        age = t["frame"] - t["start"]
-        older = age[tracked[p]] > age[lost[q]]
-        return np.delete(tracked, p[~older]), np.delete(lost, q[older])
