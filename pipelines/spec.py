@@ -386,12 +386,14 @@ GRPC_PORT = 8001
 METRICS_PORT = 8002
 # Flags every server of ours runs with, local or in the image (Dockerfile.triton's ENTRYPOINT holds
 # the same): no model loading over the API, not ready until every model is, a failed model stops
-# the server, and at most 30 s to finish what is in flight on SIGTERM.
+# the server, and at most EXIT_TIMEOUT_S to finish what is in flight on SIGTERM. The launcher's drain
+# before that SIGTERM gives up after as long without progress (tools/server/triton.py, Server.drain).
+EXIT_TIMEOUT_S = 30
 SERVER_FLAGS = (
     "--model-control-mode=none",
     "--strict-readiness=true",
     "--exit-on-error=true",
-    "--exit-timeout-secs=30",
+    f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
 )
 # The GPU variant's tensors between steps (ORIGINAL above all: the decoded images at full size)
 # come from Triton's CUDA memory pool; when it is full they fall back to pinned, then ordinary host

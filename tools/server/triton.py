@@ -43,7 +43,6 @@ LIBS = INSTALL / "lib"
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT_S = 30  # as Triton's --exit-timeout-secs
 # With an API key, everything but health and metadata needs it (probes stay open).
 RESTRICTED_APIS = ("inference", "model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
 
@@ -191,6 +190,36 @@ def _own_session() -> None:
     os.setsid()
 
 
+class Progress:
+    """Whether a draining server still gets work done: its tiers' admitted and answered counters move.
+
+    Read at most twice a second, whoever asks (the drain's threads poll it)."""
+
+    def __init__(self, server: Server, stall_s: float):
+        self.server = server
+        self.stall_s = stall_s
+        self.lock = threading.Lock()
+        self.seen: float | None = None
+        self.moved = self.checked = time.monotonic()
+
+    def _work_done(self) -> float:
+        metrics = self.server.metrics()
+        return sum(v for (metric, _), v in metrics.items() if metric in (spec.ADMITTED_METRIC, spec.ANSWERED_METRIC))
+
+    def stalled(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            if now - self.checked >= 0.5:
+                self.checked = now
+                try:
+                    done = self._work_done()
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    done = self.seen
+                if done != self.seen:
+                    self.seen, self.moved = done, now
+            return now - self.moved > self.stall_s
+
+
 class Server:
     """A tritonserver child process; `with Server(options) as s:` waits for readiness.
 
@@ -305,16 +334,11 @@ class Server:
             total += max(admitted - answered - refused, 0.0)
         return int(total)
 
-    def in_flight(self) -> int:
-        """Requests the server holds: queued at any step, or admitted by preprocess and not yet answered."""
-        queued = sum(v for (metric, _), v in self.metrics().items() if metric == "nv_inference_pending_request_count")
-        return int(queued) + self.admitted_in_flight()
-
-    def _mark(self, tier: spec.Tier, deadline: float, abort: threading.Event) -> bool:
+    def _mark(self, tier: spec.Tier, progress: Progress, abort: threading.Event) -> bool:
         """Queue the drain marker at the tier's preprocess; True once preprocess has seen it.
 
-        Retried while Triton refuses it for a full queue or a queue timeout (503); every request
-        queued before it is admitted, every one after it refused.
+        Retried while Triton refuses it for a full queue or a queue timeout (503) and the server still
+        makes progress; every request queued before it is admitted, every one after it refused.
         """
         e = self.options.endpoints
         body = {
@@ -325,10 +349,10 @@ class Server:
         if self.options.api_key:
             headers[spec.API_KEY_HEADER] = self.options.api_key
         url = f"http://{e.http_url}/v2/models/{tier.model(spec.Step.PREPROCESS)}/infer"
-        while time.monotonic() < deadline and not abort.is_set():
+        while not progress.stalled() and not abort.is_set():
             request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=max(deadline - time.monotonic(), 0.1)) as r:
+                with urllib.request.urlopen(request, timeout=progress.stall_s) as r:
                     message, status = r.read().decode(), r.status
             except urllib.error.HTTPError as error:
                 message, status = error.read().decode(errors="replace"), error.code
@@ -343,24 +367,26 @@ class Server:
             time.sleep(0.05)
         return False
 
-    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S, abort: threading.Event | None = None) -> int:
+    def drain(self, stall_s: float = spec.EXIT_TIMEOUT_S, abort: threading.Event | None = None) -> int:
         """Cut every tier (spec.DRAIN_PARAMETER) and wait for what was admitted; returns how many remain.
 
         Needed because on SIGTERM Triton refuses the next step of an ensemble request already in
         flight ("Server is stopping", seen here on 2.51; the same code path in later releases per
         triton-inference-server/core src/dynamic_batch_scheduler.cc). Requests that reached a tier
-        before its cut finish, whatever step they are in; later ones get UNAVAILABLE. cpu variant
-        only: on the GPU variant the orchestrator stops sending traffic first.
+        before its cut finish, whatever step they are in; later ones get UNAVAILABLE. It waits as long
+        as the server makes progress (a full tier on a busy machine takes a while) and gives up after
+        `stall_s` without any. cpu variant only: on the GPU variant the orchestrator stops sending
+        traffic first.
         """
         abort = abort or threading.Event()
-        deadline = time.monotonic() + timeout_s
+        progress = Progress(self, stall_s)
         with ThreadPoolExecutor(len(spec.TIERS)) as pool:
-            cut = list(pool.map(lambda t: self._mark(t, deadline, abort), spec.TIERS))
+            cut = list(pool.map(lambda t: self._mark(t, progress, abort), spec.TIERS))
         uncut = [t.name for t, ok in zip(spec.TIERS, cut, strict=True) if not ok]
         if uncut:
             log.warning("could not cut tier(s) %s before stopping", ", ".join(uncut))
         remaining = self.admitted_in_flight()
-        while remaining > 0 and time.monotonic() < deadline and not abort.is_set():
+        while remaining > 0 and not progress.stalled() and not abort.is_set():
             time.sleep(0.1)
             remaining = self.admitted_in_flight()
         return remaining + len(uncut)
