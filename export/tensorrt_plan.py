@@ -75,20 +75,51 @@ class Target:
 
 
 def tensorrt_version() -> str:
-    """The TensorRT version of this image: $TRT_VERSION, else the version in libnvinfer's file name.
+    """The TensorRT version of this image: $TRT_VERSION, else the version in libnvinfer's real file name.
 
-    NGC images set TRT_VERSION (server build.py passes it to cmake and qa/common/reporter.py reports it);
-    the library's file name (`libnvinfer.so.10.16.0`) is the fallback when it is unset.
+    NGC images set TRT_VERSION (server build.py passes it to cmake and qa/common/reporter.py reports it).
+    The fallback asks the dynamic linker where libnvinfer is: `ldconfig -p` lists sonames
+    (`libnvinfer.so.10 => /usr/lib/x86_64-linux-gnu/libnvinfer.so.10`), a link whose target carries the
+    full version (`libnvinfer.so.10.16.0`).
     """
     version = os.environ.get("TRT_VERSION", "").strip()
     if version:
         return version
-    if shutil.which("ldconfig"):
-        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
-        found = re.findall(r"libnvinfer\.so\.(\d+\.\d+\.\d+)\b", out)
-        if found:
-            return max(found, key=lambda v: tuple(map(int, v.split("."))))
-    raise PlanError("cannot tell the TensorRT version: TRT_VERSION is unset and no libnvinfer.so.X.Y.Z is known")
+    found = _library_versions(_ldconfig_paths("libnvinfer.so."))
+    if found:
+        return max(found, key=lambda v: tuple(map(int, v.split("."))))
+    raise PlanError("cannot tell the TensorRT version: TRT_VERSION is unset and ldconfig knows no libnvinfer.so")
+
+
+def trtexec_version(log: str) -> str | None:
+    """X.Y.Z from trtexec's output: its first line `&&&& RUNNING TensorRT.trtexec [TensorRT v101600]`
+    (NV_TENSORRT_VERSION, TensorRT samples/common/logging.h; MAJOR*10000 + MINOR*100 + PATCH from
+    TensorRT 10, MAJOR*1000 + ... before), or its log's `TensorRT version: 10.16.0`."""
+    if match := re.search(r"TensorRT version: (\d+\.\d+\.\d+)", log):
+        return match.group(1)
+    if match := re.search(r"\[TensorRT v(\d+)\]", log):
+        number = int(match.group(1))
+        major, rest = divmod(number, 10000 if number >= 100000 else 1000)
+        return f"{major}.{rest // 100}.{rest % 100}"
+    return None
+
+
+def _ldconfig_paths(prefix: str) -> list[Path]:
+    """The paths `ldconfig -p` lists for libraries whose name starts with `prefix`."""
+    if not shutil.which("ldconfig"):
+        return []
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    return [Path(m) for m in re.findall(rf"^\s*{re.escape(prefix)}\S*\s.*=>\s*(\S+)\s*$", out, re.MULTILINE)]
+
+
+def _library_versions(paths: list[Path]) -> list[str]:
+    """X.Y.Z from each path's real file (links followed): `libnvinfer.so.10.16.0` -> 10.16.0."""
+    versions = []
+    for path in paths:
+        match = re.search(r"\.so\.(\d+\.\d+\.\d+)$", path.resolve().name)
+        if match:
+            versions.append(match.group(1))
+    return versions
 
 
 def gpus() -> tuple[Gpu, ...]:
@@ -163,6 +194,15 @@ def jobs(repository: Path) -> list[Job]:
     ]
 
 
+def recorded_plans(repository: Path) -> list[manifest.Plan]:
+    """The plans the manifests record; none where nothing was exported or no plan was built."""
+    try:
+        found = jobs(repository)
+    except manifest.ManifestError:
+        return []
+    return [plan for job in found if (plan := manifest.read(job.directory, job.record).artifact.plan)]
+
+
 def timing_cache(cache: Path, target: Target) -> Path:
     """One timing cache per TensorRT version and GPU type, so a build never reads another's timings."""
     gpu = re.sub(r"[^A-Za-z0-9.]+", "_", target.gpus[0].name)
@@ -229,9 +269,9 @@ def build(job: Job, target: Target, cache: Path, fp16: bool = True) -> manifest.
         partial.unlink(missing_ok=True)
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
         raise PlanError(f"trtexec failed for {job.model} (exit {done.returncode}; full log {logfile}):\n{tail}")
-    banner = re.search(r"TensorRT version: (\d+\.\d+\.\d+)", done.stdout)
-    if banner and not target.tensorrt_version.startswith(banner.group(1)):
-        raise PlanError(f"trtexec is TensorRT {banner.group(1)}, but this image reports {target.tensorrt_version}")
+    built_with = trtexec_version(done.stdout)
+    if built_with and not target.tensorrt_version.startswith(built_with):
+        raise PlanError(f"trtexec is TensorRT {built_with}, but this image reports {target.tensorrt_version}")
     partial.replace(job.directory / PLAN)
     gpu = target.gpus[0]  # trtexec builds on device 0
     plan = manifest.Plan(target.tensorrt_version, gpu.name, gpu.compute_capability, "fp16" if fp16 else "fp32",

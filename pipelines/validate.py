@@ -14,7 +14,9 @@ import struct
 from pipelines import spec
 
 JPEG_SOI = b"\xff\xd8\xff"
+JPEG_EOI = b"\xff\xd9"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"IEND\xaeB`\x82"  # the last chunk's type and its CRC
 # Start-of-frame markers the decoders (libjpeg-turbo on CPU, nvJPEG on GPU) both handle:
 # baseline, extended sequential and progressive Huffman-coded JPEG.
 _SUPPORTED_SOF = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}
@@ -30,7 +32,8 @@ class InvalidImage(ValueError):
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the first start-of-frame segment."""
+    """(width, height) from the first start-of-frame segment, once the data is known to end."""
+    size = None
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
@@ -43,9 +46,9 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             i += 2
             continue
         if marker == 0xDA:
-            break  # start of scan before any frame header
+            break  # start of scan: the entropy-coded data follows
         (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if marker in _SUPPORTED_SOF or marker in _OTHER_SOF:
+        if size is None and (marker in _SUPPORTED_SOF or marker in _OTHER_SOF):
             if marker in _OTHER_SOF:
                 raise InvalidImage(f"{_OTHER_SOF[marker]} JPEG is not supported; send baseline or progressive JPEG")
             if i + 10 > len(data):
@@ -53,14 +56,24 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             precision, height, width = struct.unpack(">BHH", data[i + 4 : i + 9])
             if precision != 8:
                 raise InvalidImage(f"{precision}-bit JPEG is not supported; send 8-bit JPEG")
-            return width, height
+            size = width, height
         i += 2 + length
-    raise InvalidImage("truncated or corrupt JPEG: no frame header before the image data")
+    if size is None:
+        raise InvalidImage("truncated or corrupt JPEG: no frame header before the image data")
+    # Inside the entropy-coded data every 0xFF is followed by 0x00 or a restart marker, so an end-of-image
+    # marker after the first scan is the image's own (an EXIF thumbnail's lies before it). libjpeg-turbo
+    # (cpu variant) refuses data without one; nvJPEG's hardware decoder can decode what is there and fill
+    # the rest silently, so the check is made here, for both variants alike.
+    if data.find(JPEG_EOI, i) < 0:
+        raise InvalidImage("truncated JPEG: the data ends before the end-of-image marker (FFD9)")
+    return size
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise InvalidImage("truncated or corrupt PNG: no IHDR header")
+    if data.rfind(PNG_IEND) < 0:  # libpng refuses it (cpu variant); say so for both variants
+        raise InvalidImage("truncated PNG: the data ends before the IEND chunk")
     width, height, depth = struct.unpack(">IIB", data[16:25])
     if depth not in (1, 2, 4, 8, 16):
         raise InvalidImage(f"corrupt PNG header: bit depth {depth}")

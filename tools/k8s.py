@@ -6,6 +6,8 @@ prometheus-adapter examples, as whole files marked at their top:
 - `image` (base/kustomization.yaml): the Makefile's IMAGE, which make passes as `--image`;
 - `required-files` (overlays/<variant>/deployment-patch.yaml): every ensemble config and each
   tier's engine files, which the init container `check-models` must find;
+- `gpu-product` (overlays/gpu/deployment-patch.yaml): the node selector of the GPU the exported plans
+  were built on (their manifests), or spec.GPU_PRODUCT where none were built here;
 - `queue-targets` (overlays/<variant>/hpa-patch.yaml): each tier's autoscaling target;
 - examples/prometheus-adapter-*.yaml: the adapter rules that serve those per-tier metrics;
 - the README's table of the targets.
@@ -21,8 +23,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from export import tensorrt_plan
 from pipelines import spec
-from pipelines.render import ROOT, splice, write_or_check
+from pipelines.render import REPOSITORY, ROOT, splice, write_or_check
 from pipelines.spec import Step, Tier, Variant
 
 DEPLOY = ROOT / "deploy"
@@ -74,6 +77,25 @@ def required_files(variant: Variant) -> list[str]:
 
 
 # --- The generated YAML (written as text: short, commented, in the files' own layout) ---------
+
+
+def gpu_label(gpu_name: str) -> str:
+    """A GPU's nvidia.com/gpu.product label: its NVML name without characters outside [A-Za-z0-9-_. ],
+    spaces as dashes (GPU Feature Discovery: NVIDIA/k8s-device-plugin, internal/lm/resource.go `sanitise`)."""
+    return "-".join(re.sub(r"[^A-Za-z0-9\-_. ]", "", gpu_name).split())
+
+
+def gpu_product(repository: Path = REPOSITORY) -> str:
+    """The label of the GPU the exported plans were built on; spec.GPU_PRODUCT where none were built here."""
+    gpus = {plan.gpu_name for plan in tensorrt_plan.recorded_plans(repository)}
+    if len(gpus) > 1:
+        raise ValueError(f"the plans were built on different GPUs ({', '.join(sorted(gpus))}): build them all on "
+                         "the GPU type the pods will run on")  # fmt: skip
+    return gpu_label(gpus.pop()) if gpus else spec.GPU_PRODUCT
+
+
+def gpu_product_block(repository: Path = REPOSITORY) -> str:
+    return f"nvidia.com/gpu.product: {gpu_product(repository)}"
 
 
 def image_block(image: str) -> str:
@@ -177,19 +199,20 @@ def splice_block(text: str, name: str, body: str) -> str:
     return splice(text, begin.group(0), f"{indent}# k8s:end", _indent(body, indent) + "\n")
 
 
-def blocks(image: str) -> Iterator[tuple[str, str, str]]:
+def blocks(image: str, repository: Path = REPOSITORY) -> Iterator[tuple[str, str, str]]:
     """(file under deploy/, block name, body) of every generated block."""
     yield "base/kustomization.yaml", "image", image_block(image)
     yield "overlays/gpu/kustomization.yaml", "cuda-memory-pool", cuda_pool_block()
+    yield "overlays/gpu/deployment-patch.yaml", "gpu-product", gpu_product_block(repository)
     for v in spec.VARIANTS:
         yield f"overlays/{v.value}/deployment-patch.yaml", "required-files", required_files_block(v)
         yield f"overlays/{v.value}/hpa-patch.yaml", "queue-targets", queue_targets_block(v)
 
 
-def rendered(image: str, deploy: Path = DEPLOY) -> Iterator[tuple[Path, str]]:
+def rendered(image: str, deploy: Path = DEPLOY, repository: Path = REPOSITORY) -> Iterator[tuple[Path, str]]:
     """Every generated file (path, text); the README's table only for the project's own deploy/."""
     texts: dict[Path, str] = {}
-    for relative, name, body in blocks(image):
+    for relative, name, body in blocks(image, repository):
         path = deploy / relative
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the static file that holds the `{name}` block is missing")

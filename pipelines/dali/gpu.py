@@ -25,15 +25,19 @@ Outputs = tuple[torch.Tensor, np.ndarray, torch.Tensor]  # IMAGES (GPU), GEOMETR
 class GpuLetterbox:
     """One tier's graph on one GPU: `run` letterboxes a batch of encoded images; `rebuild` after a failure."""
 
-    def __init__(self, tier: str, device_id: int):
+    def __init__(self, tier: str, device_id: int, fancy_upsampling: bool = spec.GPU_JPEG_FANCY_UPSAMPLING):
         self.tier = tier
+        self.fancy_upsampling = fancy_upsampling
         self.device = torch.device("cuda", device_id)
+        # The stub reads the handed-over tensors on the thread's current device (see
+        # pipelines.triton.tensors.to_triton); this instance's GPU, not device 0.
+        torch.cuda.set_device(self.device)
         self.pipe = self._build()
 
     def _build(self) -> Pipeline:
         # prefetch_queue_depth=1: fed by run(IMAGE=...) one batch at a time (DALI refuses named inputs
-        # with a deeper queue in the pipelined executor; /work/shared/platform.md).
-        pipe = gpu_pipeline(self.tier, self.device.index)(prefetch_queue_depth=1)
+        # with a deeper queue in the pipelined executor: seen on an H200 with DALI 2.4, docs/gpu.md).
+        pipe = gpu_pipeline(self.tier, self.device.index, self.fancy_upsampling)(prefetch_queue_depth=1)
         pipe.build()
         return pipe
 

@@ -37,7 +37,9 @@ DALI_ARITHMETIC = geometry.Arithmetic(
 )
 
 
-def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNode, DataNode]:
+def letterbox(
+    encoded: DataNode, decoder_device: str, fancy_upsampling: bool = spec.GPU_JPEG_FANCY_UPSAMPLING
+) -> tuple[DataNode, DataNode, DataNode]:
     """Decode encoded images and letterbox them to the detector's input.
 
     Returns the IMAGES tensor (float32 CHW in [0, 1]), the GEOMETRY tensor
@@ -57,6 +59,7 @@ def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNod
         output_type=types.RGB,
         adjust_orientation=True,
         hw_decoder_load=spec.GPU_HW_DECODER_LOAD,  # the mixed decoder's share for the hardware engine
+        jpeg_fancy_upsampling=fancy_upsampling,  # the mixed decoder's chroma upsampling as libjpeg-turbo's
     )
     original = fn.pad(decoded, axes=[0, 1], fill_value=0)
     image = fn.resize(
@@ -81,10 +84,12 @@ def letterbox(encoded: DataNode, decoder_device: str) -> tuple[DataNode, DataNod
     return images, placed, original
 
 
-def gpu_pipeline(tier: str, device_id: int | None = 0) -> Callable[..., Pipeline]:
-    """The `@pipeline_def` the DALI backend serializes for `preprocess_<tier>` (nvJPEG decode).
+def gpu_pipeline(tier: str, device_id: int | None = 0,
+                 fancy_upsampling: bool = spec.GPU_JPEG_FANCY_UPSAMPLING) -> Callable[..., Pipeline]:  # fmt: skip
+    """The `@pipeline_def` of `preprocess_<tier>`'s GPU graph (nvJPEG decode).
 
-    `device_id=None` builds the same graph for serialization on a machine without a GPU.
+    `device_id=None` builds the same graph for serialization on a machine without a GPU;
+    `fancy_upsampling` is there for `make gpu-check`, which measures the gap to Ultralytics both ways.
     """
     batching = spec.tier(tier).batching(spec.Variant.GPU)
 
@@ -97,7 +102,7 @@ def gpu_pipeline(tier: str, device_id: int | None = 0) -> Callable[..., Pipeline
     )
     def preprocess() -> tuple[DataNode, DataNode, DataNode]:
         encoded = fn.external_source(name=spec.IMAGE.name, dtype=types.UINT8, ndim=1, device="cpu")
-        return letterbox(encoded, decoder_device="mixed")
+        return letterbox(encoded, decoder_device="mixed", fancy_upsampling=fancy_upsampling)
 
     return preprocess
 

@@ -14,15 +14,17 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from export.tensorrt_plan import Gpu, Target
 from pipelines import manifest, render, spec
 from pipelines.spec import Step, Variant
+from tests.unit import test_tensorrt_plan as exported_plans
 from tools import k8s
 from tools.server import docker as docker_serve
 from tools.server import triton as tritonserver
@@ -360,17 +362,28 @@ def test_pod_security_and_resources(variant: Variant, built: dict[str, list[dict
     assert all(d["metadata"].get("namespace") == namespace for d in docs if d["kind"] != "Namespace")
 
 
-def test_node_selector_is_the_plans_gpu(built: dict[str, list[dict[str, Any]]]) -> None:
-    """Where plans were exported, the gpu overlay selects their GPU by its GPU Feature Discovery label:
-    the NVML name without characters outside [A-Za-z0-9-_. ], spaces as dashes (NVIDIA/k8s-device-plugin,
-    internal/lm/resource.go `sanitise`)."""
-    folders = [ROOT / "model_repository" / t.model(Step.DETECTOR) / "1" for t in spec.TIERS]
-    plans = [manifest.read(f, manifest.Detector).artifact.plan for f in folders if (f / "manifest.json").is_file()]
-    gpus = {p.gpu_name for p in plans if p is not None}
-    if not gpus:
-        pytest.skip("no TensorRT plans exported here (make export on a GPU records their GPU)")
-    labels = {"-".join(re.sub(r"[^A-Za-z0-9\-_. ]", "", g).split()) for g in gpus}
-    assert labels == {pod(built["gpu"])["nodeSelector"]["nvidia.com/gpu.product"]}
+def test_node_selector_is_the_plans_gpu(tmp_path: Path) -> None:
+    """The gpu overlay selects the GPU the plans were built on by its GPU Feature Discovery label: the NVML
+    name without characters outside [A-Za-z0-9-_. ], spaces as dashes (NVIDIA/k8s-device-plugin,
+    internal/lm/resource.go `sanitise`); the spec's GPU where no plans were built."""
+    (tmp_path / "repository").mkdir()
+    repository = exported_plans.exported(tmp_path / "repository")
+    assert k8s.gpu_product(repository) == spec.GPU_PRODUCT, "no plans: the spec's GPU"
+    exported_plans.built(repository, Target("10.16.0.72", (Gpu("NVIDIA H200", "9.0"),)))
+    assert k8s.gpu_product(repository) == "NVIDIA-H200"
+    deploy = tmp_path / "deploy"
+    shutil.copytree(k8s.DEPLOY, deploy)
+    texts = dict(k8s.rendered("localhost:5000/triton-people:test", deploy, repository))
+    patch = yaml.safe_load(texts[deploy / "overlays" / "gpu" / "deployment-patch.yaml"])
+    assert patch["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H200"}
+    assert k8s.gpu_label("NVIDIA H100 80GB HBM3") == "NVIDIA-H100-80GB-HBM3"
+    assert k8s.gpu_label("Tesla V100-SXM2-16GB (rev/a)") == "Tesla-V100-SXM2-16GB-reva"
+    folder = repository / spec.TIERS[0].model(Step.DETECTOR) / "1"
+    record = manifest.read(folder, manifest.Detector)
+    plan = replace(record.artifact.plan, gpu_name="NVIDIA L4")
+    manifest.write(folder, replace(record, artifact=replace(record.artifact, plan=plan)))
+    with pytest.raises(ValueError, match="different GPUs"):
+        k8s.gpu_product(repository)
 
 
 def test_services_pdb_and_servicemonitor(built: dict[str, list[dict[str, Any]]]) -> None:

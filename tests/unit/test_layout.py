@@ -22,7 +22,7 @@ MAY_IMPORT = {
     "tools.client": ("pipelines", "tools.client"),
     "tools.server": ("pipelines", "export", "tools.server"),
     "tools.evaluate": ("pipelines", "export", "tools.client", "tools.server", "tools.evaluate"),
-    "tools.k8s": ("pipelines",),
+    "tools.k8s": ("pipelines", "export"),
     "tools.bridge": ("pipelines", "tools.client", "tools.server", "tools.bridge"),
 }
 

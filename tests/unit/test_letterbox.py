@@ -245,6 +245,9 @@ def test_gpu_graph_serializes_without_a_gpu(tier: str) -> None:
     assert isinstance(serialized, bytes) and serialized, f"{tier}: serialize() returned {type(serialized)}"
     assert spec.IMAGE.name.encode() in serialized, f"{tier}: the serialized graph has no {spec.IMAGE.name} input"
     assert pipeline.max_batch_size == spec.tier(tier).gpu.max_batch_size, f"{tier}: batch size is not the spec's"
+    assert b"jpeg_fancy_upsampling" in serialized, f"{tier}: the mixed decoder's chroma upsampling is not set"
+    plain = letterbox.gpu_pipeline(tier, device_id=None, fancy_upsampling=False)().serialize()
+    assert plain != serialized, f"{tier}: fancy_upsampling does not reach the decoder"
 
 
 @pytest.mark.parametrize("tier", spec.TIER_NAMES)

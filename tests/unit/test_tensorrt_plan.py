@@ -7,6 +7,7 @@ before serving a plan.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,10 @@ ARTIFACT = Artifact("weights/best.pt", None, "", "CC0-1.0", "", {}, "2026-11-27T
 
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
+    return exported(tmp_path)
+
+
+def exported(tmp_path: Path) -> Path:
     """A repository as `make export` leaves it: model.onnx and a manifest in every TensorRT model's folder."""
     for tier in spec.TIERS:
         for step, record in (
@@ -160,6 +165,31 @@ def test_target_round_trips_and_reads_trt_version(monkeypatch: pytest.MonkeyPatc
     assert Target.from_json(target.to_json()) == target and target.tensorrt_major == 10
     monkeypatch.setenv("TRT_VERSION", "10.16.0.72")
     assert tensorrt_plan.tensorrt_version() == "10.16.0.72"
+
+
+def test_trt_version_falls_back_to_the_library_behind_its_soname(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ldconfig lists sonames; the version is in the file the soname links to."""
+    (tmp_path / "libnvinfer.so.10.16.0").write_bytes(b"")
+    (tmp_path / "libnvinfer.so.10").symlink_to("libnvinfer.so.10.16.0")
+    listing = (f"\tlibnvinfer.so.10 (libc6,x86-64) => {tmp_path}/libnvinfer.so.10\n"
+               f"\tlibnvinfer_plugin.so.10 (libc6,x86-64) => {tmp_path}/missing.so.10\n")  # fmt: skip
+    monkeypatch.delenv("TRT_VERSION", raising=False)
+    monkeypatch.setattr(tensorrt_plan.shutil, "which", lambda _: "/sbin/ldconfig")
+    monkeypatch.setattr(tensorrt_plan.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing, stderr=""))  # fmt: skip
+    assert tensorrt_plan.tensorrt_version() == "10.16.0"
+    (tmp_path / "libnvinfer.so.10").unlink()
+    with pytest.raises(tensorrt_plan.PlanError, match="TRT_VERSION is unset"):
+        tensorrt_plan.tensorrt_version()
+
+
+def test_trtexec_version_from_either_banner() -> None:
+    assert tensorrt_plan.trtexec_version("&&&& RUNNING TensorRT.trtexec [TensorRT v101600] # trtexec") == "10.16.0"
+    assert tensorrt_plan.trtexec_version("&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec") == "8.6.1"
+    assert tensorrt_plan.trtexec_version("[I] TensorRT version: 10.3.0") == "10.3.0"
+    assert tensorrt_plan.trtexec_version("no banner") is None
 
 
 def test_every_engine_model_has_a_plan_recipe() -> None:

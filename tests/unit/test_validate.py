@@ -27,13 +27,14 @@ def jpeg_header(width: int, height: int, marker: int = 0xC0, precision: int = 8,
         + struct.pack(">H", len(sof) + 2)
         + sof
         + b"\xff\xda\x00\x02"
+        + validate.JPEG_EOI
     )
 
 
 def png_header(width: int, height: int, depth: int = 8) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, depth, 2, 0, 0, 0)
     chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return validate.PNG_SIGNATURE + chunk
+    return validate.PNG_SIGNATURE + chunk + b"\x00\x00\x00\x00" + validate.PNG_IEND
 
 
 HEADERS = {"JPEG": jpeg_header, "PNG": png_header}
@@ -124,3 +125,46 @@ def test_real_encodings() -> None:
         assert validate.check(data) == (kind, 53, 37)
     progressive = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
     assert validate.check(progressive) == ("JPEG", 53, 37)
+
+
+def _encoded(ext: str, **flags: int) -> bytes:
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    return cv2.imencode(ext, image, [v for k, v in flags.items() for v in (getattr(cv2, k), v)])[1].tobytes()
+
+
+@pytest.mark.parametrize("progressive", [0, 1])
+def test_a_jpeg_without_its_end_marker_is_truncated(progressive: int) -> None:
+    """The hardware decoder may decode what is there without an error; libjpeg-turbo refuses: both refuse here."""
+    data = _encoded(".jpg", IMWRITE_JPEG_PROGRESSIVE=progressive)
+    assert validate.check(data)[0] == "JPEG"
+    for cut in (len(data) - 1, len(data) - 2, len(data) // 2):
+        with pytest.raises(validate.InvalidImage, match="truncated JPEG"):
+            validate.check(data[:cut])
+        assert cv2.imdecode(np.frombuffer(data[:cut], np.uint8), cv2.IMREAD_COLOR) is None, "cv2 refuses it too"
+
+
+def test_a_thumbnails_end_marker_does_not_end_the_image() -> None:
+    """An EXIF thumbnail (APP1) holds a whole JPEG, end marker included, before the image's own scan."""
+    data = _encoded(".jpg")
+    thumbnail = _encoded(".jpg")
+    app1 = b"Exif\x00\x00" + thumbnail
+    with_thumbnail = data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+    assert validate.check(with_thumbnail)[0] == "JPEG"
+    with pytest.raises(validate.InvalidImage, match="truncated JPEG"):
+        validate.check(with_thumbnail[: len(with_thumbnail) - 10])
+
+
+def test_bytes_after_the_end_marker_are_accepted() -> None:
+    """Some cameras append data after the image; the decoders ignore it."""
+    data = _encoded(".jpg") + b"trailer"
+    assert validate.check(data)[0] == "JPEG"
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_a_png_without_its_end_chunk_is_truncated() -> None:
+    data = _encoded(".png")
+    assert validate.check(data)[0] == "PNG"
+    for cut in (len(data) - 1, len(data) - 12, len(data) // 2):
+        with pytest.raises(validate.InvalidImage, match="truncated PNG"):
+            validate.check(data[:cut])
+        assert cv2.imdecode(np.frombuffer(data[:cut], np.uint8), cv2.IMREAD_COLOR) is None, "cv2 refuses it too"

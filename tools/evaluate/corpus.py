@@ -108,6 +108,8 @@ def cases() -> list[Case]:
         Case("random bytes", rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), Expect.INVALID, "no image format"),
         Case("text", b"GET / HTTP/1.1\r\nHost: camera\r\n\r\n", Expect.INVALID, "no image format"),
         Case("truncated JPEG", bus[: len(bus) // 2], Expect.INVALID, "decoder stops at the missing data"),
+        Case("JPEG without its end marker", bus[:-2], Expect.INVALID,
+             "libjpeg-turbo refuses it; nvJPEG's hardware decoder might fill the rest silently"),
         Case("JPEG with corrupted entropy data", bytes(corrupted), Expect.OK,
              "decodes with artifacts, as libjpeg-turbo, cv2 and Ultralytics do"),
         Case("JPEG header declaring 65500x65500", _declared(65500, 65500), Expect.INVALID, "over the size limits"),

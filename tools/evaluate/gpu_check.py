@@ -173,7 +173,9 @@ def tier_for(batch: int) -> spec.Tier:
 Graph = GpuLetterbox | Pipeline  # the served GPU letterbox, or the CPU graph standing in for it
 
 
-def served_graph(batch: int, device: torch.device) -> tuple[Graph, int]:
+def served_graph(
+    batch: int, device: torch.device, fancy_upsampling: bool = spec.GPU_JPEG_FANCY_UPSAMPLING
+) -> tuple[Graph, int]:
     """The letterbox the GPU preprocess runs, and its graph's serialized size.
 
     On CUDA: pipelines.dali.gpu.GpuLetterbox itself, for the tier that takes this batch, so that its
@@ -181,7 +183,7 @@ def served_graph(batch: int, device: torch.device) -> tuple[Graph, int]:
     graph cannot be built without a GPU).
     """
     if device.type == "cuda":
-        served = GpuLetterbox(tier_for(batch).name, device.index or 0)
+        served = GpuLetterbox(tier_for(batch).name, device.index or 0, fancy_upsampling)
         return served, len(served.pipe.serialize())
     pipe = letterbox.cpu_pipeline(batch)
     return pipe, len(pipe.serialize())
@@ -458,6 +460,34 @@ def check_parity(
     return rows, checks
 
 
+@dataclass(frozen=True)
+class UpsamplingGap:
+    """The served graph's distance to libjpeg-turbo's pixels and Ultralytics' boxes with one chroma upsampling."""
+
+    fancy_upsampling: bool
+    images_max: float  # levels, vs the CPU graph
+    images_mean: float
+    box_px: float  # detector fp32 + NMS vs Ultralytics predict
+
+
+def upsampling_gaps(models: Models, encoded: Mapping[str, bytes], device: torch.device) -> list[UpsamplingGap]:
+    """spec.GPU_JPEG_FANCY_UPSAMPLING's effect, measured: the gaps with DALI's jpeg_fancy_upsampling on and off.
+
+    Only the mixed (nvJPEG) decoder has the choice; on the CPU both rows are the CPU graph's.
+    """
+    data = list(encoded.values())
+    host = run_graph(letterbox.cpu_pipeline(len(data)), data)
+    reference = ultralytics_people(models, data, device)
+    gaps = []
+    for fancy in (True, False):
+        boxed = run_graph(served_graph(len(data), device, fancy)[0], data)
+        diff = (boxed.images.cpu() - host.images).abs() / LEVEL
+        ours = people(nms(models, models.head("fp32", boxed.images), boxed.geometry))
+        box_px = max(box_difference(o, r) for o, r in zip(ours, reference, strict=True))
+        gaps.append(UpsamplingGap(fancy, float(diff.max()), float(diff.mean()), box_px))
+    return gaps
+
+
 def _largest(a: torch.Tensor | None, b: torch.Tensor | None, scale: torch.Tensor | float = 1.0) -> float:
     """max |a - b| * scale, 0 for two empty (or absent) tensors, inf where the shapes differ."""
     if a is None or b is None or a.numel() == 0 or b.numel() == 0:
@@ -621,6 +651,7 @@ def report(
     rows: list[ImageRow],
     checks: list[Check],
     rates: dict[int, dict[str, float]],
+    gaps: list[UpsamplingGap],
 ) -> str:
     """bench/GPU_REPORT.md: the machine, every check with its tolerance, per-image results, throughput, targets."""
     smoke = device.type == "cpu"
@@ -675,6 +706,20 @@ def report(
             f"| {r.name} | {r.width}x{r.height} | {'equal' if r.geometry_equal else '**differs**'} | "
             f"{r.images_max:.1f} / {r.images_mean:.3f} | {r.original_mean:.3f} | {counts} | {boxes} |"
         )
+    lines += [
+        "",
+        "## Chroma upsampling of the mixed decoder",
+        "",
+        f"DALI's `jpeg_fancy_upsampling` (served: {'on' if spec.GPU_JPEG_FANCY_UPSAMPLING else 'off'}, "
+        "`pipelines/spec.py`): the same images through the served graph both ways, against the CPU graph's "
+        "pixels and Ultralytics' boxes (detector fp32)." + (" On the CPU there is no choice: both rows are equal."
+                                                             if smoke else ""),
+        "",
+        "| jpeg_fancy_upsampling | IMAGES max / mean (levels) | boxes (px) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {'on' if g.fancy_upsampling else 'off'} | {g.images_max:.1f} / {g.images_mean:.3f} | "
+              f"{g.box_px:.2f} |" for g in gaps]  # fmt: skip
     batches = sorted(rates)
     lines += [
         "",
@@ -746,13 +791,17 @@ def run(args: argparse.Namespace) -> int:
     rows, checks = check_parity(models, chosen, device, tolerances)
     for c in checks:
         log.info("%s %s: %s (tolerance %s)", "pass" if c.ok else "FAIL", c.name, c.measured, c.tolerance)
+    gaps = upsampling_gaps(models, chosen, device)
+    for g in gaps:
+        log.info("jpeg_fancy_upsampling %s: IMAGES max %.1f mean %.3f levels, boxes %.2f px",
+                 "on" if g.fancy_upsampling else "off", g.images_max, g.images_mean, g.box_px)  # fmt: skip
     rates = {}
     for batch in args.batches:
         rates[batch] = throughput(models, batch, device, args.min_seconds, args.min_runs)
         log.info("batch %d: %s", batch, ", ".join(f"{k} {v:.0f} img/s" for k, v in rates[batch].items()))
     out = args.out or (REPORT if device.type == "cuda" else SMOKE_REPORT)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report(device, facts, models, rows, checks, rates))
+    out.write_text(report(device, facts, models, rows, checks, rates, gaps))
     failed = [c.name for c in checks if not c.ok]
     log.info("report: %s; %s", out, f"{len(failed)} checks FAILED" if failed else "every check passed")
     return 1 if failed else 0
