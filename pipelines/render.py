@@ -145,7 +145,7 @@ def _model_py(step: Step) -> str:
 def tier_table() -> str:
     """The README's table of tiers, so the documented numbers are the served ones."""
     columns = ("tier (ensemble)", "purpose", "variant", "max batch", "preferred", "queue delay", "queue",
-               "on timeout", "instances")  # fmt: skip
+               "on timeout", "instances", "images in flight")  # fmt: skip
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for t in spec.TIERS:
         for variant in spec.VARIANTS:
@@ -156,7 +156,7 @@ def tier_table() -> str:
                 f"| `{t.model(Step.ENSEMBLE)}` | {t.purpose} | {variant.value} | {b.max_batch_size} | "
                 f"{', '.join(map(str, b.preferred_batch_sizes))} | {b.max_queue_delay_us} us | "
                 f"{b.max_queue_size}{priority} | {b.timeout_action.value} after {b.queue_timeout_us / 1e6:g} s"
-                f"{order} | {b.instances} |"
+                f"{order} | {b.instances} | {b.max_in_flight}{' per GPU' if variant is spec.Variant.GPU else ''} |"
             )
     return "\n".join(rows) + "\n"
 
