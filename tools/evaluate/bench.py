@@ -38,6 +38,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import manifest, onnx_session, spec
+from tools.evaluate import bench_bridge
 from tools.evaluate.corpus import ASSETS
 from tools.server.health import stubs
 from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
@@ -715,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         facts[f"1-minute load average after each phase ({os.cpu_count()} cores)"] = ", ".join(load)
         charts(results, args.out)
         report = render(args.out, outcome)
+        bench_bridge.append(report, url, jpegs, args.smoke)  # Redis -> bridge -> tier -> Kafka vs the tier
         log.info("wrote %s", report)
         return 0
 
