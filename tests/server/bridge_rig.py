@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.server.conftest import wait_until
 from tools.bridge.events import consumer
 from tools.bridge.publish import fields
-from tools.server.triton import ROOT, free_port
+from tools.server.endpoints import free_port
+from tools.server.triton import ROOT
 
 
 class BridgeProcess:

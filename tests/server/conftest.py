@@ -16,7 +16,8 @@ import ultralytics
 
 from pipelines import manifest, spec
 from tools.client.people import PeopleClient
-from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
+from tools.server.endpoints import Endpoints
+from tools.server.triton import ROOT, Server, ServerOptions
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 SAMPLES = {name: ASSETS / name for name in ("bus.jpg", "zidane.jpg")}

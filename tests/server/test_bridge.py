@@ -25,7 +25,8 @@ from tests.server.conftest import SAMPLES, wait_until
 from tools.bridge import event
 from tools.bridge.local import LocalBroker, LocalRedis
 from tools.client.people import PeopleClient
-from tools.server.triton import Endpoints, Server, ServerOptions, free_port
+from tools.server.endpoints import Endpoints, free_port
+from tools.server.triton import Server, ServerOptions
 
 TIER = "streaming"
 WAIT_S = 240  # for every id of a run on a busy 2-core machine; runs take seconds here

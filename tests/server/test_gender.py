@@ -21,7 +21,8 @@ from pipelines import faces, gender, manifest, render, spec
 from pipelines.detections import Detections
 from tests.server.conftest import SAMPLES
 from tools.client.people import PeopleClient
-from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
+from tools.server.endpoints import Endpoints
+from tools.server.triton import ROOT, Server, ServerOptions
 
 REPOSITORY = ROOT / "model_repository"
 SCORE_TOLERANCE = 1e-4  # the same float32 code and models in the server and here
@@ -133,11 +134,11 @@ def test_gender_threshold_per_request(grpc_client: PeopleClient, sample_bytes: d
 def test_no_person_makes_no_classifier_call(server: Server, grpc_client: PeopleClient) -> None:
     empty = cv2.imencode(".jpg", np.full((480, 640, 3), 128, np.uint8))[1].tobytes()
     model = spec.tier("streaming").model(spec.Step.GENDER)
-    before = server.counts(model)
+    before = server.stats.counts(model)
     raw = grpc_client.infer_raw("streaming", grpc_client.inputs([empty]))
     assert raw[spec.NUM_DETECTIONS.name][0, 0] == 0
     assert (raw[spec.GENDER.name] == spec.UNDETERMINED).all()
-    assert server.counts(model) == before, "the classifier ran although nobody was found"
+    assert server.stats.counts(model) == before, "the classifier ran although nobody was found"
 
 
 def test_more_persons_than_the_face_detector_batch_are_chunked(
@@ -149,9 +150,9 @@ def test_more_persons_than_the_face_detector_batch_are_chunked(
     model = spec.tier(tier).model(spec.Step.FACE)
     limit = spec.FACE_BATCHING[spec.Variant.CPU].max_batch_size
     images = [sample_bytes["bus.jpg"]] * 6
-    before = server.batch_sizes(model)
+    before = server.stats.batch_sizes(model)
     raw = grpc_client.infer_raw(tier, grpc_client.inputs(images, conf=0.01))
-    chunks = server.batch_sizes(model) - before
+    chunks = server.stats.batch_sizes(model) - before
     regions = 0
     for i in range(len(images)):
         n = int(raw[spec.NUM_DETECTIONS.name][i, 0])
@@ -257,14 +258,14 @@ def test_failed_classifier_call_fails_only_the_requests_it_carried(
     nobody = cv2.imencode(".jpg", np.full((height, width, 3), 128, np.uint8))[1].tobytes()
     post = spec.tier("balanced").model(spec.Step.POSTPROCESS)
     for _ in range(3):  # until the two share one postprocess execution (they have QUEUE_DELAY_US to meet)
-        before = server.counts(post)
+        before = server.stats.counts(post)
         with ThreadPoolExecutor(2) as pool:
             crowded = pool.submit(client.detect, [sample_bytes["bus.jpg"]], "balanced")
             empty = pool.submit(client.detect, [nobody], "balanced")
             with pytest.raises(InferenceServerException) as failed:
                 crowded.result(timeout=120)
             answered = empty.result(timeout=120)
-        inferences, executions = (a - b for a, b in zip(server.counts(post), before, strict=True))
+        inferences, executions = (a - b for a, b in zip(server.stats.counts(post), before, strict=True))
         if (inferences, executions) == (2, 1):
             break
     else:

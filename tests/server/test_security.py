@@ -21,7 +21,8 @@ from tests.server.conftest import SAMPLES, write_clip
 from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink
-from tools.server.triton import Endpoints, Server, ServerOptions
+from tools.server.endpoints import Endpoints
+from tools.server.triton import Server, ServerOptions
 
 KEY = "test-key-" + "0123456789abcdef"
 

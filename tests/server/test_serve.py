@@ -25,7 +25,8 @@ import pytest
 from pipelines import spec
 from tests.server.conftest import SAMPLES, wait_until
 from tools.client.people import PeopleClient
-from tools.server.triton import ROOT, Endpoints
+from tools.server.endpoints import Endpoints
+from tools.server.triton import ROOT
 
 CTRL_C = b"\x03"
 

@@ -20,7 +20,8 @@ from tritonclient.utils import InferenceServerException
 from pipelines import spec
 from tests.server.conftest import SAMPLES, wait_until
 from tools.client.people import PeopleClient, Person
-from tools.server.triton import Endpoints, Server, ServerOptions
+from tools.server.endpoints import Endpoints
+from tools.server.triton import Server, ServerOptions
 
 KEY = "stop-test-key-0123456789"
 TIER = "batch"  # the deepest queues and batches: requests spread over every step
@@ -46,7 +47,7 @@ def _load(client: PeopleClient) -> tuple[list[list[bytes]], dict[int, list[list[
 
 def _counts(server: Server) -> tuple[float, float, float]:
     """(queued at preprocess, admitted by preprocess, answered by postprocess) for the tier."""
-    m = server.metrics()
+    m = server.stats.metrics()
     return (
         m.get(("nv_inference_pending_request_count", MODELS[spec.Step.PREPROCESS]), 0.0),
         m.get((spec.ADMITTED_METRIC, MODELS[spec.Step.PREPROCESS]), 0.0),
@@ -129,7 +130,7 @@ class Overload:
 
 def _tier_counters(server: Server) -> tuple[float, float, float]:
     """(admitted by preprocess, answered by postprocess, queued at any step) of the overloaded tier."""
-    m = server.metrics()
+    m = server.stats.metrics()
     t = spec.tier(OVERLOADED)
     queued = sum(m.get(("nv_inference_pending_request_count", t.model(s)), 0.0) for s in spec.PIPELINE)
     return (m.get((spec.ADMITTED_METRIC, t.model(spec.Step.PREPROCESS)), 0.0),
@@ -155,7 +156,7 @@ def test_after_an_overload_a_stop_finds_nothing_in_flight(fresh: Server) -> None
     _assert_only_expected_refusals(load)
     admitted, answered, queued = _tier_counters(fresh)
     assert queued == 0 and admitted - admitted_before == answered - answered_before == load.outcomes.count("ok")
-    assert fresh.admitted_in_flight() == 0
+    assert fresh.stats.admitted_in_flight() == 0
     stopped = fresh.stop()
     assert stopped.clean, stopped
 

@@ -58,7 +58,7 @@ def test_dynamic_batching_forms_batches(server: Server, sample_bytes: dict[str, 
     client = PeopleClient(server.options.endpoints.grpc_url)
     bus = sample_bytes["bus.jpg"]
     (alone,) = client.detect([bus], tier)
-    before = {m: server.counts(m) for m in models}
+    before = {m: server.stats.counts(m) for m in models}
     batch = spec.tier(tier).cpu.max_batch_size
     requests = 2 * batch
     with first_step_busy(client, tier, bus), ThreadPoolExecutor(requests) as pool:
@@ -66,9 +66,9 @@ def test_dynamic_batching_forms_batches(server: Server, sample_bytes: dict[str, 
     assert results == [[alone]] * requests
     # Triton counts an execution once the model returns, which can be just after its answers went out.
     last = models[-1]
-    wait_until(lambda: server.counts(last)[0] - before[last][0] >= requests + batch, 30, f"{last}'s statistics")
+    wait_until(lambda: server.stats.counts(last)[0] - before[last][0] >= requests + batch, 30, f"{last}'s statistics")
     for m in models:
-        inferences, executions = (a - b for a, b in zip(server.counts(m), before[m], strict=True))
+        inferences, executions = (a - b for a, b in zip(server.stats.counts(m), before[m], strict=True))
         assert inferences == requests + batch, m  # with the blocker's rows
         assert executions < requests, f"{m}: {executions} executions for {requests} requests and the blocker"
 
@@ -86,11 +86,11 @@ def test_different_thresholds_batched_together_get_their_own(server: Server, bus
     alone = [client.detect([bus], tier, **a) for a in asks]
     assert len({str(a) for a in alone}) >= 5, "the thresholds must give different answers"
     post = spec.tier(tier).model(spec.Step.POSTPROCESS)
-    before = server.counts(post)
+    before = server.stats.counts(post)
     with first_step_busy(client, tier, bus), ThreadPoolExecutor(len(asks)) as pool:
         together = list(pool.map(lambda a: client.detect([bus], tier, **a), asks))
     assert together == alone
-    executions = server.counts(post)[1] - before[1]
+    executions = server.stats.counts(post)[1] - before[1]
     assert executions < 1 + len(asks), f"{executions} postprocess executions for the blocker and {len(asks)} requests"
 
 

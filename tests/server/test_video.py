@@ -22,7 +22,8 @@ from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink, FrameResult, Source, encode_jpeg
 from tools.client.video.session import DropPolicy, OnError, StreamOptions, StreamSession
-from tools.server.triton import Endpoints, Server, ServerOptions, free_port
+from tools.server.endpoints import Endpoints, free_port
+from tools.server.triton import Server, ServerOptions
 
 # The streaming tier rejects a request that queued 2 s on cpu, so the tests that use it keep at most two
 # requests in the server: one waits at most one small frame's run, far less, however loaded the machine.

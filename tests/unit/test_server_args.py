@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pipelines import spec
-from tools.server.triton import Endpoints, ServerOptions, _ephemeral_ports, command, endpoint_args, free_port
+from tools.server.endpoints import Endpoints, _ephemeral_ports, free_port
+from tools.server.triton import ServerOptions, command, endpoint_args
 
 
 def test_fixed_flags_come_from_the_spec() -> None:

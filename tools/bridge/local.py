@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipelines.render import ROOT
-from tools.server.triton import free_port
+from tools.server.endpoints import free_port
 
 log = logging.getLogger("bridge.local")
 

@@ -40,8 +40,9 @@ from tritonclient.utils import InferenceServerException
 from pipelines import manifest, onnx_session, spec
 from tools.evaluate import bench_bridge
 from tools.evaluate.corpus import ASSETS
+from tools.server.endpoints import Endpoints
 from tools.server.health import stubs
-from tools.server.triton import ROOT, Endpoints, Server, ServerOptions
+from tools.server.triton import ROOT, Server, ServerOptions
 
 log = logging.getLogger("bench")
 

@@ -27,7 +27,8 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from pipelines import spec
 from tools.client.people import PeopleClient, Person, outputs, unpack
 from tools.evaluate.corpus import ASSETS, Case, Expect, cases, large_image
-from tools.server.triton import Endpoints, Server, ServerOptions
+from tools.server.endpoints import Endpoints
+from tools.server.triton import Server, ServerOptions
 
 log = logging.getLogger("robustness")
 
@@ -150,7 +151,7 @@ def batched_pair(
     """
     requests: list[Request] = [[large_image()] * 2, good, bad, good]
     first_step = spec.tier(tier).model(spec.Step.PREPROCESS)
-    before = server.batch_sizes(first_step)
+    before = server.stats.batch_sizes(first_step)
     if protocol == "grpc":
         with PeopleClient(url, protocol) as client:
             outcomes = _in_order(client, tier, requests)
@@ -159,7 +160,7 @@ def batched_pair(
             outcomes = list(pool.map(partial(send_alone, url, protocol, tier), requests))
     blocker, first, got, second = outcomes
     assert blocker.kind == "ok", blocker.message
-    batches = server.batch_sizes(first_step) - before
+    batches = server.stats.batch_sizes(first_step) - before
     images = sum(size * count for size, count in batches.items())
     shared = batches[1] < 2 if protocol == "grpc" and images == 5 else None
     return [first, second], got, shared

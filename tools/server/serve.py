@@ -7,7 +7,7 @@ died (Triton keeps it "ready") or an unasked exit restarts the server. Binds to
 127.0.0.1 unless --host says otherwise.
 
 Ctrl-C or SIGTERM: the requests already inside a tier finish, new ones get
-UNAVAILABLE, then Triton stops (tools/server/triton.py, Server.drain). A second
+UNAVAILABLE, then Triton stops (tools/server/drain.py). A second
 Ctrl-C stops without waiting. Exit status 0 only when every accepted request
 was answered and Triton exited cleanly.
 """
@@ -24,7 +24,8 @@ from types import FrameType
 
 from pipelines import spec
 from tools.server import docker
-from tools.server.triton import REPOSITORY, Endpoints, Server, ServerOptions
+from tools.server.endpoints import Endpoints
+from tools.server.triton import REPOSITORY, Server, ServerOptions
 
 log = logging.getLogger("serve")
 

@@ -10,31 +10,24 @@ virtualenv. Used by `make serve` and by the server tests.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
-import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import tritonclient.grpc as grpcclient
 
 from pipelines import spec
 from pipelines.render import REPOSITORY, ROOT
+from tools.server.drain import Drain
+from tools.server.endpoints import Endpoints
 from tools.server.health import dead_stubs, expected_stubs, triton_ready
+from tools.server.stats import Stats
 
 INSTALL = ROOT / "build" / "tritonserver"
 BINARY = INSTALL / "bin" / "tritonserver"
@@ -45,54 +38,6 @@ log = logging.getLogger(__name__)
 
 # With an API key, everything but health and metadata needs it (probes stay open).
 RESTRICTED_APIS = ("inference", "model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
-
-
-def _ephemeral_ports() -> range:
-    """The kernel's range for outgoing connections' local ports (Linux; a common default elsewhere)."""
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    return range(low, high + 1)
-
-
-def free_port() -> int:
-    """A port nothing listens on, outside the ephemeral range.
-
-    A port the kernel handed out (bind to port 0) is free only until Triton binds it; meanwhile any
-    outgoing connection may take it as its local port. Ports below the ephemeral range are never
-    given to outgoing connections, so only another listener could take it.
-    """
-    ephemeral = _ephemeral_ports()
-    candidates = [p for p in range(20000, 32768) if p not in ephemeral]
-    for port in secrets.SystemRandom().sample(candidates, 64):
-        with socket.socket() as s:
-            try:
-                s.bind((spec.HOST, port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no free port found between 20000 and 32767")
-
-
-@dataclass
-class Endpoints:
-    host: str = spec.HOST
-    http: int = spec.HTTP_PORT
-    grpc: int = spec.GRPC_PORT
-    metrics: int = spec.METRICS_PORT
-
-    @classmethod
-    def free(cls) -> Endpoints:
-        return cls(http=free_port(), grpc=free_port(), metrics=free_port())
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.host}:{self.http}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc}"
 
 
 @dataclass
@@ -190,36 +135,6 @@ def _own_session() -> None:
     os.setsid()
 
 
-class Progress:
-    """Whether a draining server still gets work done: its tiers' admitted and answered counters move.
-
-    Read at most twice a second, whoever asks (the drain's threads poll it)."""
-
-    def __init__(self, server: Server, stall_s: float):
-        self.server = server
-        self.stall_s = stall_s
-        self.lock = threading.Lock()
-        self.seen: float | None = None
-        self.moved = self.checked = time.monotonic()
-
-    def _work_done(self) -> float:
-        metrics = self.server.metrics()
-        return sum(v for (metric, _), v in metrics.items() if metric in (spec.ADMITTED_METRIC, spec.ANSWERED_METRIC))
-
-    def stalled(self) -> bool:
-        with self.lock:
-            now = time.monotonic()
-            if now - self.checked >= 0.5:
-                self.checked = now
-                try:
-                    done = self._work_done()
-                except (urllib.error.URLError, ConnectionError, TimeoutError):
-                    done = self.seen
-                if done != self.seen:
-                    self.seen, self.moved = done, now
-            return now - self.moved > self.stall_s
-
-
 class Server:
     """A tritonserver child process; `with Server(options) as s:` waits for readiness.
 
@@ -236,6 +151,7 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = False  # set by stop(): an exit that follows was asked for
         self.drain_token = secrets.token_hex(16)  # only this launcher can make the server drain
+        self.stats = Stats(options.endpoints, options.api_key)
 
     def start(self, abort: threading.Event | None = None) -> Server:
         """Start and wait until ready, or until `abort` is set (then the caller stops it)."""
@@ -284,121 +200,14 @@ class Server:
             f"tritonserver not ready after {self.ready_timeout_s:.0f}s; see {self.log_path or 'its output'}"
         )
 
-    def metrics(self) -> dict[tuple[str, str], float]:
-        """Triton's metrics endpoint as {(metric, model): value}, summed over other labels."""
-        url = f"http://{self.options.endpoints.host}:{self.options.endpoints.metrics}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            text = r.read().decode()
-        values: dict[tuple[str, str], float] = {}
-        for metric, model, value in re.findall(r'^(\w+)\{model="(\w+)"[^}]*\} (\S+)$', text, re.MULTILINE):
-            values[metric, model] = values.get((metric, model), 0.0) + float(value)
-        return values
-
-    def statistics(self, model: str) -> dict[str, Any]:
-        """One model's entry of Triton's inference statistics (its JSON form), read over gRPC."""
-        key = self.options.api_key
-        headers = {spec.GRPC_API_KEY_HEADER: key} if key else None  # statistics is restricted when keyed
-        with grpcclient.InferenceServerClient(self.options.endpoints.grpc_url) as c:
-            return c.get_inference_statistics(model, headers=headers, as_json=True)["model_stats"][0]
-
-    def counts(self, model: str) -> tuple[int, int]:
-        """(inferences, executions) the model ran so far: fewer executions than inferences means batches."""
-        s = self.statistics(model)
-        return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
-
-    def batch_sizes(self, model: str) -> Counter[int]:
-        """How many executions the model ran at each batch size so far (Triton's per-model batch statistics)."""
-        batches = self.statistics(model).get("batch_stats", [])
-        return Counter({int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in batches})
-
-    def admitted_in_flight(self) -> int:
-        """Requests preprocess passed on and the tier has not yet answered.
-
-        From the counters the python models publish (spec.ADMITTED_METRIC, ANSWERED_METRIC, which
-        count error responses too) less the requests that failed at the detector or postprocess
-        without an answer from postprocess (nv_inference_request_failure of those steps: a request
-        its client cancelled is dropped from the step's queue and counted there with reason
-        CANCELED, core src/dynamic_batch_scheduler.cc). Exact because those steps never refuse what
-        the tier admitted (pipelines.admission): a refusal at a full inner queue would be counted on
-        the ensemble only, and could never be told apart from a request still in flight.
-        """
-        values = self.metrics()
-        total = 0.0
-        for tier in spec.TIERS:
-            admitted = values.get((spec.ADMITTED_METRIC, tier.model(spec.Step.PREPROCESS)), 0.0)
-            answered = values.get((spec.ANSWERED_METRIC, tier.model(spec.Step.POSTPROCESS)), 0.0)
-            refused = sum(
-                values.get(("nv_inference_request_failure", tier.model(step)), 0.0)
-                for step in (spec.Step.DETECTOR, spec.Step.POSTPROCESS)
-            )
-            total += max(admitted - answered - refused, 0.0)
-        return int(total)
-
-    def _mark(self, tier: spec.Tier, progress: Progress, abort: threading.Event) -> bool:
-        """Queue the drain marker at the tier's preprocess; True once preprocess has seen it.
-
-        Retried while Triton refuses it for a full queue or a queue timeout (503) and the server still
-        makes progress; every request queued before it is admitted, every one after it refused.
-        """
-        e = self.options.endpoints
-        body = {
-            "inputs": [{"name": spec.IMAGE.name, "shape": [1, 1], "datatype": spec.IMAGE.dtype.value, "data": [0]}],
-            "parameters": {spec.DRAIN_PARAMETER: self.drain_token},
-        }
-        headers = {"Content-Type": "application/json"}
-        if self.options.api_key:
-            headers[spec.API_KEY_HEADER] = self.options.api_key
-        url = f"http://{e.http_url}/v2/models/{tier.model(spec.Step.PREPROCESS)}/infer"
-        while not progress.stalled() and not abort.is_set():
-            request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=progress.stall_s) as r:
-                    message, status = r.read().decode(), r.status
-            except urllib.error.HTTPError as error:
-                message, status = error.read().decode(errors="replace"), error.code
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-                log.warning("drain of %s: %s", tier.name, error)
-                return False
-            if spec.DRAINING_MESSAGE in message or status == 404:  # cut now, or a tier this server does not load
-                return True
-            if status != 503:  # not a queue refusal: the step is broken; waiting will not help
-                log.warning("drain of %s: preprocess answered %s %s", tier.name, status, message[:200])
-                return False
-            time.sleep(0.05)
-        return False
-
-    def drain(self, stall_s: float = spec.EXIT_TIMEOUT_S, abort: threading.Event | None = None) -> int:
-        """Cut every tier (spec.DRAIN_PARAMETER) and wait for what was admitted; returns how many remain.
-
-        Needed because on SIGTERM Triton refuses the next step of an ensemble request already in
-        flight ("Server is stopping", seen here on 2.51; the same code path in later releases per
-        triton-inference-server/core src/dynamic_batch_scheduler.cc). Requests that reached a tier
-        before its cut finish, whatever step they are in; later ones get UNAVAILABLE. It waits as long
-        as the server makes progress (a full tier on a busy machine takes a while) and gives up after
-        `stall_s` without any. cpu variant only: on the GPU variant the orchestrator stops sending
-        traffic first.
-        """
-        abort = abort or threading.Event()
-        progress = Progress(self, stall_s)
-        with ThreadPoolExecutor(len(spec.TIERS)) as pool:
-            cut = list(pool.map(lambda t: self._mark(t, progress, abort), spec.TIERS))
-        uncut = [t.name for t, ok in zip(spec.TIERS, cut, strict=True) if not ok]
-        if uncut:
-            log.warning("could not cut tier(s) %s before stopping", ", ".join(uncut))
-        remaining = self.admitted_in_flight()
-        while remaining > 0 and not progress.stalled() and not abort.is_set():
-            time.sleep(0.1)
-            remaining = self.admitted_in_flight()
-        return remaining + len(uncut)
-
     def stop(self, timeout_s: float = 60, drain: bool = True, abort: threading.Event | None = None) -> Stopped:
-        """Drain (see drain(); `abort` cuts the wait short), then SIGTERM and wait for Triton to exit."""
+        """Drain (tools/server/drain.py; `abort` cuts the wait short), then SIGTERM and wait for Triton to exit."""
         self.stopping = True
         if self.process is None or self.process.poll() is not None:
             return Stopped(self.process.returncode if self.process else None)
         unfinished = 0
         if drain and self.ready():
-            unfinished = self.drain(abort=abort)
+            unfinished = Drain(self.stats, self.drain_token)(abort=abort)
             if unfinished:
                 log.warning("%d request(s) unfinished after draining; stopping anyway", unfinished)
         self.process.send_signal(signal.SIGTERM)
