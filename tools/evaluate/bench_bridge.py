@@ -18,12 +18,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import numpy as np
+import psutil
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -37,6 +39,7 @@ CONCURRENCY = 4
 TARGET_FPS_RATIO = 0.95
 TARGET_ADDED_P50_MS = 5.0
 STREAM, TOPIC = "bench", "bench.events"
+ROUNDS = 3
 
 
 @dataclass
@@ -44,6 +47,12 @@ class Run:
     frames: int
     seconds: float
     latencies_ms: list[float]
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU time of the processes around the tier
+
+    def __add__(self, other: Run) -> Run:
+        cpu = {k: self.cpu_s.get(k, 0.0) + other.cpu_s.get(k, 0.0) for k in {*self.cpu_s, *other.cpu_s}}
+        return Run(self.frames + other.frames, self.seconds + other.seconds, self.latencies_ms + other.latencies_ms,
+                   cpu)  # fmt: skip
 
     @property
     def fps(self) -> float:
@@ -148,7 +157,9 @@ class Events:
         self.consumer.close()
 
 
-def through_bridge(url: str, jpegs: list[bytes], seconds: float, out: Path) -> Run:
+@contextmanager
+def bridge_path(url: str, jpegs: list[bytes], out: Path) -> Iterator[Callable[[float], Run]]:
+    """Redis, Tansu and a bridge, warmed up; yields a function that runs the closed loop for some seconds."""
     services = Child(["tools.bridge.local", "--dir", str(out / "bridge-services")], out / "bridge-services.log",
                      stdout=subprocess.PIPE)  # fmt: skip
     assert services.process.stdout is not None
@@ -166,18 +177,32 @@ def through_bridge(url: str, jpegs: list[bytes], seconds: float, out: Path) -> R
         entry = {"jpeg": jpegs[(k + n) % len(jpegs)], "camera": f"camera-{k}", "ts": f"{time.time():.6f}"}
         return client.xadd(STREAM, entry).decode()
 
+    def run(seconds: float) -> Run:
+        processes = {"bridge": psutil.Process(bridge.process.pid), **_services(services.process.pid)}
+        before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+        result = closed_loop(CONCURRENCY, seconds, lambda k, n: events.wait(f"{STREAM}/{publish(k, n)}"))
+        for name, p in processes.items():
+            result.cpu_s[name] = sum(p.cpu_times()[:2]) - before[name]
+        return result
+
     try:
         warm = [publish(k, 0) for k in range(CONCURRENCY)]
         events.start()
         for event_id in warm:
             events.wait(f"{STREAM}/{event_id}")
-        return closed_loop(CONCURRENCY, seconds, lambda k, n: events.wait(f"{STREAM}/{publish(k, n)}"))
+        yield run
     finally:
         events.close()
         client.close()
         if bridge.stop() != 0:
             log.warning("the bridge did not stop cleanly: see %s", out / "bridge.log")
         services.stop()
+
+
+def _services(pid: int) -> dict[str, psutil.Process]:
+    """redis-server and tansu, children of `python -m tools.bridge.local`."""
+    children = psutil.Process(pid).children()
+    return {name: next(c for c in children if name in c.name()) for name in ("redis", "tansu")}
 
 
 def section(direct_run: Run, bridge_run: Run, load: str) -> list[str]:
@@ -191,7 +216,8 @@ def section(direct_run: Run, bridge_run: Run, load: str) -> list[str]:
         "",
         f"Closed loop at concurrency {CONCURRENCY}, the same JPEGs. Directly: each client waits for its answer. "
         "Through the bridge: each camera publishes one frame (XADD) and waits for its event on the topic; "
-        f"Redis and a Tansu broker on this machine. 1-minute load average after the runs: {load}.",
+        f"Redis and a Tansu broker on this machine. The two take turns ({ROUNDS} rounds, the same time each). "
+        f"1-minute load average after the runs: {load}.",
         "",
         "| path | frames | frames/s | p50 ms | p95 ms |",
         "|---|---|---|---|---|",
@@ -205,6 +231,10 @@ def section(direct_run: Run, bridge_run: Run, load: str) -> list[str]:
         f"{'yes' if ratio >= TARGET_FPS_RATIO else '**no**'} |",
         f"| p50 added by the bridge | {added:.1f} ms | <= {TARGET_ADDED_P50_MS:g} ms | "
         f"{'yes' if added <= TARGET_ADDED_P50_MS else '**no**'} |",
+        "",
+        "CPU time per frame around the tier (it competes with the tier for the same cores here): "
+        + ", ".join(f"{name} {t * 1000 / bridge_run.frames:.1f} ms" for name, t in sorted(bridge_run.cpu_s.items()))
+        + ".",
     ]
     return lines
 
@@ -212,9 +242,13 @@ def section(direct_run: Run, bridge_run: Run, load: str) -> list[str]:
 def append(report: Path, url: str, jpegs: list[bytes], smoke: bool = False, seconds: float | None = None) -> None:
     """Run both paths and append their section to the report (the hook in bench.py)."""
     seconds = seconds or (3.0 if smoke else 30.0)
-    log.info("camera fleets: the %s tier directly, then through Redis, the bridge and Kafka (%g s each)", TIER, seconds)
-    direct_run = direct(url, jpegs, seconds)
-    bridge_run = through_bridge(url, jpegs, seconds, report.parent)
+    log.info("camera fleets: the %s tier directly and through Redis, the bridge and Kafka, in turns (%g s each)",
+             TIER, seconds)  # fmt: skip
+    direct_run, bridge_run = Run(0, 0.0, []), Run(0, 0.0, [])
+    with bridge_path(url, jpegs, report.parent) as through_bridge:
+        for _ in range(ROUNDS):  # in turns, so a change in the machine's load falls on both
+            direct_run += direct(url, jpegs, seconds / ROUNDS)
+            bridge_run += through_bridge(seconds / ROUNDS)
     lines = section(direct_run, bridge_run, f"{os.getloadavg()[0]:.1f}")
     with report.open("a") as f:
         f.write("\n" + "\n".join(lines) + "\n")
