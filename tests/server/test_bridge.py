@@ -227,7 +227,7 @@ def test_broker_down_at_start_then_back(services: SimpleNamespace, server: Serve
     wait_until(lambda: bridge.metric("bridge_retries_total{target=kafka}") >= 2, WAIT_S, "failed deliveries")
     state = group_state(services.client, "nobroker")
     assert bridge.metric("bridge_entries_acked_total") == 0, "nothing acknowledged while Kafka is down"
-    assert state["pending"] == 2 and state["lag"] == len(ids) - 2, f"held only its slots, read no more: {state}"
+    assert 1 <= state["pending"] <= 2 and state["lag"] == len(ids) - state["pending"], f"held only its slots: {state}"
     with LocalBroker(tmp_path / "late-broker", port=port):
         events = Events(f"127.0.0.1:{port}", "nobroker")
         try:
@@ -264,7 +264,8 @@ def test_triton_restarted_mid_run(services: SimpleNamespace, jpegs: list[bytes],
             during = [f"restart/{i}" for i in publish(services.client, "restart", jpegs * 5, "hall")]
             wait_until(lambda: bridge.metric("bridge_retries_total{target=triton}") >= 3, WAIT_S, "retries")
             state = group_state(services.client, "restart")
-            assert state["pending"] == 3 and state["lag"] == len(during) - 3, f"held only its slots: {state}"
+            # Reading stops at the first failed request: it holds 1 to 3 entries and has read no others.
+            assert 1 <= state["pending"] <= 3 and state["lag"] == len(during) - state["pending"], state
             assert bridge.metric("bridge_entries_acked_total") == len(before), "nothing acknowledged while down"
             triton.start()
             events.wait_for([*before, *during], WAIT_S)
