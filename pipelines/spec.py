@@ -66,7 +66,7 @@ CPU_THREADS = 2
 # after each job (modules/core/src/parallel_impl.cpp), taking cores the detector fills under load.
 CPU_PREPROCESS_THREADS = 1
 # GPU variant's DALI (nvJPEG), measured on an H200 with the letterbox graph, batch 32 of 1080p JPEGs
-# (/work/shared/platform.md): 4 CPU threads 1.4-1.9k images/s with the decoder's default share of JPEGs
+# (docs/gpu.md, "Measured on an H200"): 4 CPU threads 1.4-1.9k images/s with the decoder's default share of JPEGs
 # for the hardware decoder (0.9), 3.05k with all of them (1.0); 16 threads 3.8k at 0.9. With the whole
 # share on the hardware engine (A100, H100, H200) the threads only parse and feed it, and 4 per tier keep
 # up with the detector (about 3k images/s at batch 32 there) while three tiers stay within the gpu pod's

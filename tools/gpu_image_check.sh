@@ -6,8 +6,9 @@
 #
 # Environment: IMAGE and TRITON_IMAGE_TAG (the Makefile passes its own), DETECTOR and GENDER_MODEL (as
 # `make export`; default: the offline models), HTTP_PORT, GRPC_PORT, METRICS_PORT (8000, 8001, 8002),
-# READY_TIMEOUT_S (600: engine loads and DALI's autoserialization). The tests marked `gpu` find the server
-# in PEOPLE_SERVER_URL (gRPC, host:port) and PEOPLE_SERVER_HTTP_URL (HTTP, host:port).
+# READY_TIMEOUT_S (600: engine loads and the DALI graphs). The tests marked `gpu` find the server in
+# PEOPLE_SERVER_URL (gRPC, host:port), PEOPLE_SERVER_HTTP_URL and PEOPLE_SERVER_METRICS_URL; with
+# PEOPLE_GPU_CHECK=1 a GPU test that skips fails the check (tests/conftest.py).
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -103,10 +104,10 @@ until curl -fsS "http://127.0.0.1:$HTTP_PORT/v2/health/ready" >/dev/null 2>&1; d
 done
 echo "ready: gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT"
 
-step "tests marked gpu against the server"
+step "tests marked gpu: the served ensembles of every tier, and the GPU pieces in this process"
 status=0
-PEOPLE_SERVER_URL="127.0.0.1:$GRPC_PORT" PEOPLE_SERVER_HTTP_URL="127.0.0.1:$HTTP_PORT" \
-    "$PY" -m pytest -m gpu tests || status=$?
+PEOPLE_GPU_CHECK=1 PEOPLE_SERVER_URL="127.0.0.1:$GRPC_PORT" PEOPLE_SERVER_HTTP_URL="127.0.0.1:$HTTP_PORT" \
+    PEOPLE_SERVER_METRICS_URL="127.0.0.1:$METRICS_PORT" "$PY" -m pytest -m gpu -rs tests || status=$?
 if ((status == 5)); then
     fail "pytest collected no test marked gpu"
 elif ((status != 0)); then

@@ -10,7 +10,7 @@ prometheus-adapter examples, as whole files marked at their top:
   were built on (their manifests), or spec.GPU_PRODUCT where none were built here;
 - `queue-targets` (overlays/<variant>/hpa-patch.yaml): each tier's autoscaling target;
 - examples/prometheus-adapter-*.yaml: the adapter rules that serve those per-tier metrics;
-- the README's table of the targets.
+- docs/kubernetes.md's table of the targets.
 `make k8s-manifests` writes them; `make lint` (and the unit tests) run `--check`, which names
 what differs and exits 1.
 """
@@ -29,7 +29,8 @@ from pipelines.render import REPOSITORY, ROOT, splice, write_or_check
 from pipelines.spec import Step, Tier, Variant
 
 DEPLOY = ROOT / "deploy"
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "kubernetes.md"  # the Kubernetes page, which holds the autoscaling table
+README = DOC  # the name tests/unit/test_k8s.py reads
 COMMAND = "make k8s-manifests"
 TABLE_BEGIN, TABLE_END = f"<!-- k8s:begin (rendered by `{COMMAND}`) -->", "<!-- k8s:end -->"
 IMAGE_PLACEHOLDER = "triton-people"  # the image name deploy/base/deployment.yaml uses; kustomize rewrites it
@@ -166,7 +167,7 @@ def adapter_files() -> dict[str, str]:
 
 
 def threshold_table() -> str:
-    """The README's autoscaling table, so the documented targets are the deployed ones."""
+    """docs/kubernetes.md's autoscaling table, so the documented targets are the deployed ones."""
     rows = [
         "| tier | adapter metric (per pod) | queue timeout gpu / cpu | HPA target gpu / cpu (mean queue wait) |",
         "|---|---|---|---|",
@@ -210,7 +211,7 @@ def blocks(image: str, repository: Path = REPOSITORY) -> Iterator[tuple[str, str
 
 
 def rendered(image: str, deploy: Path = DEPLOY, repository: Path = REPOSITORY) -> Iterator[tuple[Path, str]]:
-    """Every generated file (path, text); the README's table only for the project's own deploy/."""
+    """Every generated file (path, text); the docs' table only for the project's own deploy/."""
     texts: dict[Path, str] = {}
     for relative, name, body in blocks(image, repository):
         path = deploy / relative
@@ -224,7 +225,7 @@ def rendered(image: str, deploy: Path = DEPLOY, repository: Path = REPOSITORY) -
     for name, text in adapter_files().items():
         yield deploy / "examples" / name, text
     if deploy.resolve() == DEPLOY:
-        yield README, splice(README.read_text(), TABLE_BEGIN, TABLE_END, threshold_table())
+        yield DOC, splice(DOC.read_text(), TABLE_BEGIN, TABLE_END, threshold_table())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,7 @@ def device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
     device = torch.device("cuda", 0)
-    try:
-        gpu_check.served_graph(1, device)
-    except RuntimeError as e:
-        pytest.skip(f"DALI cannot build its GPU graph here: {e}")
+    gpu_check.served_graph(1, device)  # a GPU whose DALI graph does not build fails here, never skips
     return device
 
 

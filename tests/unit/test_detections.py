@@ -444,6 +444,7 @@ def test_unletterbox_maps_content_to_image_corners(height: int, width: int) -> N
 
 
 @pytest.mark.gpu
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("path", list(PATHS))
 def test_cuda_matches_cpu(path: str, photo_predictions: tuple[torch.Tensor, list[tuple[int, int]]]) -> None:

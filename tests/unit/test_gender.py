@@ -468,6 +468,7 @@ def test_labels_batch_matches_person_by_person() -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_labels_on_cuda_match_cpu_without_host_sync() -> None:
     """On device tensors labels() never waits for the GPU, and decides as on the host."""

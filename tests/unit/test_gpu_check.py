@@ -9,7 +9,10 @@ must be exact. The GPU checks themselves are tests/gpu (skipped without a GPU).
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +23,10 @@ import pytest
 import torch
 
 from pipelines import spec
+from pipelines.dali import letterbox
 from tools.evaluate import gpu_check
+
+ROOT = Path(__file__).resolve().parents[2]
 
 IMAGES = ("bus.jpg", "zidane-517x333.jpg", "bus.png")  # a few of the parity images: the CPU detector is slow
 BATCHES = (1, 2)
@@ -122,6 +128,37 @@ def test_a_failed_check_fails_the_run(smoke_out: Path, tmp_path: Path, monkeypat
     failed = [c for c in table(out.read_text(), "| check |") if c[1] != "pass"]
     assert [c[0] for c in failed] == ["detector fp32 + NMS vs Ultralytics predict (fp32, rect=False): boxes"]
     assert failed[0][1] == "**FAIL**" and re.fullmatch(r"max \d+\.\d\d px", failed[0][2]), failed
+
+
+@pytest.mark.usefixtures("smoke")  # it exports the models this run reads
+def test_a_broken_graph_fails_the_run(smoke_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The served graph padded with 0 instead of Ultralytics' 114: the run fails, naming the IMAGES check."""
+
+    def broken(batch: int, device: torch.device, fancy_upsampling: bool = True) -> tuple[gpu_check.Graph, int]:
+        with monkeypatch.context() as m:
+            m.setattr(spec, "PAD_VALUE", 0)
+            pipe = letterbox.cpu_pipeline(batch)
+        return pipe, len(pipe.serialize())
+
+    monkeypatch.setattr(gpu_check, "served_graph", broken)
+    repository = smoke_out.parent / "work" / "model_repository"
+    out = tmp_path / "report.md"
+    assert gpu_check.main([*smoke_args(out, images=("bus.jpg",), batches=(1,)), "--repository", str(repository)]) == 1
+    failed = [c[0] for c in table(out.read_text(), "| check |") if c[1] != "pass"]
+    assert any(name.endswith("vs the CPU graph: IMAGES") for name in failed), failed
+
+
+def test_a_skipped_gpu_test_fails_a_gpu_check_run(tmp_path: Path) -> None:
+    """tests/conftest.py: with PEOPLE_GPU_CHECK=1 (make gpu-image-check) a GPU test that skips fails; without
+    it, it skips. Run here, where every GPU test skips."""
+    command = [sys.executable, "-m", "pytest", "tests/gpu/test_gpu_preprocess.py", "-q", "-p", "no:cacheprovider"]
+    env = {k: v for k, v in os.environ.items() if k != "PEOPLE_GPU_CHECK"}
+    plain = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and "skipped" in plain.stdout, plain.stdout[-2000:]
+    check = subprocess.run(command, cwd=ROOT, env=env | {"PEOPLE_GPU_CHECK": "1"}, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert check.returncode == 1, check.stdout[-2000:]
+    assert "a GPU test skipped on a GPU check run" in check.stdout and "failed" in check.stdout, check.stdout[-2000:]
 
 
 def test_box_difference_pairs_nearest_boxes_of_a_class() -> None:

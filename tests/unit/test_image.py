@@ -25,6 +25,7 @@ from export import serving_image
 from export.serving_image import pinned_version, pins
 from pipelines import spec
 from tests.unit import makefile
+from tools import gpu_host
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile.triton"
@@ -109,17 +110,41 @@ def test_image_runs_the_versions_the_tests_run() -> None:
     assert not differ, f"requirements.txt vs requirements-image.txt: {differ}"
 
 
-def test_gpu_check_runs_the_versions_the_tests_run() -> None:
-    """requirements-gpu.txt pins exact versions, the ones requirements.txt allows, and leaves torch to the host."""
-    local, gpu = packages(ROOT / "requirements.txt"), packages(GPU_REQUIREMENTS)
+@pytest.mark.parametrize("dali", [requirements for _, requirements in gpu_host.BUILDS], ids=lambda p: p.name)
+def test_gpu_check_runs_the_versions_the_tests_run(dali: Path) -> None:
+    """requirements-gpu.txt with either DALI build pins exact versions, the ones requirements.txt allows, and
+    leaves torch to the host."""
+    local, gpu = packages(ROOT / "requirements.txt"), packages(GPU_REQUIREMENTS) | packages(dali)
     loose = [str(r) for r in gpu.values() if pinned_version(r) is None]
-    assert not loose, f"requirements-gpu.txt must pin exact versions: {loose}"
-    assert not {"torch", "torchvision"} & set(gpu), "requirements-gpu.txt must not pin the host's PyTorch"
+    assert not loose, f"requirements-gpu.txt and {dali.name} must pin exact versions: {loose}"
+    assert not {"torch", "torchvision"} & set(gpu), "requirements-gpu*.txt must not pin the host's PyTorch"
     shared = sorted(set(local) & set(gpu))
     expected = {"ultralytics", "opencv-python", "onnx", "onnxruntime", "nvidia-dali"}
     assert expected <= set(shared), f"shared: {shared}"
     differ = disagreements(local, gpu)
-    assert not differ, f"requirements.txt vs requirements-gpu.txt: {differ}"
+    assert not differ, f"requirements.txt vs {dali.name}: {differ}"
+    builds = [name for name in pins(dali) if name.startswith("nvidia-dali-cuda")]
+    cuda = dali.stem.rsplit("cuda", 1)[1]
+    assert builds == [f"nvidia-dali-cuda{cuda}0"], f"{dali.name} installs {builds}"
+    suffixes = {name.rsplit("-", 1)[1] for name in pins(dali) if name.endswith(("-cu12", "-cu13"))}
+    assert suffixes == {f"cu{cuda}"}, f"{dali.name} mixes CUDA builds of the decoders: {suffixes}"
+
+
+@pytest.mark.parametrize(
+    ("driver", "requirements"),
+    [("595.58.03", "requirements-gpu-cuda13.txt"), ("580.65.06", "requirements-gpu-cuda13.txt"),
+     ("575.57.08", "requirements-gpu-cuda12.txt"), ("525.60.13", "requirements-gpu-cuda12.txt")],
+)  # fmt: skip
+def test_the_driver_picks_the_dali_build(driver: str, requirements: str) -> None:
+    assert gpu_host.requirements_for(driver).name == requirements
+
+
+def test_an_old_driver_or_no_gpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(gpu_host.NoFit, match="older than DALI's CUDA 12 build needs"):
+        gpu_host.requirements_for("470.239.06")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi
+    with pytest.raises(gpu_host.NoFit, match="cannot read the NVIDIA driver's version"):
+        gpu_host.driver_version()
 
 
 def test_resolution_for_the_image_is_exactly_the_pins(tmp_path: Path) -> None:

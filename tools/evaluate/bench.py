@@ -13,10 +13,8 @@ Writes bench/REPORT.md and its chart. In one run:
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import csv
-import json
 import logging
 import os
 import platform
@@ -40,6 +38,7 @@ from tritonclient.utils import InferenceServerException
 from pipelines import manifest, onnx_session, spec
 from tools.evaluate import bench_bridge
 from tools.evaluate.corpus import ASSETS
+from tools.evaluate.perf_input import input_data
 from tools.server.endpoints import Endpoints
 from tools.server.health import stubs
 from tools.server.triton import ROOT, Server, ServerOptions
@@ -211,13 +210,6 @@ def perf_analyzer(url: str, tier: spec.Tier, data_file: Path, out: Path, request
         if first is not None and last is not None:
             result.steps[step] = StepStats.between(first, last)
     return result
-
-
-def input_data(path: Path, jpegs: list[bytes]) -> Path:
-    """perf_analyzer's --input-data: real encoded bytes (random tensors would not decode)."""
-    entries = [{spec.IMAGE.name: {"b64": base64.b64encode(j).decode(), "shape": [len(j)]}} for j in jpegs]
-    path.write_text(json.dumps({"data": entries}))
-    return path
 
 
 # --- Memory ---------------------------------------------------------------------------------------------

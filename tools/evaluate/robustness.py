@@ -28,6 +28,7 @@ from pipelines import spec
 from tools.client.people import PeopleClient, Person, outputs, unpack
 from tools.evaluate.corpus import ASSETS, Case, Expect, cases, large_image
 from tools.server.endpoints import Endpoints
+from tools.server.stats import Remote
 from tools.server.triton import Server, ServerOptions
 
 log = logging.getLogger("robustness")
@@ -91,8 +92,11 @@ def send_alone(url: str, protocol: str, tier: str, data: Request) -> Outcome:
         return send(client, tier, data)
 
 
-def server_rss(server: Server) -> int:
-    """Memory of tritonserver and its python stubs together (proportional set size: shared pages counted once)."""
+def server_rss(server: Server | Remote) -> int:
+    """Memory of tritonserver and its python stubs together (proportional set size: shared pages counted once);
+    0 for a server of another machine or container."""
+    if isinstance(server, Remote):
+        return 0
     assert server.process is not None
     root = psutil.Process(server.process.pid)
     total = 0
@@ -139,7 +143,7 @@ def _in_order(client: PeopleClient, tier: str, requests: list[Request]) -> list[
 
 
 def batched_pair(
-    server: Server, url: str, protocol: str, tier: str, good: bytes, bad: bytes | np.ndarray
+    server: Server | Remote, url: str, protocol: str, tier: str, good: bytes, bad: bytes | np.ndarray
 ) -> tuple[list[Outcome], Outcome, bool | None]:
     """A bad request between two good ones, sent behind a two-image request that keeps the first step busy.
 
@@ -166,9 +170,12 @@ def batched_pair(
     return [first, second], got, shared
 
 
-def corpus_round(server: Server, tiers: tuple[str, ...], protocols: tuple[str, ...]) -> CorpusReport:
-    """Every case alone, then in one batch with a good request, on every tier and protocol."""
-    e = server.options.endpoints
+def corpus_round(server: Server | Remote, tiers: tuple[str, ...], protocols: tuple[str, ...]) -> CorpusReport:
+    """Every case alone, then in one batch with a good request, on every tier and protocol.
+
+    A local server that became unhealthy is counted as a crash and restarted; a remote one (the GPU
+    variant's, served by the image) only counted."""
+    e = server.stats.endpoints
     report = CorpusReport()
     good = (ASSETS / "zidane.jpg").read_bytes()
     all_cases = cases()
@@ -194,8 +201,9 @@ def corpus_round(server: Server, tiers: tuple[str, ...], protocols: tuple[str, .
                     if not server.healthy():
                         report.crashes += 1
                         log.error("server unhealthy after %s", label)
-                        server.stop(drain=False)
-                        server.start()
+                        if isinstance(server, Server):
+                            server.stop(drain=False)
+                            server.start()
     report.rss_after = server_rss(server)
     return report
 

@@ -15,6 +15,7 @@ import tritonclient.grpc as grpcclient
 
 from pipelines import spec
 from tools.server.endpoints import Endpoints
+from tools.server.health import triton_ready
 
 
 class Stats:
@@ -24,14 +25,23 @@ class Stats:
         self.endpoints = endpoints
         self.api_key = api_key
 
-    def metrics(self) -> dict[tuple[str, str], float]:
-        """Triton's metrics endpoint as {(metric, model): value}, summed over other labels."""
+    def samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every sample of Triton's metrics endpoint: (metric, labels, value)."""
         url = f"http://{self.endpoints.host}:{self.endpoints.metrics}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
             text = r.read().decode()
+        return [
+            (metric, dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value))
+            for metric, labels, value in re.findall(r"^(\w+)\{([^}]*)\} (\S+)$", text, re.MULTILINE)
+        ]
+
+    def metrics(self) -> dict[tuple[str, str], float]:
+        """Triton's metrics per model as {(metric, model): value}, summed over other labels."""
         values: dict[tuple[str, str], float] = {}
-        for metric, model, value in re.findall(r'^(\w+)\{model="(\w+)"[^}]*\} (\S+)$', text, re.MULTILINE):
-            values[metric, model] = values.get((metric, model), 0.0) + float(value)
+        for metric, labels, value in self.samples():
+            if "model" in labels:
+                key = (metric, labels["model"])
+                values[key] = values.get(key, 0.0) + value
         return values
 
     def statistics(self, model: str) -> dict[str, Any]:
@@ -73,3 +83,13 @@ class Stats:
             )
             total += max(admitted - answered - refused, 0.0)
         return int(total)
+
+
+class Remote:
+    """A server this process did not start (the serving image's on a GPU host): counters and readiness only."""
+
+    def __init__(self, endpoints: Endpoints, api_key: str | None = None):
+        self.stats = Stats(endpoints, api_key)
+
+    def healthy(self) -> bool:
+        return triton_ready(self.stats.endpoints.http_url)
