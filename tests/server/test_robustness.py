@@ -43,6 +43,8 @@ def test_overload_is_answered_or_refused_with_unavailable(server: Server, protoc
     assert load.rejected > 0, "3x the sustainable rate must overflow the streaming tier's queue"
     assert load.accepted > 0
     assert load.accepted + load.rejected == load.sent
+    assert load.thrown_away == 0, "the tier refused requests it had admitted: work thrown away under overload"
+    assert load.admitted == load.accepted, "every request the tier admitted was answered"
 
 
 def test_dead_stub_fails_requests_clearly_and_is_recovered(server: Server) -> None:

@@ -2,7 +2,8 @@
 
 Every case of tools/corpus.py goes to every tier over gRPC and HTTP, alone and
 at the same time as good requests that the server batches with it; then the
-streaming tier is driven at three times what it sustains; then a python stub
+tiers are driven at three times what they sustain (goodput: the answers per second that
+still get done, and the work admitted then thrown away); then a python stub
 is killed under load and the supervisor must bring the tier back. Targets:
 0 crashes, 0 good requests failed or changed, 0 hangs.
 """
@@ -29,7 +30,7 @@ from tools.client.people import PeopleClient, Person, outputs, unpack
 from tools.evaluate.corpus import ASSETS, Case, Expect, cases, large_image
 from tools.server.endpoints import Endpoints
 from tools.server.stats import Remote
-from tools.server.triton import Server, ServerOptions
+from tools.server.triton import REPOSITORY, Server, ServerOptions
 
 log = logging.getLogger("robustness")
 
@@ -232,6 +233,26 @@ class LoadReport:
     rss_before: int = 0
     rss_peak: int = 0
     rss_after: int = 0
+    seconds: float = 0.0
+    admitted: float = 0.0  # requests preprocess let into the tier (spec.ADMITTED_METRIC)
+    answered: float = 0.0  # responses postprocess sent (spec.ANSWERED_METRIC)
+
+    @property
+    def goodput_per_s(self) -> float:
+        """Answers per second while offered `offered_per_s`: what the overload still got done."""
+        return self.accepted / self.seconds if self.seconds else 0.0
+
+    @property
+    def thrown_away(self) -> float:
+        """Requests the tier admitted (decoded, letterboxed) and then refused at a later step: wasted work."""
+        return self.admitted - self.answered
+
+
+def _tier_counters(server: Server, tier: str) -> tuple[float, float]:
+    metrics = server.stats.metrics()
+    t = spec.tier(tier)
+    return (metrics.get((spec.ADMITTED_METRIC, t.model(spec.Step.PREPROCESS)), 0.0),
+            metrics.get((spec.ANSWERED_METRIC, t.model(spec.Step.POSTPROCESS)), 0.0))  # fmt: skip
 
 
 def sustainable_rate(client: PeopleClient, tier: str, image: bytes, seconds: float = 5.0) -> float:
@@ -268,6 +289,7 @@ def overload(
             else:
                 report.other.append(f"{outcome.kind}: {outcome.message[:120]}")
 
+    admitted, answered = _tier_counters(server, tier)
     start = time.monotonic()
     with ThreadPoolExecutor(64) as pool:
         while (elapsed := time.monotonic() - start) < seconds:
@@ -277,6 +299,9 @@ def overload(
                 report.rss_peak = max(report.rss_peak, server_rss(server)) if report.sent % 10 == 0 else report.rss_peak
             else:
                 time.sleep(0.002)
+    report.seconds = time.monotonic() - start  # every request answered or refused: the pool waited for them
+    admitted_after, answered_after = _tier_counters(server, tier)
+    report.admitted, report.answered = admitted_after - admitted, answered_after - answered
     report.rss_after = server_rss(server)
     return report
 
@@ -323,21 +348,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.evaluate.robustness", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one tier, gRPC only, short load (as in make test)")
     parser.add_argument("--log", type=Path, default=Path("build/robustness-tritonserver.log"))
+    parser.add_argument("--repository", type=Path, default=REPOSITORY,
+                        help="the model repository to serve (default: model_repository/)")  # fmt: skip
+    parser.add_argument("--overload-only", action="store_true",
+                        help="only the overload of every tier at 3x (goodput and work thrown away)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     tiers = ("balanced",) if args.quick else spec.TIER_NAMES
     protocols = ("grpc",) if args.quick else ("grpc", "http")
     args.log.parent.mkdir(parents=True, exist_ok=True)
-    with Server(ServerOptions(endpoints=Endpoints.free()), log_path=args.log) as server:
-        log.info("bad inputs: %d cases x %s x %s, alone and batched with good requests",
-                 len(cases()), "/".join(tiers), "/".join(protocols))  # fmt: skip
-        corpus = corpus_round(server, tiers, protocols)
-        log.info("overload: streaming tier at 3x its sustainable rate")
-        load = overload(server, "streaming", seconds=5 if args.quick else 15)
-        log.info("fault: kill the streaming postprocess stub under load")
-        fault = kill_stub_under_load(server, "streaming")
+    options = ServerOptions(repository=args.repository, endpoints=Endpoints.free())
+    with Server(options, log_path=args.log) as server:
+        if not args.overload_only:
+            log.info("bad inputs: %d cases x %s x %s, alone and batched with good requests",
+                     len(cases()), "/".join(tiers), "/".join(protocols))  # fmt: skip
+            corpus = corpus_round(server, tiers, protocols)
+        loads = []
+        for tier in ("streaming",) if args.quick else spec.TIER_NAMES:
+            log.info("overload: %s tier at 3x its sustainable rate", tier)
+            loads.append(overload(server, tier, seconds=5 if args.quick else 20))
+        if not args.overload_only:
+            log.info("fault: kill the streaming postprocess stub under load")
+            fault = kill_stub_under_load(server, "streaming")
     mib = 1 << 20
     print("\n== robustness report ==")
+    for load in loads:
+        print(
+            f"overload ({load.tier}, {load.offered_per_s:.1f} req/s offered = 3x sustainable): sent {load.sent}, "
+            f"accepted {load.accepted}, rejected UNAVAILABLE {load.rejected}, other {len(load.other)}; "
+            f"goodput {load.goodput_per_s:.2f} answers/s; admitted then thrown away {load.thrown_away:.0f}"
+        )
+        print(
+            f"  accepted latency p50 {_p(load.accepted_latency_s, 50):.3f} s, "
+            f"p99 {_p(load.accepted_latency_s, 99):.3f} s; rejected in p99 {_p(load.rejected_latency_s, 99):.3f} s; "
+            f"memory {load.rss_before / mib:.0f} MiB before, {load.rss_peak / mib:.0f} MiB peak, "
+            f"{load.rss_after / mib:.0f} MiB after"
+        )
+    if args.overload_only:
+        return 1 if any(load.other for load in loads) else 0
     print(f"inputs tried: {corpus.tried} cases x alone/batched ({', '.join(tiers)}; {', '.join(protocols)})")
     print(f"crashes: {corpus.crashes}")
     print(f"wrong answers: {len(corpus.wrong)}")
@@ -350,21 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     for h in corpus.good_harmed:
         print(f"  - {h}")
     print(f"server memory: {corpus.rss_before / mib:.0f} MiB before the corpus, {corpus.rss_after / mib:.0f} MiB after")
-    print(
-        f"overload ({load.tier}, {load.offered_per_s:.1f} req/s offered = 3x sustainable): sent {load.sent}, "
-        f"accepted {load.accepted}, rejected UNAVAILABLE {load.rejected}, other {len(load.other)}"
-    )
-    print(
-        f"  accepted latency p50 {_p(load.accepted_latency_s, 50):.3f} s, p99 {_p(load.accepted_latency_s, 99):.3f} s;"
-        f" rejected in p99 {_p(load.rejected_latency_s, 99):.3f} s"
-    )
-    print(
-        f"  memory {load.rss_before / mib:.0f} MiB before, {load.rss_peak / mib:.0f} MiB peak, "
-        f"{load.rss_after / mib:.0f} MiB after"
-    )
     print(f"faults survived: stub killed under load -> {fault}")
-    failed = (corpus.crashes or corpus.wrong or corpus.good_harmed or corpus.not_batched or load.other
-              or not fault.get("recovered"))  # fmt: skip
+    failed = (corpus.crashes or corpus.wrong or corpus.good_harmed or corpus.not_batched
+              or any(load.other for load in loads) or not fault.get("recovered"))  # fmt: skip
     print("result:", "FAIL" if failed else "PASS (0 crashes, 0 good requests harmed, 0 hangs)")
     return 1 if failed else 0
 
