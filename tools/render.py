@@ -1,6 +1,6 @@
 """Render the model repository's configs and thin served files from `pipelines.spec`.
 
-`python -m pipelines.render` writes them; `--check` only compares and exits 1
+`python -m tools.render` writes them; `--check` only compares and exits 1
 on any difference, which `make test` runs so committed configs never drift.
 Each model gets `config.pbtxt` (the GPU variant: TensorRT plans, python on
 GPU, preprocess running the DALI GPU graph) and `configs/cpu.pbtxt` (python
@@ -19,10 +19,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from pipelines import spec
+from pipelines.paths import REPOSITORY, ROOT
 from pipelines.spec import Step, Tier, Variant
 
-ROOT = Path(__file__).resolve().parent.parent
-REPOSITORY = ROOT / "model_repository"
 README = ROOT / "README.md"  # holds the tiers table
 SERVING_DOC = ROOT / "docs" / "serving.md"  # holds the defaults-and-limits table
 TABLE_BEGIN, TABLE_END = "<!-- tiers:begin (rendered by `make configs`) -->", "<!-- tiers:end -->"
@@ -225,7 +224,7 @@ def facts_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.render", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__)
     parser.add_argument("--repository", type=Path, default=REPOSITORY)
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 when a file differs")
     args = parser.parse_args(argv)

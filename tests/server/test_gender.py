@@ -17,9 +17,10 @@ import torch
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
-from pipelines import faces, gender, manifest, render, spec
+from pipelines import faces, gender, manifest, spec
 from pipelines.detections import Detections
 from tests.server.conftest import SAMPLES
+from tools import render
 from tools.client.people import PeopleClient
 from tools.server.endpoints import Endpoints
 from tools.server.triton import ROOT, Server, ServerOptions

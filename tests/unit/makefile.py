@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
+from pipelines import paths
+
+MAKEFILE = paths.ROOT / "Makefile"
 
 
 def variable(name: str) -> str:

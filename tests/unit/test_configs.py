@@ -10,10 +10,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export import tensorrt_plan
-from pipelines import render, spec
+from pipelines import paths, spec
 from pipelines.spec import Step, Variant
+from tools import render
 
-REPOSITORY = render.REPOSITORY
+REPOSITORY = paths.REPOSITORY
 VARIANTS = spec.VARIANTS
 ALL_STEPS = (*spec.MODELS, Step.ENSEMBLE)  # every model of a tier: the ensemble's steps, gender, the ensemble
 CASES = [(tier, variant) for tier in spec.TIERS for variant in VARIANTS]

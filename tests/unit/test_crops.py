@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import manifest, render, spec
+from pipelines import manifest, paths, spec
 from pipelines.crops import align, crop_regions, normalize, resize, snap
 from pipelines.manifest import Preprocessing
 
@@ -333,7 +333,7 @@ def test_align_without_chips() -> None:
 @pytest.fixture(scope="module")
 def exported() -> Preprocessing:
     """The served classifier's input, as postprocess reads it from the export manifest."""
-    directory = render.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.GENDER) / "1"
+    directory = paths.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.GENDER) / "1"
     return manifest.read(directory, manifest.Classifier).preprocessing
 
 

@@ -17,7 +17,7 @@ import torchvision  # Ultralytics uses torchvision's NMS only when it is importe
 from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes, xywh2xyxy
 
-from pipelines import detections, render, spec
+from pipelines import detections, paths, spec
 from tests.unit import reference
 
 SIZE = spec.IMAGE_SIZE
@@ -386,7 +386,7 @@ def test_iou_exactly_on_the_threshold() -> None:
 @pytest.fixture(scope="module")
 def photo_predictions() -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """The exported detector's raw head on bus.jpg and zidane.jpg, letterboxed by Ultralytics."""
-    path = render.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.DETECTOR) / "1" / "model.onnx"
+    path = paths.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.DETECTOR) / "1" / "model.onnx"
     options = ort.SessionOptions()
     options.intra_op_num_threads = spec.CPU_THREADS
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

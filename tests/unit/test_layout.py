@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from pipelines import paths
+
+ROOT = paths.ROOT
 OURS = ("pipelines", "export", "tools")
 # Package (longest prefix wins) -> the packages its modules may import from.
 MAY_IMPORT = {
@@ -22,7 +24,8 @@ MAY_IMPORT = {
     "tools.client": ("pipelines", "tools.client"),
     "tools.server": ("pipelines", "export", "tools.server"),
     "tools.evaluate": ("pipelines", "export", "tools.client", "tools.server", "tools.evaluate"),
-    "tools.k8s": ("pipelines", "export"),
+    "tools.render": ("pipelines",),
+    "tools.k8s": ("pipelines", "export", "tools.render"),
     "tools.bridge": ("pipelines", "tools.client", "tools.server", "tools.bridge"),
 }
 

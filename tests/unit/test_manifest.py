@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import manifest, render, spec
+from pipelines import manifest, paths, spec
 from pipelines.manifest import Artifact, Classifier, Detector, FaceDetector, Plan, Preprocessing
 
 ARTIFACT = Artifact(
@@ -116,7 +116,7 @@ def test_sha256(tmp_path: Path) -> None:
 def test_exported_manifests_read_back(tier: spec.Tier) -> None:
     """What `make export` wrote is a record of this schema, one per tier, naming its own ONNX."""
     for step, kind in ((spec.Step.DETECTOR, Detector), (spec.Step.GENDER, Classifier), (spec.Step.FACE, FaceDetector)):
-        directory = render.REPOSITORY / tier.model(step) / "1"
+        directory = paths.REPOSITORY / tier.model(step) / "1"
         record = manifest.read(directory, kind)
         assert record.artifact.tier == tier.name
         assert record.artifact.onnx_sha256 == manifest.sha256(directory / "model.onnx")

@@ -15,9 +15,10 @@ import pytest
 
 from export import tensorrt_plan
 from export.tensorrt_plan import Gpu, PlanError, Target
-from pipelines import manifest, render, spec
+from pipelines import manifest, spec
 from pipelines.manifest import Artifact, Classifier, Detector, FaceDetector, Plan, Preprocessing
 from pipelines.spec import Step, Variant
+from tools import render
 
 H100 = Gpu("NVIDIA H100 80GB HBM3", "9.0")
 L4 = Gpu("NVIDIA L4", "8.9")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import asdict
-from pathlib import Path
 
 import lap  # before Ultralytics' trackers: without lap they pip-install it at import time
 import numpy as np
@@ -24,13 +23,13 @@ from ultralytics.trackers.utils.stracks import parse_bboxes
 from ultralytics.utils import YAML, IterableSimpleNamespace
 from ultralytics.utils.checks import check_yaml
 
-from pipelines import detections, manifest, onnx_session, spec
+from pipelines import detections, manifest, onnx_session, paths, spec
 from pipelines.opencv import letterbox
 from pipelines.tracking import bytetrack, camera, vote
 from pipelines.tracking.assignment import assign
 from tests import tracking_video
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = paths.ROOT
 WIDTH, HEIGHT = 1280, 720
 Frames = list[tuple[np.ndarray, np.ndarray]]  # per frame: boxes [N, 4] x1 y1 x2 y2 and scores [N], float32
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from pipelines.render import ROOT
+from pipelines.paths import ROOT
 from tools.server.endpoints import free_port
 
 log = logging.getLogger("bridge.local")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import spec
-from pipelines.render import REPOSITORY, ROOT
+from pipelines.paths import REPOSITORY, ROOT
 from tools.server.drain import Drain
 from tools.server.endpoints import Endpoints
 from tools.server.health import dead_stubs, expected_stubs, triton_ready
