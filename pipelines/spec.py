@@ -389,6 +389,7 @@ METRICS_PORT = 8002
 # the server, and at most EXIT_TIMEOUT_S to finish what is in flight on SIGTERM. The launcher's drain
 # before that SIGTERM gives up after as long without progress (tools/server/triton.py, Server.drain).
 EXIT_TIMEOUT_S = 30
+IMAGE_REPOSITORY = "/models"  # where the serving image's server reads its (mounted) model repository
 SERVER_FLAGS = (
     "--model-control-mode=none",
     "--strict-readiness=true",

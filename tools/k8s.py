@@ -4,6 +4,7 @@
 these come from here, each between a `# k8s:begin NAME` and a `# k8s:end` line or, for the
 prometheus-adapter examples, as whole files marked at their top:
 - `image` (base/kustomization.yaml): the Makefile's IMAGE, which make passes as `--image`;
+- `server-args` (base/deployment.yaml): the image's fixed server flags (pipelines/spec.py) and ports;
 - `required-files` (overlays/<variant>/deployment-patch.yaml): every ensemble config and each
   tier's engine files, which the init container `check-models` must find;
 - `gpu-product` (overlays/gpu/deployment-patch.yaml): the node selector of the GPU the exported plans
@@ -27,7 +28,7 @@ from export import tensorrt_plan
 from pipelines import spec
 from pipelines.paths import REPOSITORY, ROOT
 from pipelines.spec import Step, Tier, Variant
-from tools.render import splice, write_or_check
+from tools.render import image_command, splice, write_or_check
 
 DEPLOY = ROOT / "deploy"
 DOC = ROOT / "docs" / "kubernetes.md"  # the Kubernetes page, which holds the autoscaling table
@@ -79,6 +80,15 @@ def required_files(variant: Variant) -> list[str]:
 
 
 # --- The generated YAML (written as text: short, commented, in the files' own layout) ---------
+
+
+def server_args_block() -> str:
+    """The pod's tritonserver arguments: the image's command (tools/render.py) and the spec's ports on all
+    interfaces; the shared-memory lock is added at start with a key each pod draws."""
+    addresses = [f"--{api}-address=0.0.0.0" for api in ("http", "grpc", "metrics")]
+    ports = [f"--http-port={spec.HTTP_PORT}", f"--grpc-port={spec.GRPC_PORT}", f"--metrics-port={spec.METRICS_PORT}"]
+    flags = [*image_command()[1:], *(f for pair in zip(addresses, ports, strict=True) for f in pair)]
+    return "args:\n" + "\n".join(f"  - {flag}" for flag in [*flags, "--log-verbose=0"])
 
 
 def gpu_label(gpu_name: str) -> str:
@@ -204,6 +214,7 @@ def splice_block(text: str, name: str, body: str) -> str:
 def blocks(image: str, repository: Path = REPOSITORY) -> Iterator[tuple[str, str, str]]:
     """(file under deploy/, block name, body) of every generated block."""
     yield "base/kustomization.yaml", "image", image_block(image)
+    yield "base/deployment.yaml", "server-args", server_args_block()
     yield "overlays/gpu/kustomization.yaml", "cuda-memory-pool", cuda_pool_block()
     yield "overlays/gpu/deployment-patch.yaml", "gpu-product", gpu_product_block(repository)
     for v in spec.VARIANTS:

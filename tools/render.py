@@ -11,6 +11,7 @@ backend: OpenCV letterbox in preprocess, ONNX Runtime), read by
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -223,6 +224,20 @@ def facts_table() -> str:
     return "| what | value |\n|---|---|\n" + "".join(f"| {what} | {value} |\n" for what, value in rows)
 
 
+DOCKERFILE = ROOT / "Dockerfile.triton"
+ENTRYPOINT_BEGIN, ENTRYPOINT_END = "# render:begin entrypoint (rendered by `make configs`)", "# render:end"
+
+
+def image_command() -> list[str]:
+    """The serving image's server: the spec's fixed flags on the mounted repository (the pod and the local
+    server add their endpoints, tools/server/triton.py endpoint_args)."""
+    return ["tritonserver", f"--model-repository={spec.IMAGE_REPOSITORY}", *spec.SERVER_FLAGS]
+
+
+def entrypoint() -> str:
+    return f"ENTRYPOINT {json.dumps(image_command())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__)
     parser.add_argument("--repository", type=Path, default=REPOSITORY)
@@ -231,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     rendered = [(args.repository / relative, text) for relative, text in files()]
     rendered.append((README, splice(README.read_text(), TABLE_BEGIN, TABLE_END, tier_table())))
     rendered.append((SERVING_DOC, splice(SERVING_DOC.read_text(), FACTS_BEGIN, FACTS_END, facts_table())))
+    rendered.append((DOCKERFILE, splice(DOCKERFILE.read_text(), ENTRYPOINT_BEGIN, ENTRYPOINT_END, entrypoint())))
     return write_or_check(rendered, args.check, "make configs")
 
 
