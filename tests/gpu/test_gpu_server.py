@@ -25,7 +25,10 @@ import torch
 from pipelines import spec
 from pipelines.dali import letterbox
 from tools.client.people import PeopleClient, Person, unpack
-from tools.evaluate import gpu_check, robustness
+from tools.evaluate import robustness
+from tools.evaluate.gpu import parity, pieces
+from tools.evaluate.gpu.images import parity_images
+from tools.evaluate.gpu.models import Models
 from tools.server.endpoints import Endpoints
 from tools.server.stats import Remote
 from tools.server.triton import ROOT
@@ -36,7 +39,7 @@ CPU = torch.device("cpu")
 # Boxes: nvJPEG decodes differently from libjpeg-turbo (Ultralytics reads with cv2); measured on an H200 with
 # jpeg_fancy_upsampling off, boxes within 3.9 px (detector fp32) and 4.2 px (fp16) of predict's
 # (docs/gpu.md): the same tolerance as `make gpu-check`'s.
-BOX_PX = gpu_check.GPU_TOLERANCES.box_px
+BOX_PX = parity.GPU_TOLERANCES.box_px
 # Gender and faces against the same models run here on the CPU (ONNX Runtime, fp32, libjpeg-turbo's pixels)
 # where the server runs fp16 TensorRT plans on nvJPEG's pixels. Not measured yet: starting points that the
 # first GPU run confirms or corrects (docs/gpu.md).
@@ -70,13 +73,13 @@ def client(served: Remote) -> Iterator[PeopleClient]:
 
 
 @pytest.fixture(scope="module")
-def models() -> gpu_check.Models:
+def models() -> Models:
     """The served models' sources as the export recorded them, run in this process on the CPU."""
-    return gpu_check.Models.load(ROOT / "model_repository", CPU)
+    return Models.load(ROOT / "model_repository", CPU)
 
 
-def _people(persons: list[Person]) -> gpu_check.People:
-    return gpu_check.People(
+def _people(persons: list[Person]) -> parity.People:
+    return parity.People(
         np.array([p.box for p in persons], np.float32).reshape(-1, 4),
         np.array([p.score for p in persons], np.float32),
         np.array([p.cls for p in persons], np.float32),
@@ -84,17 +87,17 @@ def _people(persons: list[Person]) -> gpu_check.People:
 
 
 @pytest.mark.parametrize("tier", spec.TIER_NAMES)
-def test_boxes_match_ultralytics_on_every_tier(client: PeopleClient, models: gpu_check.Models, tier: str) -> None:
+def test_boxes_match_ultralytics_on_every_tier(client: PeopleClient, models: Models, tier: str) -> None:
     """Every parity image (baseline, progressive, grayscale, PNG, 4K, odd sizes) as its own request."""
-    images = gpu_check.parity_images()
+    images = parity_images()
     wrong = []
     for name, data in images.items():
         (persons,) = client.detect([data], tier)
-        (reference,) = gpu_check.ultralytics_people(models, [data], CPU)
+        (reference,) = parity.ultralytics_people(models, [data], CPU)
         ours = _people(persons)
         if len(ours.scores) != len(reference.scores):
             wrong.append(f"{name}: {len(ours.scores)} persons, Ultralytics {len(reference.scores)}")
-        elif (gap := gpu_check.box_difference(ours, reference)) > BOX_PX:
+        elif (gap := parity.box_difference(ours, reference)) > BOX_PX:
             wrong.append(f"{name}: boxes {gap:.2f} px from Ultralytics' (tolerance {BOX_PX:g} px)")
     assert wrong == [], wrong
 
@@ -110,17 +113,17 @@ def test_bad_images_fail_alone_inside_a_gpu_batch(served: Remote) -> None:
     assert report.not_batched == [], "each bad request must share a batch with a good one"
 
 
-def _in_process(models: gpu_check.Models, data: bytes) -> gpu_check.Postprocessed:
+def _in_process(models: Models, data: bytes) -> pieces.Postprocessed:
     """The project's pipeline on the CPU: the CPU graph, the detector's .pt in fp32, NMS, faces, gender."""
-    boxed = gpu_check.run_graph(letterbox.cpu_pipeline(1), [data])
-    return gpu_check.postprocess(models, models.head("fp32", boxed.images), boxed, models.calls())
+    boxed = pieces.run_graph(letterbox.cpu_pipeline(1), [data])
+    return pieces.postprocess(models, models.head("fp32", boxed.images), boxed, models.calls())
 
 
 @pytest.mark.parametrize("tier", spec.TIER_NAMES)
-def test_gender_and_faces_as_an_in_process_run(client: PeopleClient, models: gpu_check.Models, tier: str) -> None:
+def test_gender_and_faces_as_an_in_process_run(client: PeopleClient, models: Models, tier: str) -> None:
     wrong = []
     for name in PERSONS:
-        data = gpu_check.parity_images()[name]
+        data = parity_images()[name]
         raw = client.infer_raw(tier, client.inputs([data]))
         (persons,) = unpack(raw)
         faces = raw[spec.FACES.name][0]
@@ -158,7 +161,7 @@ def _every_gpu_answers_alike(served: Remote, client: PeopleClient) -> None:
     """Enough concurrent requests per tier for every GPU's instances to run; every answer is the one a
     request alone gets (within the box tolerance of a different batch size's kernels), and every GPU
     executed each step of the tier (Triton's per-GPU execution counts)."""
-    data = gpu_check.parity_images()["zidane.jpg"]
+    data = parity_images()["zidane.jpg"]
     gpus = _gpus(served)
     for tier in spec.TIERS:
         (alone,) = client.detect([data], tier.name)
@@ -166,7 +169,7 @@ def _every_gpu_answers_alike(served: Remote, client: PeopleClient) -> None:
         with ThreadPoolExecutor(32) as pool:
             answers = list(pool.map(lambda _: client.detect([data], tier.name)[0], range(requests)))  # noqa: B023
         different = [a for a in answers if len(a) != len(alone) or
-                     gpu_check.box_difference(_people(a), _people(alone)) > 0.5]  # fmt: skip
+                     parity.box_difference(_people(a), _people(alone)) > 0.5]  # fmt: skip
         assert different == [], f"{tier.name}: {len(different)} of {requests} answers differ from a request alone"
         for step in (spec.Step.PREPROCESS, spec.Step.DETECTOR, spec.Step.POSTPROCESS):
             executed = _executed_per_gpu(served, tier.model(step))

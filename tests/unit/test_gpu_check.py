@@ -1,4 +1,4 @@
-"""`make gpu-check`'s tool (tools/evaluate/gpu_check.py) in its CPU smoke mode, which runs here.
+"""`make gpu-check`'s tool (tools/evaluate/gpu_check.py and its parts, tools/evaluate/gpu/) in its CPU smoke mode, here.
 
 The smoke run takes the same code paths as the GPU run except the device: the DALI graph serialized
 and built as the GPU preprocess builds it (the CPU graph, as a GPU graph cannot build here), the
@@ -25,6 +25,8 @@ import torch
 from pipelines import paths, spec
 from pipelines.dali import letterbox
 from tools.evaluate import gpu_check
+from tools.evaluate.gpu import parity, pieces, timing
+from tools.evaluate.gpu.images import bench_images, parity_images
 
 ROOT = paths.ROOT
 
@@ -80,14 +82,14 @@ def test_report_per_image_rows(smoke: tuple[int, str]) -> None:
     _, report = smoke
     rows = table(report, "| image |")
     assert [r[0] for r in rows] == list(IMAGES)
-    photos = gpu_check.parity_images()
+    photos = parity_images()
     for name, size, geometry, _, _, counts, boxes in rows:
         decoded = cv2.imdecode(np.frombuffer(photos[name], np.uint8), cv2.IMREAD_COLOR)
         assert size == f"{decoded.shape[1]}x{decoded.shape[0]}", f"{name}: size {size}"
         assert geometry == "equal", f"{name}: GEOMETRY {geometry}"
         ultralytics, ours = (int(v) for v in counts.split(" / "))
         assert ultralytics == ours and ours >= 2, f"{name}: persons {counts} (the photos show several people)"
-        assert float(boxes) <= gpu_check.CPU_TOLERANCES.box_px, f"{name}: boxes {boxes} px"
+        assert float(boxes) <= parity.CPU_TOLERANCES.box_px, f"{name}: boxes {boxes} px"
 
 
 def test_report_throughput_table(smoke: tuple[int, str]) -> None:
@@ -96,11 +98,11 @@ def test_report_throughput_table(smoke: tuple[int, str]) -> None:
     lines = report.splitlines()
     assert f"| step | {' | '.join(f'batch {b}' for b in BATCHES)} |" in lines
     rows = table(report, "| step |")
-    assert [r[0] for r in rows] == [s for s in gpu_check.STEPS if s != "detector fp16"]
+    assert [r[0] for r in rows] == [s for s in timing.STEPS if s != "detector fp16"]
     for row in rows:
         assert len(row) == 1 + len(BATCHES) and all(float(v) > 0 for v in row[1:]), f"row {row}"
     targets = table(report, "| target |")
-    assert [t[1] for t in targets] == [f"batch {gpu_check.TARGET_BATCH} not measured"] * 2, targets
+    assert [t[1] for t in targets] == [f"batch {timing.TARGET_BATCH} not measured"] * 2, targets
 
 
 def test_report_says_what_ran(smoke: tuple[int, str]) -> None:
@@ -120,7 +122,7 @@ def test_a_failed_check_fails_the_run(smoke_out: Path, tmp_path: Path, monkeypat
     Reads the smoke run's export (--repository) rather than exporting again."""
     repository = smoke_out.parent / "work" / "model_repository"
     assert repository.is_dir(), f"the smoke run exported nothing into {repository}"
-    monkeypatch.setattr(gpu_check, "CPU_TOLERANCES", replace(gpu_check.CPU_TOLERANCES, box_px=0.0))
+    monkeypatch.setattr(parity, "CPU_TOLERANCES", replace(parity.CPU_TOLERANCES, box_px=0.0))
     out = tmp_path / "report.md"
     argv = [*smoke_args(out, images=("bus.jpg",), batches=(1,)), "--repository", str(repository)]
     assert gpu_check.main(argv) == 1
@@ -134,13 +136,13 @@ def test_a_failed_check_fails_the_run(smoke_out: Path, tmp_path: Path, monkeypat
 def test_a_broken_graph_fails_the_run(smoke_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The served graph padded with 0 instead of Ultralytics' 114: the run fails, naming the IMAGES check."""
 
-    def broken(batch: int, device: torch.device, fancy_upsampling: bool = True) -> tuple[gpu_check.Graph, int]:
+    def broken(batch: int, device: torch.device, fancy_upsampling: bool = True) -> tuple[pieces.Graph, int]:
         with monkeypatch.context() as m:
             m.setattr(spec, "PAD_VALUE", 0)
             pipe = letterbox.cpu_pipeline(batch)
         return pipe, len(pipe.serialize())
 
-    monkeypatch.setattr(gpu_check, "served_graph", broken)
+    monkeypatch.setattr(pieces, "served_graph", broken)
     repository = smoke_out.parent / "work" / "model_repository"
     out = tmp_path / "report.md"
     assert gpu_check.main([*smoke_args(out, images=("bus.jpg",), batches=(1,)), "--repository", str(repository)]) == 1
@@ -164,22 +166,22 @@ def test_a_skipped_gpu_test_fails_a_gpu_check_run(tmp_path: Path) -> None:
 def test_box_difference_pairs_nearest_boxes_of_a_class() -> None:
     """Boxes are paired by distance within their class, whatever their order; a forced cross-class pair is inf."""
     boxes = np.array([[0, 0, 10, 20], [100, 0, 110, 20]], np.float32)
-    reference = gpu_check.People(boxes, np.array([0.9, 0.8]), np.array([0.0, 1.0]))
+    reference = parity.People(boxes, np.array([0.9, 0.8]), np.array([0.0, 1.0]))
     moved = boxes[::-1] + np.array([[0.5, 0, 0, 0], [0, 2, 0, 0]], np.float32)  # listed in the other order
-    swapped = gpu_check.People(moved, np.array([0.8, 0.9]), np.array([1, 0], np.int32))
-    assert gpu_check.box_difference(swapped, reference) == pytest.approx(2.0)
+    swapped = parity.People(moved, np.array([0.8, 0.9]), np.array([1, 0], np.int32))
+    assert parity.box_difference(swapped, reference) == pytest.approx(2.0)
     relabelled = replace(swapped, classes=np.array([0, 1], np.int32))  # each box now pairs with the far one
-    assert gpu_check.box_difference(relabelled, reference) == pytest.approx(100.5)
+    assert parity.box_difference(relabelled, reference) == pytest.approx(100.5)
     one_class = replace(swapped, classes=np.array([0, 0], np.int32))
-    assert gpu_check.box_difference(one_class, reference) == float("inf")
-    alone = gpu_check.People(boxes[:1], reference.scores[:1], reference.classes[:1])
-    assert gpu_check.box_difference(alone, reference) == 0.0, "an unpaired box is the counts' business"
+    assert parity.box_difference(one_class, reference) == float("inf")
+    alone = parity.People(boxes[:1], reference.scores[:1], reference.classes[:1])
+    assert parity.box_difference(alone, reference) == 0.0, "an unpaired box is the counts' business"
 
 
 @pytest.mark.parametrize(("batch", "tier"), [(1, "streaming"), (8, "streaming"), (9, "balanced"), (128, "batch")])
 def test_tier_for_batch(batch: int, tier: str) -> None:
-    assert gpu_check.tier_for(batch).name == tier
-    assert gpu_check.tier_for(batch).gpu.max_batch_size >= batch
+    assert pieces.tier_for(batch).name == tier
+    assert pieces.tier_for(batch).gpu.max_batch_size >= batch
 
 
 def test_batches_beyond_every_tier_are_refused() -> None:
@@ -196,7 +198,7 @@ def test_cuda_without_a_gpu_exits_2(tmp_path: Path) -> None:
 
 
 def test_parity_images_are_what_their_names_say() -> None:
-    images = gpu_check.parity_images()
+    images = parity_images()
     assert len(images) == 10
     for name, data in images.items():
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -207,5 +209,5 @@ def test_parity_images_are_what_their_names_say() -> None:
             assert data.startswith(b"\x89PNG"), name
     assert images["zidane-gray.jpg"].count(b"\xff\xc0\x00\x0b\x08") == 1, "a one-component baseline JPEG"
     assert b"\xff\xc2" in images["bus-progressive.jpg"], "a progressive JPEG (SOF2)"
-    bench = [cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR) for d in gpu_check.bench_images()]
+    bench = [cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR) for d in bench_images()]
     assert [b.shape for b in bench] == [(1080, 1920, 3)] * 2, "the targets are stated for 1080p JPEGs"

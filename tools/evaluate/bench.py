@@ -17,7 +17,6 @@ import contextlib
 import csv
 import logging
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -36,17 +35,18 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import manifest, onnx_session, spec
+from pipelines.paths import REPOSITORY, ROOT
 from tools.evaluate import bench_bridge
 from tools.evaluate.corpus import ASSETS
 from tools.evaluate.perf_input import input_data
+from tools.evaluate.report import cpu_model, met, nvidia_smi, table, versions
 from tools.server.endpoints import Endpoints
 from tools.server.health import stubs
-from tools.server.triton import ROOT, Server, ServerOptions
+from tools.server.triton import Server, ServerOptions
 
 log = logging.getLogger("bench")
 
 PERF_ANALYZER = ROOT / "build" / "perf_analyzer" / "perf_analyzer"
-REPOSITORY = ROOT / "model_repository"
 MIB = 1 << 20
 # Targets for the cpu variant on a 2-core machine (the issue's), checked in the report.
 TARGET_BATCH_VS_MODELS = 0.90  # batch tier throughput / models only
@@ -441,40 +441,20 @@ def letterbox_costs(jpegs: list[bytes], seconds: float) -> dict[str, float]:
 
 
 def machine(url: str) -> dict[str, str]:
-    import onnxruntime
-    import torch
-    import ultralytics
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    gpu = (
-        subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
-        if _has("nvidia-smi")
-        else ""
-    )
     with grpcclient.InferenceServerClient(url) as c:
         triton = c.get_server_metadata(as_json=True)["version"]
     record = manifest.read(REPOSITORY / spec.TIERS[0].model(spec.Step.DETECTOR) / "1", manifest.Detector)
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "cpu": f"{cpu_model()}, {os.cpu_count()} cores",
         "memory": f"{psutil.virtual_memory().total / (1 << 30):.0f} GiB",
-        "gpu": gpu or "none (cpu variant)",
-        "python": platform.python_version(),
+        "gpu": nvidia_smi("-L") or "none (cpu variant)",
+        **versions("python"),
         "triton": f"{triton} (the server's metadata)",
-        "onnxruntime": onnxruntime.__version__,
-        "opencv": cv2.__version__,
-        "torch": torch.__version__,
-        "ultralytics": ultralytics.__version__,
+        **versions("onnxruntime", "opencv", "torch", "ultralytics"),
         "detector": f"{Path(record.artifact.source).name} ({(record.artifact.source_sha256 or '?')[:12]}), "
         f"{spec.IMAGE_SIZE}px",
     }
-
-
-def _has(tool: str) -> bool:
-    from shutil import which
-
-    return which(tool) is not None
 
 
 def charts(results: list[TierResult], out: Path) -> list[str]:
@@ -522,16 +502,17 @@ def _steps_table(results: list[TierResult]) -> list[str]:
         "divides by the images the tier detected on; postprocess's excludes the time it waited for the models "
         "it calls (their requests' time, queue included).",
         "",
-        "| model | requests | executions | inputs | queue ms per request | compute ms per image | of the detector's |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in results:
         for step, s in r.steps.items():
             name = spec.tier(r.tier).model(step) + (" (own)" if step is spec.Step.POSTPROCESS else "")
             queue = s.queue_ns / max(s.requests, 1) / 1e6
-            lines.append(f"| {name} | {s.requests} | {s.executions} | {s.inputs} | {queue:.1f} | "
-                         f"{r.per_image_ms(step):.1f} | {r.share(step):.1%} |")  # fmt: skip
-    return lines
+            rows.append((name, s.requests, s.executions, s.inputs, f"{queue:.1f}", f"{r.per_image_ms(step):.1f}",
+                         f"{r.share(step):.1%}"))  # fmt: skip
+    header = ("model", "requests", "executions", "inputs", "queue ms per request", "compute ms per image",
+              "of the detector's")  # fmt: skip
+    return lines + table(header, rows)
 
 
 def _memory_table(watch: MemoryWatch) -> list[str]:
@@ -541,22 +522,20 @@ def _memory_table(watch: MemoryWatch) -> list[str]:
         return (known.index(step) if step in known else -1, name)
 
     names = sorted(set(watch.loaded) | set(watch.peak), key=order)
-    lines = [
-        "| process | PSS at load, MiB | PSS at the peak, MiB | its /dev/shm region at the end, MiB |",
-        "|---|---|---|---|",
-    ]
-    for n in names:
-        shm = f"{watch.shm[n] / MIB:.0f}" if n in watch.shm else "-"
-        lines.append(f"| {n} | {watch.loaded.get(n, 0) / MIB:.0f} | {watch.peak.get(n, 0) / MIB:.0f} | {shm} |")
-    lines.append(f"| **total** | {sum(watch.loaded.values()) / MIB:.0f} | {sum(watch.peak.values()) / MIB:.0f} | "
-                 f"{sum(watch.shm.values()) / MIB:.0f} |")  # fmt: skip
-    lines += [
+    header = ("process", "PSS at load, MiB", "PSS at the peak, MiB", "its /dev/shm region at the end, MiB")
+    rows = [
+        (n, f"{watch.loaded.get(n, 0) / MIB:.0f}", f"{watch.peak.get(n, 0) / MIB:.0f}",
+         f"{watch.shm[n] / MIB:.0f}" if n in watch.shm else "-")
+        for n in names
+    ]  # fmt: skip
+    rows.append(("**total**", *(f"{sum(m.values()) / MIB:.0f}" for m in (watch.loaded, watch.peak, watch.shm))))
+    return [
+        *table(header, rows),
         "",
         "A stub's region in /dev/shm holds the tensors it exchanges with the server, grows with the largest and "
         "never shrinks; its pages are in the PSS of the stub and of tritonserver, which both map it. The highest "
         f"1-minute load average seen while the tiers ran: {watch.max_load:.1f}.",
     ]
-    return lines
 
 
 def _targets(run: Run) -> list[str]:
@@ -586,10 +565,7 @@ def _targets(run: Run) -> list[str]:
         for name, other in (("Ultralytics predict", run.ultralytics), ("client-side pipeline", run.client)):
             ratio = r.best_throughput / other["throughput"]
             checks.append((f"{r.tier} tier / {name} (throughput; it only detects)", f"{ratio:.2f}x", "-", None))
-    lines = ["| measure | value | target | met |", "|---|---|---|---|"]
-    for name, value, target, met in checks:
-        lines.append(f"| {name} | {value} | {target} | {'-' if met is None else 'yes' if met else '**no**'} |")
-    return lines
+    return table(("measure", "value", "target", "met"), ((*c[:3], met(c[3])) for c in checks))
 
 
 def _where_time_goes(run: Run) -> list[str]:
@@ -619,18 +595,17 @@ def render(out: Path, run: Run) -> Path:
         "one run, on a machine other jobs may share (see the load average).",
         "",
     ]
-    lines += ["| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in run.facts.items()] + [""]
+    lines += [*table(("machine", ""), run.facts.items()), ""]
     lines += ["## Tiers (perf_analyzer, gRPC, real JPEGs, cpu variant)", "", "![tiers](tiers.png)", ""]
-    lines += [
-        "| tier | concurrency | images/s | p50 ms | p95 ms | p99 ms | stable within 25% |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in run.results:
-        for row in r.rows:
-            lines.append(
-                f"| {r.tier} | {row['concurrency']:.0f} | {row['throughput']:.2f} | {row['p50_ms']:.1f} | "
-                f"{row['p95_ms']:.1f} | {row['p99_ms']:.1f} | {'yes' if row['stable'] else '**no**'} |"
-            )
+    lines += table(
+        ("tier", "concurrency", "images/s", "p50 ms", "p95 ms", "p99 ms", "stable within 25%"),
+        (
+            (r.tier, f"{row['concurrency']:.0f}", f"{row['throughput']:.2f}", f"{row['p50_ms']:.1f}",
+             f"{row['p95_ms']:.1f}", f"{row['p99_ms']:.1f}", met(row["stable"]))
+            for r in run.results
+            for row in r.rows
+        ),
+    )  # fmt: skip
     lines += ["", "## Where the time goes", "", *_steps_table(run.results), "", *_where_time_goes(run)]
     lines += ["", "## Memory (all tiers loaded)", ""]
     if run.watch is None:
@@ -643,24 +618,25 @@ def render(out: Path, run: Run) -> Path:
             *_memory_table(run.watch),
         ]
     lines += ["", "## Alternatives (same images, same weights, this process, one after another)", ""]
-    lines += ["| alternative | images/s | note |", "|---|---|---|"]
+    alternatives = []
     for tier, m in run.models.items():
         per_batch = ", ".join(f"batch {b}: {b / s:.2f}" for b, s in m.detector_s.items())
         attributes = "; ".join(f"{name}: {how}" for name, how in m.calls.items()) or "no attribute model ran"
-        lines.append(
-            f"| models only, as the {tier} tier runs them (ONNX Runtime, {spec.CPU_THREADS} threads) | "
-            f"{m.throughput:.2f} | detector best at batch {m.best_batch} ({per_batch} images/s); {attributes}; "
-            f"latency of one image {m.latency_ms:.1f} ms |"
-        )
-    lines += [
-        f"| Ultralytics `predict` loop | {run.ultralytics['throughput']:.2f} | same ONNX, fixed 640 letterbox, "
-        "detection only |",
-        f"| client-side pipeline | {run.client['throughput']:.2f} | cv2 + LetterBox + ONNX Runtime + NMS, "
-        "detection only |",
-    ]
+        alternatives.append((
+            f"models only, as the {tier} tier runs them (ONNX Runtime, {spec.CPU_THREADS} threads)",
+            f"{m.throughput:.2f}",
+            f"detector best at batch {m.best_batch} ({per_batch} images/s); {attributes}; "
+            f"latency of one image {m.latency_ms:.1f} ms",
+        ))  # fmt: skip
+    alternatives += [
+        ("Ultralytics `predict` loop", f"{run.ultralytics['throughput']:.2f}",
+         "same ONNX, fixed 640 letterbox, detection only"),
+        ("client-side pipeline", f"{run.client['throughput']:.2f}",
+         "cv2 + LetterBox + ONNX Runtime + NMS, detection only"),
+    ]  # fmt: skip
+    lines += table(("alternative", "images/s", "note"), alternatives)
     lines += ["", "Letterbox alone, CPU time per image (this process, all its threads):", ""]
-    lines += ["| letterbox | CPU ms per image |", "|---|---|"]
-    lines += [f"| {name} | {ms:.1f} |" for name, ms in run.letterbox_ms.items()]
+    lines += table(("letterbox", "CPU ms per image"), ((name, f"{ms:.1f}") for name, ms in run.letterbox_ms.items()))
     lines += ["", "## Targets", "", *_targets(run)]
     report = out / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")

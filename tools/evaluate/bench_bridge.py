@@ -30,6 +30,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from tools.client.people import PeopleClient
+from tools.evaluate.report import met, table
 from tools.server.triton import ROOT
 
 log = logging.getLogger("bench.bridge")
@@ -211,6 +212,10 @@ def section(direct_run: Run, bridge_run: Run, load: str) -> list[str]:
     rows = [(f"{TIER} tier, {CONCURRENCY} gRPC clients (PeopleClient.detect)", direct_run),
             (f"Redis -> bridge (--max-inflight {CONCURRENCY}) -> {TIER} tier -> Kafka, {CONCURRENCY} cameras",
              bridge_run)]  # fmt: skip
+    targets = [("bridge / direct (frames per second)", f"{ratio:.3f}x", f">= {TARGET_FPS_RATIO}x",
+                met(ratio >= TARGET_FPS_RATIO)),
+               ("p50 added by the bridge", f"{added:.1f} ms", f"<= {TARGET_ADDED_P50_MS:g} ms",
+                met(added <= TARGET_ADDED_P50_MS))]  # fmt: skip
     lines = [
         "## Camera fleets: Redis Streams in, Kafka out (tools/evaluate/bench_bridge.py)",
         "",
@@ -219,18 +224,12 @@ def section(direct_run: Run, bridge_run: Run, load: str) -> list[str]:
         f"Redis and a Tansu broker on this machine. The two take turns ({ROUNDS} rounds, the same time each). "
         f"1-minute load average after the runs: {load}.",
         "",
-        "| path | frames | frames/s | p50 ms | p95 ms |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [f"| {name} | {r.frames} | {r.fps:.2f} | {r.p(50):.1f} | {r.p(95):.1f} |" for name, r in rows]
-    lines += [
+        *table(
+            ("path", "frames", "frames/s", "p50 ms", "p95 ms"),
+            ((name, r.frames, f"{r.fps:.2f}", f"{r.p(50):.1f}", f"{r.p(95):.1f}") for name, r in rows),
+        ),
         "",
-        "| measure | value | target | met |",
-        "|---|---|---|---|",
-        f"| bridge / direct (frames per second) | {ratio:.3f}x | >= {TARGET_FPS_RATIO}x | "
-        f"{'yes' if ratio >= TARGET_FPS_RATIO else '**no**'} |",
-        f"| p50 added by the bridge | {added:.1f} ms | <= {TARGET_ADDED_P50_MS:g} ms | "
-        f"{'yes' if added <= TARGET_ADDED_P50_MS else '**no**'} |",
+        *table(("measure", "value", "target", "met"), targets),
         "",
         "CPU time per frame around the tier (it competes with the tier for the same cores here): "
         + ", ".join(f"{name} {t * 1000 / bridge_run.frames:.1f} ms" for name, t in sorted(bridge_run.cpu_s.items()))
