@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import platform
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from pipelines import manifest, paths, spec
 from pipelines.manifest import Artifact
 
 log = logging.getLogger("export")
+
+Record = manifest.Detector | manifest.Classifier | manifest.FaceDetector
 
 
 def _place(source: Path, target: Path) -> None:
@@ -33,37 +37,75 @@ def _place(source: Path, target: Path) -> None:
         target.write_bytes(source.read_bytes())
 
 
-def _artifact(source: Path, staged: Path, license: str, exporter_names: dict[str, str]) -> Artifact:
-    """The provenance every tier's record shares (the tier and plan are filled in per tier)."""
-    return Artifact(
-        source=str(source),
-        source_sha256=manifest.sha256(source) if source.exists() else None,
-        onnx_sha256=manifest.sha256(staged),
-        license=license,
-        tier="",
-        versions={
-            "python": platform.python_version(),
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-        },
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        exporter_tensor_names=exporter_names,
-    )
+@dataclass(frozen=True)
+class Staged:
+    """One model exported into the staging folder, with what its manifest will record."""
+
+    step: spec.Step
+    source: Path  # what it was exported from
+    onnx: Path
+    license: str
+    exporter_tensor_names: dict[str, str]
+    record: Callable[..., Record]  # the manifest record, given its artifact (the provenance all records share)
+
+    def artifact(self) -> Artifact:
+        """The provenance every tier's record shares (the tier and plan are filled in per tier)."""
+        return Artifact(
+            source=str(self.source),
+            source_sha256=manifest.sha256(self.source) if self.source.exists() else None,
+            onnx_sha256=manifest.sha256(self.onnx),
+            license=self.license,
+            tier="",
+            versions={
+                "python": platform.python_version(),
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            exporter_tensor_names=self.exporter_tensor_names,
+        )
+
+    def publish(self, repository: Path) -> None:
+        """Place the ONNX in every tier's version folder and write its manifest (no plan yet: they follow)."""
+        record = self.record(artifact=self.artifact())
+        for tier in spec.TIERS:
+            directory = repository / tier.model(self.step) / "1"
+            _place(self.onnx, directory / "model.onnx")
+            (directory / tensorrt_plan.PLAN).unlink(missing_ok=True)  # built from the ONNX this replaces
+            manifest.write(directory, replace(record, artifact=replace(record.artifact, tier=tier.name)))
+            log.info("%s: %s", tier.model(self.step), ", ".join(sorted(p.name for p in directory.iterdir())))
 
 
-def _publish(
-    step: spec.Step,
-    staged: Path,
-    record: manifest.Detector | manifest.Classifier | manifest.FaceDetector,
-    repository: Path,
-) -> None:
-    """Place the ONNX in every tier's version folder and write its manifest (no plan yet: they follow)."""
-    for tier in spec.TIERS:
-        directory = repository / tier.model(step) / "1"
-        _place(staged, directory / "model.onnx")
-        (directory / tensorrt_plan.PLAN).unlink(missing_ok=True)  # built from the ONNX this replaces
-        manifest.write(directory, replace(record, artifact=replace(record.artifact, tier=tier.name)))
-        log.info("%s: %s", tier.model(step), ", ".join(sorted(p.name for p in directory.iterdir())))
+def _detector(args: argparse.Namespace) -> Staged:
+    source = weights.resolve(args.detector, args.person_classes)
+    staged = args.cache / "detector.onnx"
+    detector = detector_onnx.export(source.path, staged)
+    person_ids = weights.person_class_ids(detector.names, source.person_classes)
+    log.info("detector person classes %s", {i: detector.names[i] for i in person_ids})
+    record = functools.partial(manifest.Detector, names=detector.names, person_class_ids=tuple(person_ids),
+                               image_size=spec.IMAGE_SIZE, opset=detector.opset)  # fmt: skip
+    return Staged(spec.Step.DETECTOR, source.path, staged, detector.license, detector.exporter_tensor_names, record)
+
+
+def _gender(args: argparse.Namespace) -> Staged:
+    classifier = gender_onnx.resolve(args.gender_model, args.gender_sidecar)
+    staged = args.cache / "gender.onnx"
+    gender = gender_onnx.export(classifier, staged)
+    record = functools.partial(manifest.Classifier, preprocessing=gender.preprocessing, labels=gender.labels,
+                               gender_values=gender.gender_values)  # fmt: skip
+    return Staged(spec.Step.GENDER, classifier.path, staged, gender.license, gender.exporter_tensor_names, record)
+
+
+def _face(args: argparse.Namespace) -> Staged:
+    source = face_onnx.resolve(args.face_model)
+    staged = args.cache / "face.onnx"
+    face = face_onnx.export(source.path, staged)
+    record = functools.partial(manifest.FaceDetector, size=face.size, stride=face.stride, channels=face.channels,
+                               mean=face.mean, scale=face.scale)  # fmt: skip
+    return Staged(spec.Step.FACE, source.path, staged, source.license, face.exporter_tensor_names, record)
+
+
+EXPORTERS = (_detector, _gender, _face)  # every model's ONNX is staged before any tier's folder changes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,45 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info("skipping TensorRT plans: %s", why_no_plans)
     t0 = time.monotonic()
     try:
-        source = weights.resolve(args.detector, args.person_classes)
-        detector_staged = args.cache / "detector.onnx"
-        detector = detector_onnx.export(source.path, detector_staged)
-        person_ids = weights.person_class_ids(detector.names, source.person_classes)
-        classifier = gender_onnx.resolve(args.gender_model, args.gender_sidecar)
-        gender_staged = args.cache / "gender.onnx"
-        gender = gender_onnx.export(classifier, gender_staged)
-        face_source = face_onnx.resolve(args.face_model)
-        face_staged = args.cache / "face.onnx"
-        face = face_onnx.export(face_source.path, face_staged)
+        staged = [export(args) for export in EXPORTERS]
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2
-    log.info("detector person classes %s", {i: detector.names[i] for i in person_ids})
-
-    detector_record = manifest.Detector(
-        artifact=_artifact(source.path, detector_staged, detector.license, detector.exporter_tensor_names),
-        names=detector.names,
-        person_class_ids=tuple(person_ids),
-        image_size=spec.IMAGE_SIZE,
-        opset=detector.opset,
-    )
-    _publish(spec.Step.DETECTOR, detector_staged, detector_record, args.repository)
-    gender_record = manifest.Classifier(
-        artifact=_artifact(classifier.path, gender_staged, gender.license, gender.exporter_tensor_names),
-        preprocessing=gender.preprocessing,
-        labels=gender.labels,
-        gender_values=gender.gender_values,
-    )
-    _publish(spec.Step.GENDER, gender_staged, gender_record, args.repository)
-    face_record = manifest.FaceDetector(
-        artifact=_artifact(face_source.path, face_staged, face_source.license, face.exporter_tensor_names),
-        size=face.size,
-        stride=face.stride,
-        channels=face.channels,
-        mean=face.mean,
-        scale=face.scale,
-    )
-    _publish(spec.Step.FACE, face_staged, face_record, args.repository)
+    for model in staged:
+        model.publish(args.repository)
     if not why_no_plans:
         try:
             tensorrt_plan.build_all(args.repository, args.cache, fp16=not args.fp32)

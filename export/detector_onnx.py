@@ -11,21 +11,11 @@ from pathlib import Path
 
 import onnx
 
+from export import onnx_graph
+from export.onnx_graph import OPSET
 from pipelines import spec
 
 log = logging.getLogger(__name__)
-
-OPSET = 17
-
-
-def rename(model: onnx.ModelProto, old: str, new: str) -> None:
-    """Rename a graph input or output everywhere it is referenced."""
-    for node in model.graph.node:
-        node.input[:] = [new if x == old else x for x in node.input]
-        node.output[:] = [new if x == old else x for x in node.output]
-    for value in list(model.graph.input) + list(model.graph.output):
-        if value.name == old:
-            value.name = new
 
 
 def _from_ultralytics(weights: Path, tmp: Path) -> tuple[onnx.ModelProto, dict[int, str]]:
@@ -71,14 +61,7 @@ def export(weights: Path, out: Path) -> Exported:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             graph, names = _from_ultralytics(weights, Path(tmp))
-    inputs = [i.name for i in graph.graph.input]
-    outputs = [o.name for o in graph.graph.output]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(f"expected one input and one output, got {inputs} -> {outputs}")
-    rename(graph, inputs[0], spec.IMAGES.name)
-    rename(graph, outputs[0], spec.PREDICTIONS.name)
-    onnx.checker.check_model(graph)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(graph, str(out))
+    exporter_names = onnx_graph.name_tensors(graph, spec.IMAGES.name, spec.PREDICTIONS.name)
+    onnx_graph.save(graph, out)
     license = next((p.value for p in graph.metadata_props if p.key == "license"), "unknown")
-    return Exported(names, OPSET, license, {"input": inputs[0], "output": outputs[0]})
+    return Exported(names, OPSET, license, exporter_names)

