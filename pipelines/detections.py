@@ -191,3 +191,20 @@ def detect(
     mapped = unletterbox(boxes[:, :max_det], geometry.float())
     valid = torch.arange(max_det, device=device)[None, :] < num
     return Detections(num, torch.where(valid[..., None], mapped, 0), scores[:, :max_det], classes[:, :max_det])
+
+
+def above(found: Detections, conf: torch.Tensor) -> Detections:
+    """The detections scoring above conf [B] (Ultralytics keeps score > conf): the leading rows of each image,
+    as NMS ranks by score, the rest zeroed. With `found` detected at a lower threshold this is what
+    `detect` at conf gives: a box under conf never suppresses one above it (the track tier's postprocess
+    detects once at spec.TRACK_DETECTION_CONF for its tracker and answers at the request's threshold)."""
+    slots = torch.arange(found.scores.shape[1], device=found.scores.device)[None, :]
+    keep = (found.scores > conf[:, None]) & (slots < found.num)
+    num = keep.sum(dim=1, keepdim=True, dtype=torch.int32)
+    return Detections(num, torch.where(keep[..., None], found.boxes, 0), torch.where(keep, found.scores, 0),
+                      torch.where(keep, found.classes, 0))  # fmt: skip
+
+
+def candidates(found: Detections) -> torch.Tensor:
+    """spec.CANDIDATES [B, MAX_DET, 5]: every kept box and its score, zero rows after the last."""
+    return torch.cat((found.boxes, found.scores[..., None]), dim=-1)

@@ -115,6 +115,12 @@ GENDER = Tensor("GENDER", DType.INT32, (MAX_DET,))  # 0 female, 1 male, -1 undet
 GENDER_SCORES = Tensor("GENDER_SCORES", DType.FP32, (MAX_DET,))  # classifier's top probability, 0 if not run
 FACES = Tensor("FACES", DType.FP32, (MAX_DET, 4))  # face box of each person in original pixels, zeros if none
 
+# The track tier's answer adds, per person, the id of its track on the camera (the request's sequence)
+# and the gender voted over the track's frames (pipelines/tracking).
+TRACK_IDS = Tensor("TRACK_IDS", DType.INT64, (MAX_DET,))  # -1 where a person has no track (yet)
+TRACK_GENDER = Tensor("TRACK_GENDER", DType.INT32, (MAX_DET,))  # as GENDER: -1 until a face was read
+TRACK_GENDER_SCORES = Tensor("TRACK_GENDER_SCORES", DType.FP32, (MAX_DET,))  # the vote's score, 0 until then
+
 ENSEMBLE_INPUTS = (IMAGE, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD)
 # The optional per-image thresholds and the value the server applies when a request omits one.
 THRESHOLDS = (
@@ -123,6 +129,7 @@ THRESHOLDS = (
     (GENDER_THRESHOLD, DEFAULT_GENDER_THRESHOLD),
 )
 ENSEMBLE_OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASSES, GENDER, GENDER_SCORES, FACES)
+TRACK_OUTPUTS = (TRACK_IDS, TRACK_GENDER, TRACK_GENDER_SCORES)
 
 # --- Tensors between the steps -------------------------------------------------
 # Letterboxed RGB, CHW, scaled to [0, 1]: the detector's input, named at export.
@@ -146,6 +153,12 @@ FACE_MAPS = Tensor("FACE_MAPS", DType.FP32, (15, -1, -1))
 # The request's admission ticket (pipelines.admission), from preprocess straight to postprocess, which
 # hands it back when it answers; the same number on every image of a request.
 TICKET = Tensor("TICKET", DType.INT64, (1,))
+# The track tier's frame, as its sequence step let it through to preprocess (IMAGE's bytes, unchanged).
+FRAME = Tensor("FRAME", DType.UINT8, (-1,))
+# The track tier's postprocess to its tracker: every box the NMS kept down to TRACK_DETECTION_CONF, best
+# first, as x1, y1, x2, y2 (original pixels) and score; rows past the last box are zeros. The answer's
+# boxes (score above CONF_THRESHOLD) are its first NUM_DETECTIONS rows.
+CANDIDATES = Tensor("CANDIDATES", DType.FP32, (MAX_DET, 5))
 
 
 class Step(str, Enum):
@@ -156,6 +169,8 @@ class Step(str, Enum):
     POSTPROCESS = "postprocess"
     GENDER = "gender"  # called by postprocess (BLS), not a step of the ensemble
     FACE = "face"  # called by postprocess (BLS), not a step of the ensemble
+    SEQUENCE = "sequence"  # the track tier's first step: Triton's sequence batcher, one sequence per camera
+    TRACKER = "tracker"  # the track tier's last step: the tracks of each camera
     ENSEMBLE = "people"
 
 
@@ -165,6 +180,8 @@ STEP_INPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.POSTPROCESS: (PREDICTIONS, GEOMETRY, ORIGINAL, TICKET, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD),
     Step.GENDER: (CROPS,),
     Step.FACE: (FACE_REGIONS,),
+    Step.SEQUENCE: (IMAGE,),
+    Step.TRACKER: (NUM_DETECTIONS, CANDIDATES, GENDER, GENDER_SCORES),
 }
 STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.PREPROCESS: (IMAGES, GEOMETRY, ORIGINAL, TICKET),
@@ -172,11 +189,13 @@ STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.POSTPROCESS: ENSEMBLE_OUTPUTS,
     Step.GENDER: (PROBABILITIES,),
     Step.FACE: (FACE_MAPS,),
+    Step.SEQUENCE: (FRAME,),
+    Step.TRACKER: TRACK_OUTPUTS,
 }
-PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)  # the ensemble's steps, in order
+PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)  # every tier's ensemble steps, in order
 # The models that run as TensorRT engines on the GPU variant (ONNX Runtime on the cpu variant).
 ENGINES = (Step.DETECTOR, Step.GENDER, Step.FACE)
-MODELS = (*PIPELINE, Step.GENDER, Step.FACE)  # every model of a tier besides the ensemble
+MODELS = (*PIPELINE, Step.GENDER, Step.FACE)  # the models every tier has besides the ensemble
 
 
 class Variant(str, Enum):
@@ -234,6 +253,7 @@ class Tier:
     purpose: str
     gpu: Batching
     cpu: Batching
+    tracks: bool = False  # a tracker step after postprocess: person ids per camera (see TRACKING)
 
     def model(self, step: Step) -> str:
         return f"{step.value}_{self.name}"
@@ -241,34 +261,67 @@ class Tier:
     def batching(self, variant: Variant) -> Batching:
         return self.gpu if variant is Variant.GPU else self.cpu
 
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The ensemble's steps, in order."""
+        return (Step.SEQUENCE, *PIPELINE, Step.TRACKER) if self.tracks else PIPELINE
+
+    @property
+    def models(self) -> tuple[Step, ...]:
+        """Every model of the tier besides the ensemble."""
+        return (Step.SEQUENCE, *MODELS, Step.TRACKER) if self.tracks else MODELS
+
+    @property
+    def outputs(self) -> tuple[Tensor, ...]:
+        """What the tier's ensemble answers."""
+        return (*ENSEMBLE_OUTPUTS, *TRACK_OUTPUTS) if self.tracks else ENSEMBLE_OUTPUTS
+
+    @property
+    def answers(self) -> Step:
+        """The step whose responses are the tier's answers (it publishes ANSWERED_METRIC)."""
+        return self.steps[-1]
+
+    def step_outputs(self, step: Step) -> tuple[Tensor, ...]:
+        if step is Step.POSTPROCESS and self.tracks:
+            return (*STEP_OUTPUTS[step], CANDIDATES)
+        return STEP_OUTPUTS[step]
+
+    def ensemble_name(self, step: Step, tensor: Tensor) -> str:
+        """The ensemble's name for a step's input: preprocess reads the track tier's FRAME as its IMAGE."""
+        return FRAME.name if self.tracks and step is Step.PREPROCESS and tensor is IMAGE else tensor.name
+
+
+# Small batches that form within 100 us; a request that waited 50 ms is stale for a live camera and is
+# rejected (UNAVAILABLE) rather than queued. Responses in request order, which also brings a camera's
+# frames to the track tier's tracker in the order they were sent.
+STREAMING_GPU = Batching(
+    max_batch_size=8,
+    preferred_batch_sizes=(1, 2, 4),
+    max_queue_delay_us=100,
+    max_queue_size=16,
+    timeout_action=TimeoutAction.REJECT,
+    queue_timeout_us=50_000,
+    instances=2,
+    preserve_ordering=True,
+)
+# One yolo image takes ~100 ms on 2 cores: a longer timeout, a shorter queue.
+STREAMING_CPU = Batching(
+    max_batch_size=4,
+    preferred_batch_sizes=(1, 2),
+    max_queue_delay_us=100,
+    max_queue_size=8,
+    timeout_action=TimeoutAction.REJECT,
+    queue_timeout_us=2_000_000,
+    instances=1,
+    preserve_ordering=True,
+)
 
 TIERS = (
     Tier(
         name="streaming",
         purpose="lowest latency, responses in request order",
-        # Small batches that form within 100 us; a request that waited 50 ms is
-        # stale for a live camera and is rejected (UNAVAILABLE) rather than queued.
-        gpu=Batching(
-            max_batch_size=8,
-            preferred_batch_sizes=(1, 2, 4),
-            max_queue_delay_us=100,
-            max_queue_size=16,
-            timeout_action=TimeoutAction.REJECT,
-            queue_timeout_us=50_000,
-            instances=2,
-            preserve_ordering=True,
-        ),
-        # One yolo image takes ~100 ms on 2 cores: a longer timeout, a shorter queue.
-        cpu=Batching(
-            max_batch_size=4,
-            preferred_batch_sizes=(1, 2),
-            max_queue_delay_us=100,
-            max_queue_size=8,
-            timeout_action=TimeoutAction.REJECT,
-            queue_timeout_us=2_000_000,
-            instances=1,
-            preserve_ordering=True,
-        ),
+        gpu=STREAMING_GPU,
+        cpu=STREAMING_CPU,
     ),
     Tier(
         name="balanced",
@@ -317,8 +370,18 @@ TIERS = (
             instances=1,
         ),
     ),
+    # Video with a stable id per person: streaming's batching (its order is what keeps a camera's frames
+    # in order up to the tracker), a tracker step, and sequences (one per camera) on every request.
+    Tier(
+        name="track",
+        purpose="video: streaming plus a stable id and a voted gender per person, per camera (sequences)",
+        gpu=STREAMING_GPU,
+        cpu=STREAMING_CPU,
+        tracks=True,
+    ),
 )
 TIER_NAMES = tuple(t.name for t in TIERS)
+IMAGE_TIER_NAMES = tuple(t.name for t in TIERS if not t.tracks)  # tiers that answer any image alone, no sequence
 
 # The gender classifier of every tier. Its callers (postprocess, BLS) are already
 # bounded by their tier's queue, so it has no queue limit or timeout of its own;
@@ -350,6 +413,59 @@ FACE_BATCHING = GENDER_BATCHING
 # The models postprocess calls through BLS (not steps of the ensemble), and the batching each takes.
 BLS_BATCHING = {Step.GENDER: GENDER_BATCHING, Step.FACE: FACE_BATCHING}
 DEFAULT_TIER = "balanced"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """The track tier's cameras on one variant.
+
+    Its first step (`sequence`) takes each camera as a Triton sequence (sequence batcher, Oldest: frames of
+    different cameras batch together, each camera's in order): a request needs the camera's id as its
+    sequence id and sequence_start on its first frame, and Triton refuses it before any work otherwise.
+    At most `cameras` cameras at once: the next one to start is refused with a clear error (Triton's
+    own candidate slots are twice as many, so a refused camera never waits in its backlog). A camera
+    silent for `idle_timeout_us` is forgotten by Triton, the sequence step and the tracker alike.
+    The tracker, last, keeps each camera's tracks in its one instance, keyed by the camera's id; every
+    step between keeps the order in which the frames came (preserve_ordering), so a camera's frames
+    reach it in order.
+    """
+
+    cameras: int
+    max_batch_size: int  # frames of different cameras in one execution of the sequence step and the tracker
+    max_queue_delay_us: int
+    idle_timeout_us: int
+
+    @property
+    def candidate_sequences(self) -> int:
+        return 2 * self.cameras
+
+
+# The tracker is numpy on one CPU core: about 1 ms per frame with a few persons (measured on this 2-core
+# machine with tests/unit/test_tracking.py's video), so it keeps up with about 1000 frames/s in all.
+TRACKING = {
+    Variant.GPU: Tracking(cameras=64, max_batch_size=16, max_queue_delay_us=100, idle_timeout_us=60_000_000),
+    Variant.CPU: Tracking(cameras=16, max_batch_size=4, max_queue_delay_us=100, idle_timeout_us=60_000_000),
+}
+
+
+@dataclass(frozen=True)
+class ByteTrack:
+    """The tracker's settings; field names and defaults are those of Ultralytics' cfg/trackers/bytetrack.yaml."""
+
+    track_high_thresh: float = 0.25  # boxes scoring at least this take part in the first association
+    track_low_thresh: float = 0.1  # boxes scoring above this (and under the high one) in the second
+    new_track_thresh: float = 0.25  # an unmatched box starts a track from this score
+    track_buffer: int = 30  # frames a lost track waits to be found again
+    match_thresh: float = 0.8  # first association: a pair costing this or more is never matched
+    fuse_score: bool = True  # first and unconfirmed associations: cost 1 - IoU * score instead of 1 - IoU
+
+
+BYTETRACK = ByteTrack()
+# The detection threshold `model.track` applies (ultralytics/engine/model.py) so the second association
+# sees low-score boxes: the tracker is fed every box the NMS keeps at this score (or at the request's
+# CONF_THRESHOLD when lower), while the answer keeps CONF_THRESHOLD (its boxes are the first ones of the
+# same list: NMS output is by score).
+TRACK_DETECTION_CONF = 0.1
 
 
 def tier(name: str) -> Tier:

@@ -63,7 +63,7 @@ def queue_promql(tier: Tier, matchers: str = "<<.LabelMatchers>>", group_by: str
     The ensemble itself does not queue; its steps do (the gender classifier's too: its BLS calls
     wait inside postprocess). The defaults are the adapter's template placeholders.
     """
-    steps = "|".join(step.value for step in spec.MODELS)
+    steps = "|".join(step.value for step in tier.models)
     sep = "," if matchers else ""
     queue = f'nv_inference_queue_duration_us{{{matchers}{sep}model=~"({steps})_{tier.name}"}}'
     success = f'nv_inference_request_success{{{matchers}{sep}model="{tier.model(Step.ENSEMBLE)}"}}'

@@ -38,6 +38,8 @@ PYTHON_MODELS = {
     Step.POSTPROCESS: "pipelines.triton.postprocess",
     Step.GENDER: "pipelines.triton.onnx_runtime",
     Step.FACE: "pipelines.triton.onnx_runtime",
+    Step.SEQUENCE: "pipelines.triton.sequence",
+    Step.TRACKER: "pipelines.triton.tracker",
 }
 GENDER_LABELS = ",".join(
     [f"{v}={label}" for v, label in enumerate(spec.GENDER_LABELS)] + [f"{spec.UNDETERMINED}=undetermined"]
@@ -87,11 +89,45 @@ def _parameter(config: mc.ModelConfig, key: str, value: str) -> None:
     config.parameters[key].string_value = value
 
 
+def sequence_config(tier: Tier, variant: Variant) -> mc.ModelConfig:
+    """The track tier's first step: Triton's sequence batcher takes each camera as a sequence (spec.Tracking)."""
+    t = spec.TRACKING[variant]
+    config = mc.ModelConfig(name=tier.model(Step.SEQUENCE), max_batch_size=t.max_batch_size, backend="python")
+    _inputs(config, spec.STEP_INPUTS[Step.SEQUENCE], ragged=True)
+    _outputs(config, spec.STEP_OUTPUTS[Step.SEQUENCE])
+    sequence = config.sequence_batching
+    sequence.max_sequence_idle_microseconds = t.idle_timeout_us
+    sequence.oldest.max_candidate_sequences = t.candidate_sequences
+    sequence.oldest.max_queue_delay_microseconds = t.max_queue_delay_us
+    sequence.oldest.preserve_ordering = True
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)  # it holds the cameras it let in
+    _parameter(config, "max_cameras", str(t.cameras))
+    return config
+
+
+def tracker_config(tier: Tier, variant: Variant) -> mc.ModelConfig:
+    """The track tier's tracker: one instance (it holds every camera's tracks), in order, never refusing."""
+    t = spec.TRACKING[variant]
+    config = mc.ModelConfig(name=tier.model(Step.TRACKER), max_batch_size=t.max_batch_size, backend="python")
+    _inputs(config, spec.STEP_INPUTS[Step.TRACKER])
+    _outputs(config, spec.STEP_OUTPUTS[Step.TRACKER])
+    config.dynamic_batching.max_queue_delay_microseconds = t.max_queue_delay_us
+    config.dynamic_batching.preserve_ordering = True
+    # numpy on the host on both variants: Triton hands it host copies of the GPU variant's outputs.
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    _parameter(config, "idle_timeout_us", str(t.idle_timeout_us))
+    return config
+
+
 def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
+    if step is Step.SEQUENCE:
+        return sequence_config(tier, variant)
+    if step is Step.TRACKER:
+        return tracker_config(tier, variant)
     batching = spec.BLS_BATCHING[step][variant] if step in spec.BLS_BATCHING else tier.batching(variant)
     config = mc.ModelConfig(name=tier.model(step), max_batch_size=batching.max_batch_size)
     _inputs(config, spec.STEP_INPUTS[step], ragged=step is Step.PREPROCESS)
-    _outputs(config, spec.STEP_OUTPUTS[step])
+    _outputs(config, tier.step_outputs(step))
     if variant is Variant.GPU and step in spec.ENGINES:
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
@@ -106,6 +142,8 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
     if step is Step.PREPROCESS:
         _parameter(config, "max_in_flight", str(batching.max_in_flight))
     if step is Step.POSTPROCESS:
+        if tier.tracks:  # the tracker also sees the boxes under CONF_THRESHOLD (spec.CANDIDATES)
+            _parameter(config, "track_detection_conf", f"{spec.TRACK_DETECTION_CONF:g}")
         _parameter(config, "detector", tier.model(Step.DETECTOR))
         for called, called_batching in spec.BLS_BATCHING.items():  # the model's name and its chunk size
             _parameter(config, called.value, tier.model(called))
@@ -119,13 +157,13 @@ def ensemble_config(tier: Tier, variant: Variant) -> mc.ModelConfig:
     batching = tier.batching(variant)
     config = mc.ModelConfig(name=tier.model(Step.ENSEMBLE), platform="ensemble", max_batch_size=batching.max_batch_size)
     _inputs(config, spec.ENSEMBLE_INPUTS)
-    _outputs(config, spec.ENSEMBLE_OUTPUTS)
+    _outputs(config, tier.outputs)
     _parameter(config, "gender_labels", GENDER_LABELS)
-    for step in spec.PIPELINE:
+    for step in tier.steps:
         s = config.ensemble_scheduling.step.add(model_name=tier.model(step), model_version=-1)
         for tensor in spec.STEP_INPUTS[step]:
-            s.input_map[tensor.name] = tensor.name
-        for tensor in spec.STEP_OUTPUTS[step]:
+            s.input_map[tensor.name] = tier.ensemble_name(step, tensor)
+        for tensor in tier.step_outputs(step):
             s.output_map[tensor.name] = tensor.name
     return config
 
@@ -194,10 +232,10 @@ def files() -> Iterator[tuple[Path, str]]:
     """Every rendered file, relative to the model repository, with its text."""
     for tier in spec.TIERS:
         for variant in spec.VARIANTS:
-            for step in spec.MODELS:
+            for step in tier.models:
                 yield Path(tier.model(step)) / CONFIG_PATHS[variant], _pbtxt(step_config(tier, step, variant))
             yield Path(tier.model(Step.ENSEMBLE)) / CONFIG_PATHS[variant], _pbtxt(ensemble_config(tier, variant))
-        for step in spec.MODELS:
+        for step in tier.models:
             yield Path(tier.model(step)) / "1" / "model.py", _model_py(step)
         yield Path(tier.model(Step.ENSEMBLE)) / "1" / ".gitkeep", ""
 

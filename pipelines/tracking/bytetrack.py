@@ -25,31 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.spec import BYTETRACK, ByteTrack
 from pipelines.tracking import kalman
 from pipelines.tracking.assignment import assign
 
-
-@dataclass(frozen=True)
-class ByteTrack:
-    """The tracker's settings; field names and defaults are those of Ultralytics' cfg/trackers/bytetrack.yaml.
-
-    To move to pipelines/spec.py with the rest of the served numbers.
-    """
-
-    track_high_thresh: float = 0.25  # boxes scoring at least this take part in the first association
-    track_low_thresh: float = 0.1  # boxes scoring above this (and under the high one) in the second
-    new_track_thresh: float = 0.25  # an unmatched box starts a track from this score
-    track_buffer: int = 30  # frames a lost track waits to be found again
-    match_thresh: float = 0.8  # first association: a pair costing this or more is never matched
-    fuse_score: bool = True  # first and unconfirmed associations: cost 1 - IoU * score instead of 1 - IoU
-
-
-BYTETRACK = ByteTrack()
-# The detection threshold `model.track` applies (ultralytics/engine/model.py) so the second association
-# sees low-score boxes: the tracker is fed every box the NMS keeps at this score, while the answer keeps
-# the request's CONF_THRESHOLD (its boxes are the first ones of the same list: NMS output is by score).
-DETECTION_CONF = 0.1
-# Fixed in Ultralytics' code rather than in the yaml.
+# Fixed in Ultralytics' code rather than in the yaml (the yaml's, and the detection threshold: pipelines/spec.py).
 SECOND_MATCH_THRESH = 0.5  # second association (low-score boxes)
 UNCONFIRMED_MATCH_THRESH = 0.7  # last frame's new tracks
 DUPLICATE_COST = 0.15  # a tracked and a lost track closer than this (1 - IoU) are one person
@@ -165,7 +145,7 @@ class Tracker:
     def update(self, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Track ids [N] int64 of this frame's boxes [N, 4] (x1, y1, x2, y2) with scores [N]; -1 where none.
 
-        Feed every box the NMS kept at DETECTION_CONF, not only the answered ones, in the NMS's order (new
+        Feed every box the NMS kept at spec.TRACK_DETECTION_CONF, not only the answered ones, in the NMS's order (new
         tracks take their ids in input order, as in `model.track`). A box gets its track's id once the
         track is confirmed: seen on two frames running, or started on the first frame; a new track's first
         box gets -1.

@@ -37,7 +37,7 @@ class Camera:
 
     def update(self, boxes: np.ndarray, scores: np.ndarray, gender: np.ndarray, gender_scores: np.ndarray) -> Tracked:
         """Track one frame: boxes [N, 4] x1 y1 x2 y2 and scores [N], every box the NMS kept at
-        bytetrack.DETECTION_CONF; gender and gender_scores [N]: GENDER and GENDER_SCORES of the same boxes
+        spec.TRACK_DETECTION_CONF; gender and gender_scores [N]: GENDER and GENDER_SCORES of the same boxes
         (UNDETERMINED where none was classified, e.g. the boxes under the answer's CONF_THRESHOLD)."""
         ids = self.tracker.update(boxes, scores)
         voted, voted_scores = self.votes.update(ids, np.asarray(gender), np.asarray(gender_scores), self.tracker.ids)

@@ -14,7 +14,12 @@ def model_config(args: dict[str, str]) -> dict[str, Any]:
 
 def parameter(config: dict[str, Any], key: str) -> str:
     """A `parameters { key: ... }` entry of the model config; a missing one is a config bug."""
-    try:
-        return config["parameters"][key]["string_value"]
-    except KeyError as e:
-        raise pb_utils.TritonModelException(f"model config lacks parameter {key!r}") from e
+    value = optional_parameter(config, key)
+    if value is None:
+        raise pb_utils.TritonModelException(f"model config lacks parameter {key!r}")
+    return value
+
+
+def optional_parameter(config: dict[str, Any], key: str) -> str | None:
+    """A `parameters { key: ... }` entry that only some tiers' configs have."""
+    return config.get("parameters", {}).get(key, {}).get("string_value")

@@ -1,4 +1,4 @@
-"""Counters the python models publish on Triton's metrics endpoint (the drain reads them)."""
+"""Metrics the python models publish on Triton's metrics endpoint (the drain reads the counters)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,14 @@ class Counter:
     def increment(self, value: int) -> None:
         if value:
             self.metric.increment(value)
+
+
+class Gauge:
+    """A gauge labelled with the model and its instance (each instance holds its own state)."""
+
+    def __init__(self, name: str, description: str, model: str, instance: str):
+        self.family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.GAUGE)
+        self.metric = self.family.Metric(labels={"model": model, "instance": instance})
+
+    def set(self, value: float) -> None:
+        self.metric.set(value)

@@ -20,7 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 from pipelines import admission, detections, gender, manifest, spec
 from pipelines.triton import bls
-from pipelines.triton.config import model_config, parameter
+from pipelines.triton.config import model_config, optional_parameter, parameter
 from pipelines.triton.errors import internal, invalid
 from pipelines.triton.metrics import Counter
 from pipelines.triton.tensors import as_torch, per_image, split_sizes, to_host, to_triton
@@ -66,9 +66,14 @@ class TritonPythonModel:
             cells = record.size // record.stride
             self.face_maps = (spec.FACE_MAPS.dims[0], cells, cells)  # FACE_MAPS' shape per region
         self.failed: dict[int, Any] = {}  # image -> error response of the BLS call that carried it, per execute
-        self.answered = Counter(spec.ANSWERED_METRIC, "responses sent, answers and errors", args["model_name"])
-        tier = next(t.name for t in spec.TIERS if t.model(spec.Step.POSTPROCESS) == args["model_name"])
-        self.ledger = admission.Ledger(admission.path_for(tier))
+        tier = next(t for t in spec.TIERS if t.model(spec.Step.POSTPROCESS) == args["model_name"])
+        self.ledger = admission.Ledger(admission.path_for(tier.name))
+        # The tier's answers are counted where they leave it: here, or at the track tier's tracker.
+        self.answered = None
+        if tier.answers is spec.Step.POSTPROCESS:
+            self.answered = Counter(spec.ANSWERED_METRIC, "responses sent, answers and errors", args["model_name"])
+        floor = optional_parameter(config, "track_detection_conf")
+        self.track_floor = None if floor is None else torch.tensor(float(floor), device=self.device)
 
     def finalize(self) -> None:
         self.ledger.close()
@@ -124,7 +129,12 @@ class TritonPythonModel:
         geometry = torch.cat([as_torch(r, spec.GEOMETRY.name).to(device) for r in requests])
         # One host-to-device copy for the three thresholds of every image.
         thresholds = torch.tensor([conf, iou, gender_threshold], dtype=torch.float32).to(device, non_blocking=True)
-        found = detections.detect(predictions, geometry, thresholds[0], thresholds[1], self.person_classes)
+        if self.track_floor is None:
+            found = detections.detect(predictions, geometry, thresholds[0], thresholds[1], self.person_classes)
+        else:  # once at the tracker's threshold (or the request's, when lower); the answer is its leading rows
+            kept = detections.detect(predictions, geometry, torch.minimum(thresholds[0], self.track_floor),
+                                     thresholds[1], self.person_classes)  # fmt: skip
+            found = detections.above(kept, thresholds[0])
         originals = [image for r in requests for image in as_torch(r, spec.ORIGINAL.name).to(device)]
         self.failed = {}
         judged = gender.attributes(found, originals, geometry, self.classifier, self.gender_values, thresholds[2],
@@ -140,6 +150,8 @@ class TritonPythonModel:
             (spec.GENDER_SCORES, judged.gender_scores),
             (spec.FACES, judged.faces),
         )
+        if self.track_floor is not None:
+            outputs += ((spec.CANDIDATES, detections.candidates(kept)),)
         responses, start = [], 0
         for i, rows in enumerate(sizes):
             part = slice(start, start + rows)
@@ -150,5 +162,6 @@ class TritonPythonModel:
             responses.append(
                 pb_utils.InferenceResponse(output_tensors=[to_triton(t.name, value[part]) for t, value in outputs])
             )
-        self.answered.increment(len(responses))
+        if self.answered is not None:
+            self.answered.increment(len(responses))
         return responses

@@ -39,7 +39,7 @@ def assert_same_persons(served: list[Person], reference: tuple[np.ndarray, np.nd
         unmatched.pop(best)
 
 
-@pytest.mark.parametrize("tier", spec.TIER_NAMES)
+@pytest.mark.parametrize("tier", spec.IMAGE_TIER_NAMES)
 @pytest.mark.parametrize("image", sorted(SAMPLES))
 def test_tier_matches_ultralytics(
     client: PeopleClient, detector_manifest: manifest.Detector, tier: str, image: str
@@ -75,7 +75,7 @@ def test_thresholds_change_the_result(grpc_client: PeopleClient, sample_bytes: d
     assert len(merged) < len(loose), "a low IoU threshold suppresses more overlapping boxes"
 
 
-@pytest.mark.parametrize("tier", spec.TIER_NAMES)
+@pytest.mark.parametrize("tier", spec.IMAGE_TIER_NAMES)
 def test_batched_request_equals_single_requests(
     grpc_client: PeopleClient, sample_bytes: dict[str, bytes], tier: str
 ) -> None:

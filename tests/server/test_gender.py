@@ -74,7 +74,7 @@ def reference_gender(
     return labels[0, :n].numpy(), scores[0, :n].numpy(), gender.face_boxes(crops, 1)[0, :n].numpy()
 
 
-@pytest.mark.parametrize("tier", spec.TIER_NAMES)
+@pytest.mark.parametrize("tier", spec.IMAGE_TIER_NAMES)
 @pytest.mark.parametrize("image", sorted(SAMPLES))
 def test_gender_equals_in_process_reference(grpc_client: PeopleClient, tier: str, image: str) -> None:
     data = SAMPLES[image].read_bytes()

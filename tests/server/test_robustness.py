@@ -20,9 +20,9 @@ def test_bad_inputs_fail_alone_on_every_tier_without_growing_memory(server: Serv
     The first round warms the allocators up to what the largest images need; the second round over the
     same images must come back to about that level, not keep growing.
     """
-    rounds = [robustness.corpus_round(server, spec.TIER_NAMES, (protocol,)) for protocol in ("grpc", "http")]
+    rounds = [robustness.corpus_round(server, spec.IMAGE_TIER_NAMES, (protocol,)) for protocol in ("grpc", "http")]
     for report in rounds:
-        assert report.tried == len(robustness.cases()) * len(spec.TIER_NAMES)
+        assert report.tried == len(robustness.cases()) * len(spec.IMAGE_TIER_NAMES)
         assert report.crashes == 0
         assert report.wrong == []
         assert report.good_harmed == []

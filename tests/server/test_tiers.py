@@ -19,7 +19,7 @@ from tests.server.conftest import first_step_busy, wait_until
 from tools.client.people import PeopleClient, unpack
 from tools.server.triton import ROOT, Server
 
-DTYPES = {spec.DType.UINT8: "TYPE_UINT8", spec.DType.INT32: "TYPE_INT32", spec.DType.FP32: "TYPE_FP32"}
+DTYPES = {d: f"TYPE_{d.value}" for d in spec.DType}
 
 
 @pytest.mark.parametrize("tier", spec.TIER_NAMES)
@@ -34,7 +34,7 @@ def test_ensemble_contract(server: Server, tier: str) -> None:
     served_inputs = [(i["name"], i["data_type"], i["dims"], i.get("optional", False)) for i in config["input"]]
     served_outputs = [(o["name"], o["data_type"], o["dims"], False) for o in config["output"]]
     assert served_inputs == described(spec.ENSEMBLE_INPUTS)
-    assert served_outputs == [(n, d, dims, False) for n, d, dims, _ in described(spec.ENSEMBLE_OUTPUTS)]
+    assert served_outputs == [(n, d, dims, False) for n, d, dims, _ in described(spec.tier(tier).outputs)]
 
 
 def test_outputs_are_padded_to_max_det(grpc_client: PeopleClient, sample_bytes: dict[str, bytes]) -> None:
@@ -123,7 +123,7 @@ def test_http_and_grpc_answer_the_same(server: Server, sample_bytes: dict[str, b
     e = server.options.endpoints
     with PeopleClient(e.grpc_url, "grpc") as grpc, PeopleClient(e.http_url, "http") as http:
         images = [sample_bytes["bus.jpg"], sample_bytes["zidane.jpg"]]
-        for tier in spec.TIER_NAMES:
+        for tier in spec.IMAGE_TIER_NAMES:
             a = grpc.infer_raw(tier, grpc.inputs(images, conf=0.1, iou=0.6, gender_threshold=0.5))
             b = http.infer_raw(tier, http.inputs(images, conf=0.1, iou=0.6, gender_threshold=0.5))
             assert a.keys() == b.keys()
@@ -149,7 +149,7 @@ CORRUPT = {
 
 
 @pytest.mark.parametrize("kind", sorted(CORRUPT))
-@pytest.mark.parametrize("tier", spec.TIER_NAMES)
+@pytest.mark.parametrize("tier", spec.IMAGE_TIER_NAMES)
 def test_corrupt_image_fails_alone(server: Server, sample_bytes: dict[str, bytes], kind: str, tier: str) -> None:
     """A bad image gets INVALID_ARG; good images sent at the same time are answered correctly."""
     bad = CORRUPT[kind] or sample_bytes["bus.jpg"][:2000]

@@ -47,7 +47,7 @@ def test_render_covers_every_tier_step_and_variant() -> None:
         for step in ALL_STEPS
         for variant in VARIANTS
     }
-    expected |= {Path(tier.model(step)) / "1" / "model.py" for tier in spec.TIERS for step in spec.MODELS}
+    expected |= {Path(tier.model(step)) / "1" / "model.py" for tier in spec.TIERS for step in tier.models}
     assert expected <= set(paths), f"not rendered: {sorted(map(str, expected - set(paths)))}"
 
 
@@ -70,7 +70,7 @@ def test_check_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_every_committed_pbtxt_parses() -> None:
     paths = sorted(REPOSITORY.rglob("*.pbtxt"))
-    expected = len(spec.TIERS) * (len(spec.MODELS) + 1) * len(VARIANTS)  # + 1: the ensemble
+    expected = sum(len(tier.models) + 1 for tier in spec.TIERS) * len(VARIANTS)  # + 1: the ensemble
     assert len(paths) == expected, f"{len(paths)} configs, expected {expected}: {[str(p) for p in paths]}"
     for path in paths:
         parsed = load(path)
@@ -163,14 +163,16 @@ def _spec_contract(tensors: tuple[spec.Tensor, ...], with_optional: bool) -> lis
 def test_ensemble_contract_is_the_spec(tier: spec.Tier, variant: Variant) -> None:
     ensemble = config(tier, Step.ENSEMBLE, variant)
     assert _contract(ensemble.input) == _spec_contract(spec.ENSEMBLE_INPUTS, True), f"{ensemble.name}: inputs"
-    assert _contract(ensemble.output) == _spec_contract(spec.ENSEMBLE_OUTPUTS, False), f"{ensemble.name}: outputs"
+    assert _contract(ensemble.output) == _spec_contract(tier.outputs, False), f"{ensemble.name}: outputs"
 
 
 def test_ensemble_contract_is_identical_across_tiers() -> None:
+    """Every tier answers the same tensors; the track tier adds its TRACK_* outputs and nothing else."""
     contracts = {
-        (tier.name, variant): (_contract(c.input), _contract(c.output))
+        (tier.name, variant): (_contract(c.input), _contract([o for o in c.output if o.name not in tracked]))
         for tier, variant in CASES
         for c in [config(tier, Step.ENSEMBLE, variant)]
+        for tracked in [{t.name for t in spec.TRACK_OUTPUTS}]
     }
     first = next(iter(contracts.values()))
     differ = [key for key, value in contracts.items() if value != first]
@@ -182,7 +184,7 @@ def test_ensemble_maps_reference_existing_tensors(tier: spec.Tier, variant: Vari
     """input_map keys are the step's inputs, output_map keys its outputs; every value is produced before use."""
     ensemble = config(tier, Step.ENSEMBLE, variant)
     steps = ensemble.ensemble_scheduling.step
-    assert [s.model_name for s in steps] == [tier.model(step) for step in spec.PIPELINE], f"{ensemble.name}: steps"
+    assert [s.model_name for s in steps] == [tier.model(step) for step in tier.steps], f"{ensemble.name}: steps"
     assert Step.GENDER not in spec.PIPELINE, "the gender classifier is called by postprocess, not by the ensemble"
     available = {t.name for t in ensemble.input}
     for s in steps:
@@ -299,3 +301,39 @@ def test_tensorrt_profile(tier: spec.Tier) -> None:
     assert tensorrt_plan.profile(tier.gpu) == expected, f"{tier.name}: profile != (1, max preferred, max batch)"
     lo, opt, hi = tensorrt_plan.profile(tier.gpu)
     assert lo <= opt <= hi, f"{tier.name}: profile {lo, opt, hi} is not ordered"
+
+
+TRACKED = [(tier, variant) for tier, variant in CASES if tier.tracks]
+
+
+@pytest.mark.parametrize(("tier", "variant"), TRACKED, ids=[f"{t.name}-{v.value}" for t, v in TRACKED])
+def test_track_tier_takes_cameras_as_sequences_and_keeps_their_order(tier: spec.Tier, variant: Variant) -> None:
+    """Triton's sequence batcher first (before any work is admitted), every later step in arrival order with
+    one tracker instance: a camera's frames reach the tracker in the order they were sent."""
+    t = spec.TRACKING[variant]
+    gate = config(tier, Step.SEQUENCE, variant)
+    sequence = gate.sequence_batching
+    assert sequence.HasField("oldest") and sequence.oldest.preserve_ordering, gate.name
+    assert sequence.oldest.max_candidate_sequences == 2 * t.cameras == 2 * int(parameters(gate)["max_cameras"])
+    assert sequence.max_sequence_idle_microseconds == t.idle_timeout_us
+    tracker = config(tier, Step.TRACKER, variant)
+    assert parameters(tracker)["idle_timeout_us"] == str(t.idle_timeout_us), "one idle timeout for the two"
+    assert [(g.kind, g.count) for g in gate.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
+    assert [(g.kind, g.count) for g in tracker.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
+    for step in (*spec.PIPELINE, Step.TRACKER):
+        c = config(tier, step, variant)
+        assert c.dynamic_batching.preserve_ordering, f"{c.name} ({variant.value}) does not keep the frames' order"
+    queue = tracker.dynamic_batching.default_queue_policy
+    assert queue.max_queue_size == 0 and queue.default_timeout_microseconds == 0, "the tracker never refuses"
+    steps = {s.model_name: s for s in config(tier, Step.ENSEMBLE, variant).ensemble_scheduling.step}
+    assert steps[tier.model(Step.PREPROCESS)].input_map[spec.IMAGE.name] == spec.FRAME.name
+    post = config(tier, Step.POSTPROCESS, variant)
+    assert parameters(post)["track_detection_conf"] == f"{spec.TRACK_DETECTION_CONF:g}"
+    assert spec.CANDIDATES.name in {o.name for o in post.output}
+
+
+def test_only_the_track_tier_tracks() -> None:
+    for tier in spec.TIERS:
+        post = parameters(config(tier, Step.POSTPROCESS, Variant.CPU))
+        assert ("track_detection_conf" in post) is tier.tracks, tier.name
+        assert (tier.name in spec.IMAGE_TIER_NAMES) is not tier.tracks, tier.name

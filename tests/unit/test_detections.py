@@ -464,3 +464,23 @@ def test_cuda_matches_cpu(path: str, photo_predictions: tuple[torch.Tensor, list
         for field in dataclasses.fields(detections.Detections):
             got, expected = getattr(cuda, field.name).cpu(), getattr(host, field.name)
             assert torch.equal(got, expected), f"{field.name}: CUDA != CPU ({path} NMS, batch {batch})"
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_detecting_low_then_keeping_above_equals_detecting_at_the_threshold(seed: int, agnostic: bool) -> None:
+    """The track tier detects once at spec.TRACK_DETECTION_CONF and answers above the request's threshold:
+    exactly what detect() at that threshold gives, and CANDIDATES holds every low box after them."""
+    predictions = random_predictions(seed, 3, 2, 400)
+    shapes = SHAPES[:3]
+    conf = [0.25, 0.5, 0.125]
+    low = run_detect(predictions, shapes, [spec.TRACK_DETECTION_CONF] * 3, [0.7] * 3, [0, 1], agnostic)
+    direct = run_detect(predictions, shapes, conf, [0.7] * 3, [0, 1], agnostic)
+    kept = detections.above(low, torch.tensor(conf))
+    for field in dataclasses.fields(detections.Detections):
+        assert torch.equal(getattr(kept, field.name), getattr(direct, field.name)), field.name
+    assert (low.num > kept.num).any(), "the low threshold kept nothing more: the case proves nothing"
+    rows = detections.candidates(low)
+    assert rows.shape == (3, spec.MAX_DET, 5)
+    for b, n in enumerate(low.num[:, 0].tolist()):
+        assert torch.equal(rows[b, :n, 4], low.scores[b, :n]) and not rows[b, n:].any()

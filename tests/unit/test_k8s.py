@@ -441,7 +441,7 @@ def test_prometheus_adapter_examples_serve_the_hpa_metrics() -> None:
         assert query == k8s.queue_promql(tier)
         assert "nv_inference_queue_duration_us{<<.LabelMatchers>>" in query and "by (<<.GroupBy>>)" in query
         assert f'nv_inference_request_success{{<<.LabelMatchers>>,model="{tier.model(Step.ENSEMBLE)}"}}' in query
-        assert f'model=~"({"|".join(s.value for s in spec.MODELS)})_{tier.name}"' in query
+        assert f'model=~"({"|".join(s.value for s in tier.models)})_{tier.name}"' in query
         for step in (*spec.MODELS, Step.ENSEMBLE):  # every model the query names is served
             assert (repository / tier.model(step) / "config.pbtxt").is_file()
         assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}

@@ -132,13 +132,13 @@ def random_walk(seed: int, frames: int = 60) -> Frames:
 
 
 def test_defaults_are_ultralytics() -> None:
-    """Our settings are bytetrack.yaml's, and DETECTION_CONF is the threshold `model.track` detects at."""
+    """Our settings are bytetrack.yaml's, and spec.TRACK_DETECTION_CONF is the threshold `model.track` detects at."""
     yaml = YAML.load(check_yaml("bytetrack.yaml"))
     assert yaml.pop("tracker_type") == "bytetrack"
     assert yaml == asdict(bytetrack.BYTETRACK), "pipelines.tracking.bytetrack.ByteTrack differs from bytetrack.yaml"
     found = re.search(r'kwargs\["conf"\] = ([0-9.]+) if', inspect.getsource(Model.track))
     assert found, "Model.track no longer sets its detection threshold where this test reads it"
-    assert float(found.group(1)) == bytetrack.DETECTION_CONF
+    assert float(found.group(1)) == spec.TRACK_DETECTION_CONF
 
 
 def test_random_walks_match_ultralytics() -> None:
@@ -248,7 +248,7 @@ def test_a_track_found_after_its_removal(clutter: int) -> None:
 @pytest.fixture(scope="module")
 def video_detections() -> Frames:
     """The synthetic video through the project's letterbox, the served detector (ONNX Runtime, as the cpu
-    variant) and NMS at DETECTION_CONF: what the tracking step will be fed."""
+    variant) and NMS at spec.TRACK_DETECTION_CONF: what the tracking step will be fed."""
     folder = ROOT / "model_repository" / spec.tier(spec.DEFAULT_TIER).model(spec.Step.DETECTOR) / "1"
     if not (folder / "model.onnx").is_file():
         pytest.skip(f"{folder}/model.onnx is missing: run `make export`")
@@ -263,7 +263,7 @@ def video_detections() -> Frames:
     found = detections.detect(
         torch.from_numpy(heads),
         torch.tensor(geometry, dtype=torch.float32),
-        torch.full((n,), bytetrack.DETECTION_CONF),
+        torch.full((n,), spec.TRACK_DETECTION_CONF),
         torch.full((n,), spec.DEFAULT_IOU_THRESHOLD),
         torch.tensor(person_classes),
     )

@@ -235,7 +235,7 @@ class LoadReport:
     rss_after: int = 0
     seconds: float = 0.0
     admitted: float = 0.0  # requests preprocess let into the tier (spec.ADMITTED_METRIC)
-    answered: float = 0.0  # responses postprocess sent (spec.ANSWERED_METRIC)
+    answered: float = 0.0  # responses the tier sent (spec.ANSWERED_METRIC)
 
     @property
     def goodput_per_s(self) -> float:
@@ -252,7 +252,7 @@ def _tier_counters(server: Server, tier: str) -> tuple[float, float]:
     metrics = server.stats.metrics()
     t = spec.tier(tier)
     return (metrics.get((spec.ADMITTED_METRIC, t.model(spec.Step.PREPROCESS)), 0.0),
-            metrics.get((spec.ANSWERED_METRIC, t.model(spec.Step.POSTPROCESS)), 0.0))  # fmt: skip
+            metrics.get((spec.ANSWERED_METRIC, t.model(t.answers)), 0.0))  # fmt: skip
 
 
 def sustainable_rate(client: PeopleClient, tier: str, image: bytes, seconds: float = 5.0) -> float:
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the overload of every tier at 3x (goodput and work thrown away)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    tiers = ("balanced",) if args.quick else spec.TIER_NAMES
+    tiers = ("balanced",) if args.quick else spec.IMAGE_TIER_NAMES
     protocols = ("grpc",) if args.quick else ("grpc", "http")
     args.log.parent.mkdir(parents=True, exist_ok=True)
     options = ServerOptions(repository=args.repository, endpoints=Endpoints.free())
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                      len(cases()), "/".join(tiers), "/".join(protocols))  # fmt: skip
             corpus = corpus_round(server, tiers, protocols)
         loads = []
-        for tier in ("streaming",) if args.quick else spec.TIER_NAMES:
+        for tier in ("streaming",) if args.quick else spec.IMAGE_TIER_NAMES:
             log.info("overload: %s tier at 3x its sustainable rate", tier)
             loads.append(overload(server, tier, seconds=5 if args.quick else 20))
         if not args.overload_only:

@@ -64,24 +64,22 @@ class Stats:
     def admitted_in_flight(self) -> int:
         """Requests preprocess passed on and the tier has not yet answered.
 
-        From the counters the python models publish (spec.ADMITTED_METRIC, ANSWERED_METRIC, which
-        count error responses too) less the requests that failed at the detector or postprocess
-        without an answer from postprocess (nv_inference_request_failure of those steps: a request
-        its client cancelled is dropped from the step's queue and counted there with reason
-        CANCELED, core src/dynamic_batch_scheduler.cc). Exact because those steps never refuse what
-        the tier admitted (pipelines.admission): a refusal at a full inner queue would be counted on
-        the ensemble only, and could never be told apart from a request still in flight.
+        From the counters the python models publish (spec.ADMITTED_METRIC at preprocess, ANSWERED_METRIC
+        at the tier's last step; both count error responses too) less the requests that failed at a step
+        after preprocess without reaching that answer (nv_inference_request_failure of those steps: a
+        request its client cancelled is dropped from the step's queue and counted there with reason
+        CANCELED, core src/dynamic_batch_scheduler.cc). Exact because those steps never refuse what the
+        tier admitted (pipelines.admission): a refusal at a full inner queue would be counted on the
+        ensemble only, and could never be told apart from a request still in flight.
         """
         values = self.metrics()
         total = 0.0
         for tier in spec.TIERS:
             admitted = values.get((spec.ADMITTED_METRIC, tier.model(spec.Step.PREPROCESS)), 0.0)
-            answered = values.get((spec.ANSWERED_METRIC, tier.model(spec.Step.POSTPROCESS)), 0.0)
-            refused = sum(
-                values.get(("nv_inference_request_failure", tier.model(step)), 0.0)
-                for step in (spec.Step.DETECTOR, spec.Step.POSTPROCESS)
-            )
-            total += max(admitted - answered - refused, 0.0)
+            answered = values.get((spec.ANSWERED_METRIC, tier.model(tier.answers)), 0.0)
+            after = tier.steps[tier.steps.index(spec.Step.PREPROCESS) + 1 :]
+            failed = sum(values.get(("nv_inference_request_failure", tier.model(step)), 0.0) for step in after)
+            total += max(admitted - answered - failed, 0.0)
         return int(total)
 
 
