@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 from ultralytics.engine.model import Model
-from ultralytics.engine.results import Boxes
 from ultralytics.trackers.byte_tracker import BYTETracker, STrack
 from ultralytics.trackers.utils import matching
 from ultralytics.trackers.utils.stracks import parse_bboxes
-from ultralytics.utils import YAML, IterableSimpleNamespace
+from ultralytics.utils import YAML
 from ultralytics.utils.checks import check_yaml
 
 from pipelines import detections, manifest, onnx_session, paths, spec
@@ -28,29 +27,11 @@ from pipelines.opencv import letterbox
 from pipelines.tracking import bytetrack, camera, vote
 from pipelines.tracking.assignment import assign
 from tests import tracking_video
+from tests.tracking_reference import reference, reference_ids, results
 
 ROOT = paths.ROOT
 WIDTH, HEIGHT = 1280, 720
 Frames = list[tuple[np.ndarray, np.ndarray]]  # per frame: boxes [N, 4] x1 y1 x2 y2 and scores [N], float32
-
-
-def reference() -> BYTETracker:
-    return BYTETracker(IterableSimpleNamespace(tracker_type="bytetrack", **asdict(bytetrack.BYTETRACK)))
-
-
-def results(boxes: np.ndarray, scores: np.ndarray) -> Boxes:
-    """A frame's detections as `model.track` hands them to its tracker (one class)."""
-    data = np.concatenate([boxes, scores[:, None], np.zeros_like(scores)[:, None]], axis=1).astype(np.float32)
-    return Boxes(data, (HEIGHT, WIDTH))
-
-
-def reference_ids(tracker: BYTETracker, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Ultralytics' track id of each box (-1 none)."""
-    rows = tracker.update(results(boxes, scores))
-    ids = np.full(len(scores), -1, dtype=np.int64)
-    if len(rows):
-        ids[rows[:, -1].astype(int)] = rows[:, 4].astype(int)
-    return ids
 
 
 def assert_same_state(ours: bytetrack.Tracker, theirs: BYTETracker, label: str) -> None:
