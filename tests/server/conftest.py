@@ -32,6 +32,11 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
         time.sleep(interval_s)
 
 
+def url_for(endpoints: Endpoints, protocol: str) -> str:
+    """The server's address for a client of `protocol` (grpc or http)."""
+    return endpoints.grpc_url if protocol == "grpc" else endpoints.http_url
+
+
 def write_clip(path: Path, frames: Sequence[np.ndarray], fps: float = 10) -> Path:
     """An mp4v video of BGR frames, all of the first frame's size."""
     height, width = frames[0].shape[:2]
@@ -78,8 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, detector_manifest: manifest
 
 @pytest.fixture(scope="session", params=["grpc", "http"])
 def client(request: pytest.FixtureRequest, server: Server) -> Iterator[PeopleClient]:
-    e = server.options.endpoints
-    with PeopleClient(e.grpc_url if request.param == "grpc" else e.http_url, request.param) as c:
+    with PeopleClient(url_for(server.options.endpoints, request.param), request.param) as c:
         yield c
 
 

@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tests.server.conftest import SAMPLES, write_clip
+from tests.server.conftest import SAMPLES, url_for, write_clip
 from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink
@@ -46,9 +46,8 @@ def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_inference_needs_the_key(keyed: Server, protocol: str, key: str | None) -> None:
-    e = keyed.options.endpoints
     with (
-        PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=key) as client,
+        PeopleClient(url_for(keyed.options.endpoints, protocol), protocol, api_key=key) as client,
         pytest.raises(InferenceServerException) as error,
     ):
         client.detect([SAMPLES["bus.jpg"].read_bytes()])
@@ -57,8 +56,7 @@ def test_inference_needs_the_key(keyed: Server, protocol: str, key: str | None) 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_inference_with_the_key_passes(keyed: Server, protocol: str) -> None:
-    e = keyed.options.endpoints
-    with PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol, api_key=KEY) as client:
+    with PeopleClient(url_for(keyed.options.endpoints, protocol), protocol, api_key=KEY) as client:
         (persons,) = client.detect([SAMPLES["bus.jpg"].read_bytes()])
     assert persons
 
@@ -107,7 +105,7 @@ def test_shared_memory_registration_is_refused_without_a_key(server: Server, pro
     key = f"/people-test-{protocol}-{os.getpid()}"
     region = shm.create_shared_memory_region(f"people-{protocol}", key, 1024)
     try:
-        with PeopleClient(e.grpc_url if protocol == "grpc" else e.http_url, protocol) as people:
+        with PeopleClient(url_for(e, protocol), protocol) as people:
             with pytest.raises(InferenceServerException) as error:
                 people.client.register_system_shared_memory(f"people-{protocol}", key, 1024)
             assert "restricted" in str(error.value).lower() or "401" in str(error.value.status()), error.value

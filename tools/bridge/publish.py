@@ -24,6 +24,7 @@ import redis
 
 from tools.bridge.options import DEFAULT_REDIS
 from tools.bridge.redis_in import connect
+from tools.client.options import add_thresholds, thresholds
 from tools.client.video.media import DEFAULT_JPEG_QUALITY, encode_jpeg, open_source, source_name
 
 log = logging.getLogger("bridge.publish")
@@ -70,15 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="stop after this many frames")
     parser.add_argument("--repeat", type=int, default=1, help="go through the sources this many times")
     parser.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="for video frames, 1-100")
-    parser.add_argument("--conf", type=float, help="person confidence threshold sent with every frame")
-    parser.add_argument("--iou", type=float, help="NMS IoU threshold sent with every frame")
-    parser.add_argument("--gender-threshold", type=float, help="gender threshold sent with every frame")
+    add_thresholds(parser, ", sent with every frame")
     args = parser.parse_args(argv)
     if args.maxlen < 1 or args.repeat < 1 or not 1 <= args.jpeg_quality <= 100:
         parser.error("--maxlen and --repeat must be at least 1, --jpeg-quality within 1-100")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     camera = args.camera or source_name(args.sources[0])
-    thresholds = {"conf": args.conf, "iou": args.iou, "gender_threshold": args.gender_threshold}
+    given = thresholds(args)
     client = connect(args.redis)
     published, first, last, interrupted = 0, None, None, False
     period = 1 / args.fps if args.fps else 0.0
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             if period:
                 time.sleep(max(next_at - time.monotonic(), 0))
                 next_at = max(next_at + period, time.monotonic())
-            last = client.xadd(args.stream, fields(jpeg, camera, thresholds), maxlen=args.maxlen,
+            last = client.xadd(args.stream, fields(jpeg, camera, given), maxlen=args.maxlen,
                                approximate=False).decode()  # fmt: skip
             first = first or last
             published += 1

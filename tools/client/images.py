@@ -15,6 +15,7 @@ from typing import Any
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
+from tools.client.options import add_thresholds, thresholds
 from tools.client.people import PeopleClient, Person
 
 log = logging.getLogger("client")
@@ -44,15 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--url", help=f"server address (default {spec.HOST}:{spec.GRPC_PORT} for gRPC, :{spec.HTTP_PORT} for HTTP)"
     )
-    parser.add_argument(
-        "--conf", type=float, help=f"person confidence threshold (server default {spec.DEFAULT_CONF_THRESHOLD})"
-    )
-    parser.add_argument("--iou", type=float, help=f"NMS IoU threshold (server default {spec.DEFAULT_IOU_THRESHOLD})")
-    parser.add_argument(
-        "--gender-threshold",
-        type=float,
-        help=f"below this probability gender is undetermined (server default {spec.DEFAULT_GENDER_THRESHOLD})",
-    )
+    add_thresholds(parser)
     parser.add_argument("--api-key", help="the key given to `make serve API_KEY=...`")
     parser.add_argument("--annotate", type=Path, metavar="DIR", help="write each image with its boxes drawn into DIR")
     args = parser.parse_args(argv)
@@ -64,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.images:
         record: dict[str, Any] = {"image": str(path), "tier": args.tier}
         try:
-            (persons,) = client.detect([path.read_bytes()], args.tier, args.conf, args.iou, args.gender_threshold)
+            (persons,) = client.detect([path.read_bytes()], args.tier, **thresholds(args))
         except (OSError, InferenceServerException) as e:
             failures += 1
             record["error"] = str(e)

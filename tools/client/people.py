@@ -47,6 +47,43 @@ def pack(images: Sequence[bytes]) -> np.ndarray:
     return batch
 
 
+def _tensor(client_module: Any, tensor: spec.Tensor, value: np.ndarray) -> Any:
+    """One request tensor of `tritonclient.grpc` or `.http`, holding `value`."""
+    given = client_module.InferInput(tensor.name, list(value.shape), tensor.dtype.value)
+    given.set_data_from_numpy(value)
+    return given
+
+
+def image_inputs(client_module: Any, images: Sequence[bytes]) -> list[Any]:
+    """The request's IMAGE tensor: the encoded images, packed."""
+    return [_tensor(client_module, spec.IMAGE, pack(images))]
+
+
+def threshold_inputs(
+    client_module: Any,
+    batch: int,
+    conf: float | None = None,
+    iou: float | None = None,
+    gender_threshold: float | None = None,
+    send_defaults: bool = True,
+) -> list[Any]:
+    """The threshold tensors of a request of `batch` images; the same for every request of that size, so a
+    client sending many may build them once (tritonclient copies them into each request).
+
+    A threshold left as None is sent with the server's default (the spec's), unless `send_defaults`
+    is False (then the server applies it). Sending all three keeps requests batchable together:
+    Triton batches only requests with the same set of inputs (triton-inference-server/common PR #35),
+    so a request without a threshold tensor never shares postprocess's execution with one that has it.
+    """
+    tensors = []
+    for (tensor, default), value in zip(spec.THRESHOLDS, (conf, iou, gender_threshold), strict=True):
+        if value is None and send_defaults:
+            value = default
+        if value is not None:
+            tensors.append(_tensor(client_module, tensor, np.full((batch, 1), value, dtype=np.float32)))
+    return tensors
+
+
 def request_inputs(
     client_module: Any,
     images: Sequence[bytes],
@@ -55,25 +92,9 @@ def request_inputs(
     gender_threshold: float | None = None,
     send_defaults: bool = True,
 ) -> list[Any]:
-    """The request's tensors for `tritonclient.grpc` or `.http`.
-
-    A threshold left as None is sent with the server's default (the spec's), unless `send_defaults`
-    is False (then the server applies it). Sending all three keeps requests batchable together:
-    Triton batches only requests with the same set of inputs (triton-inference-server/common PR #35),
-    so a request without a threshold tensor never shares postprocess's execution with one that has it.
-    """
-    values = [(spec.IMAGE, pack(images))]
-    for (tensor, default), value in zip(spec.THRESHOLDS, (conf, iou, gender_threshold), strict=True):
-        if value is None and send_defaults:
-            value = default
-        if value is not None:
-            values.append((tensor, np.full((len(images), 1), value, dtype=np.float32)))
-    tensors = []
-    for tensor, value in values:
-        i = client_module.InferInput(tensor.name, list(value.shape), tensor.dtype.value)
-        i.set_data_from_numpy(value)
-        tensors.append(i)
-    return tensors
+    """The request's tensors for `tritonclient.grpc` or `.http`: IMAGE, then the thresholds (threshold_inputs)."""
+    thresholds = threshold_inputs(client_module, len(images), conf, iou, gender_threshold, send_defaults)
+    return [*image_inputs(client_module, images), *thresholds]
 
 
 def auth_headers(protocol: str, api_key: str | None) -> dict[str, str] | None:
@@ -84,8 +105,10 @@ def auth_headers(protocol: str, api_key: str | None) -> dict[str, str] | None:
 
 
 def outputs(result: Any) -> dict[str, np.ndarray]:
-    """The ensemble's output tensors of a gRPC or HTTP InferResult, by name (what `unpack` reads)."""
-    return {t.name: result.as_numpy(t.name) for t in spec.ENSEMBLE_OUTPUTS}
+    """The ensemble's output tensors of a gRPC or HTTP InferResult, by name (what `unpack` reads); the track
+    tier's TRACK_* too where the answer has them."""
+    found = {t.name: result.as_numpy(t.name) for t in (*spec.ENSEMBLE_OUTPUTS, *spec.TRACK_OUTPUTS)}
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def unpack(outputs: dict[str, np.ndarray]) -> list[list[Person]]:
@@ -141,7 +164,7 @@ class PeopleClient:
         self.close()
 
     def inputs(self, images: Sequence[bytes], **thresholds: Any) -> list[Any]:
-        """Request tensors for this client's protocol (see request_inputs for the thresholds)."""
+        """Request tensors for this client's protocol (see threshold_inputs for the thresholds)."""
         return request_inputs(self.client_module, images, **thresholds)
 
     def infer_raw(self, tier: str, inputs: list[Any], **kwargs: Any) -> dict[str, np.ndarray]:

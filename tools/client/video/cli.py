@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import spec
-from tools.client.video.media import DEFAULT_JPEG_QUALITY, FileSink, open_source, source_name
+from tools.client.options import add_thresholds, thresholds
+from tools.client.video.media import FileSink, open_source, source_name
 from tools.client.video.session import DropPolicy, OnError, StreamOptions, StreamSession
 
 log = logging.getLogger("video")
@@ -94,27 +95,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tools.client.video", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    d = StreamOptions()
     parser.add_argument("sources", nargs="+", help="video files, camera indices (0) or stream URLs (rtsp://...)")
-    parser.add_argument("--tier", choices=spec.TIER_NAMES, default="streaming", help="streaming keeps order")
+    parser.add_argument("--tier", choices=spec.TIER_NAMES, default=d.tier, help="streaming keeps order")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
-    parser.add_argument("--url", default=f"{spec.HOST}:{spec.GRPC_PORT}", help="the server's gRPC address")
+    parser.add_argument("--url", default=d.url, help="the server's gRPC address")
     parser.add_argument("--api-key", help="the key given to `make serve API_KEY=...`")
-    parser.add_argument("--max-inflight", type=int, default=4, help="frames sent, not yet written")
-    parser.add_argument("--max-pending", type=int, default=1, help="live: captured frames waiting for a slot")
-    parser.add_argument("--drop", choices=[p.value for p in DropPolicy], default=DropPolicy.OLDEST.value,
+    parser.add_argument("--max-inflight", type=int, default=d.max_inflight, help="frames sent, not yet written")
+    parser.add_argument("--max-pending", type=int, default=d.max_pending,
+                        help="live: captured frames waiting for a slot")  # fmt: skip
+    parser.add_argument("--drop", choices=[p.value for p in DropPolicy], default=d.drop.value,
                         help="live: which frame goes when the buffer is full (oldest keeps results fresh)")  # fmt: skip
     parser.add_argument("--mode", choices=("auto", "file", "live"), default="auto",
                         help="auto: camera indices and network URLs are live, files are sent completely")  # fmt: skip
-    parser.add_argument("--on-error", choices=[e.value for e in OnError], default=OnError.CONTINUE.value)
-    parser.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="client-side JPEG, 1-100")
-    parser.add_argument("--conf", type=float, help=f"person confidence (server default {spec.DEFAULT_CONF_THRESHOLD})")
-    parser.add_argument("--iou", type=float, help=f"NMS IoU (server default {spec.DEFAULT_IOU_THRESHOLD})")
-    parser.add_argument(
-        "--gender-threshold",
-        type=float,
-        help=f"below it gender is undetermined (server default {spec.DEFAULT_GENDER_THRESHOLD})",
-    )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds without an answer before reconnecting")
+    parser.add_argument("--on-error", choices=[e.value for e in OnError], default=d.on_error.value)
+    parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality, help="client-side JPEG, 1-100")
+    add_thresholds(parser)
+    parser.add_argument("--timeout", type=float, default=d.request_timeout_s,
+                        help="seconds without an answer before reconnecting")  # fmt: skip
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress line on stderr (default: when stderr is a terminal)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -136,11 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         drop=DropPolicy(args.drop),
         on_error=OnError(args.on_error),
         jpeg_quality=args.jpeg_quality,
-        conf=args.conf,
-        iou=args.iou,
-        gender_threshold=args.gender_threshold,
         api_key=args.api_key,
         request_timeout_s=args.timeout,
+        **thresholds(args),
     )
     live = None if args.mode == "auto" else args.mode == "live"
     stop = threading.Event()

@@ -117,6 +117,11 @@ class FrameResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def finished(self) -> bool:
+        """It has its outcome: persons, or an error (one that failed before it was sent has one already)."""
+        return self.persons is not None or self.error is not None
+
     def gender_counts(self) -> dict[str, int]:
         counts = dict.fromkeys((*spec.GENDER_LABELS, UNDETERMINED_LABEL), 0)
         for p in self.persons or ():

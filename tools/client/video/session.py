@@ -32,7 +32,7 @@ import cv2
 import tritonclient.grpc as grpcclient
 
 from pipelines import spec
-from tools.client.people import auth_headers, outputs, request_inputs, unpack
+from tools.client.people import auth_headers, image_inputs, outputs, threshold_inputs, unpack
 from tools.client.video.media import DEFAULT_FPS, DEFAULT_JPEG_QUALITY, FrameResult, Sink, Source, encode_jpeg
 from tools.client.video.stream import ReconnectingStream
 from tools.client.video.window import Stats, Window
@@ -202,8 +202,9 @@ class StreamSession:
             options.backoff_s,
             on_answer=self._answered,
             on_reconnect=self._reconnected,
-            pause=self._pause,
         )
+        # One frame per request: the same threshold tensors for every frame.
+        self._thresholds = threshold_inputs(grpcclient, 1, options.conf, options.iou, options.gender_threshold)
 
     def run(self) -> Stats:
         """Send every frame (files) or as many as the server keeps up with (live); always closes sink and source."""
@@ -235,15 +236,14 @@ class StreamSession:
         except (cv2.error, ValueError) as e:
             frame.error = f"bad frame: {e}"
         else:
+            self._wait_out_backoff()
             down = self._stream.connect()
             if down is not None:
                 frame.error = f"server unavailable: {down}"
         with self._cond:
             self._window.add(frame)
         if frame.error is None:
-            o = self.options
-            inputs = request_inputs(grpcclient, [frame.jpeg], o.conf, o.iou, o.gender_threshold)
-            self._stream.send(frame.index, inputs)
+            self._stream.send(frame.index, [*image_inputs(grpcclient, [frame.jpeg]), *self._thresholds])
 
     # -- the stream's reports ---------------------------------------------------------
     def _answered(
@@ -263,10 +263,13 @@ class StreamSession:
     def _reconnected(self) -> None:
         self.stats.reconnects += 1
 
-    def _pause(self, seconds: float) -> None:
-        """The stream's backoff: frames failed by the outage reach the sink first; a stop cuts it short."""
-        self._emit()
-        self.stop_event.wait(seconds)
+    def _wait_out_backoff(self) -> None:
+        """Before the stream tries the server again, the wait its backoff asks for: frames failed by the
+        outage reach the sink first; a stop cuts it short."""
+        wait_s = self._stream.retry_in_s()
+        if wait_s > 0:
+            self._emit()
+            self.stop_event.wait(wait_s)
 
     # -- results in frame order ---------------------------------------------------------
     def _stopping(self) -> bool:

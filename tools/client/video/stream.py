@@ -49,6 +49,7 @@ class Backoff:
 
     def succeeded(self) -> None:
         self._wait_s = self.first_s
+        self._next_at = 0.0
 
 
 @dataclass(eq=False)
@@ -68,7 +69,8 @@ class ReconnectingStream:
     Owns the connection (client, stream, requests in flight), why the server cannot be used right now,
     and the backoff. Every request given to `send` gets exactly one `on_answer` call, on tritonclient's
     thread or the caller's: its answer, or why it failed. `on_reconnect` is told of each new stream after
-    a broken one; `pause(seconds)` waits out the backoff (the owner may work meanwhile, or stop early).
+    a broken one. `connect` tries the server when asked; the owner waits `retry_in_s()` first (working
+    meanwhile, or stopping early), so the backoff holds.
     """
 
     def __init__(
@@ -81,11 +83,10 @@ class ReconnectingStream:
         backoff_s: tuple[float, float],
         on_answer: OnAnswer,
         on_reconnect: Callable[[], None],
-        pause: Callable[[float], object],
     ):
         self.name, self.url, self.model, self.timeout_s = name, url, model, timeout_s
         self._headers = headers
-        self._on_answer, self._on_reconnect, self._pause = on_answer, on_reconnect, pause
+        self._on_answer, self._on_reconnect = on_answer, on_reconnect
         self._lock = threading.Lock()  # the connection is shared with tritonclient's callback thread
         self._connection: _Connection | None = None
         self._down: str | None = None  # why the server cannot be used: a failed attempt or a broken stream
@@ -111,9 +112,6 @@ class ReconnectingStream:
             self.abandon(not_ready)
         reconnecting = connection is not None or down is not None
         self.close()
-        wait_s = self._backoff.remaining_s()
-        if wait_s > 0:
-            self._pause(wait_s)
         client = grpcclient.InferenceServerClient(self.url)
         not_ready = self._not_ready(client)
         if not_ready is not None:
@@ -131,6 +129,10 @@ class ReconnectingStream:
             log.info("%s: reconnected to %s", self.name, self.url)
             self._on_reconnect()
         return None
+
+    def retry_in_s(self) -> float:
+        """Seconds until the backoff lets `connect` try the server again; 0 after a started stream."""
+        return self._backoff.remaining_s()
 
     def send(self, request_id: int, inputs: list[Any]) -> None:
         """Send one request on the stream `connect` started; its outcome goes to `on_answer`."""

@@ -70,7 +70,7 @@ class Stats:
 class Window:
     """At most `size` frames sent and not yet handed on, in frame order; `pop` yields them in that order.
 
-    Owns the frames in the window and which of them are finished. Counts in `stats` what passes through
+    Owns the frames in the window (each says whether it is finished). Counts in `stats` what passes through
     it: sent, in flight at once, reordered, then answered (with latency) or failed as frames leave.
     Not locked: the session calls it with its lock held (answers arrive on tritonclient's thread).
     """
@@ -81,7 +81,6 @@ class Window:
         self.size = size
         self.stats = stats
         self._frames: deque[FrameResult] = deque()  # sent, not yet popped, in frame order
-        self._finished: set[int] = set()  # indices of frames in the window with an outcome
 
     def full(self) -> bool:
         return len(self._frames) >= self.size
@@ -95,32 +94,30 @@ class Window:
             raise RuntimeError("the window is full")
         self._frames.append(frame)
         self.stats.sent += 1
-        if frame.error is not None:
-            self._finished.add(frame.index)
-        else:
-            in_flight = len(self._frames) - len(self._finished)
+        if not frame.finished:
+            in_flight = sum(not f.finished for f in self._frames)
             self.stats.max_inflight_seen = max(self.stats.max_inflight_seen, in_flight)
 
     def finish(self, index: int, persons: list[Person] | None, error: str | None, latency_s: float | None) -> None:
         """A frame's outcome: its persons, or why it failed. Held until every older frame is finished."""
+        if persons is None and error is None:
+            raise ValueError(f"frame {index}: an outcome is persons or an error")
         frame = next((f for f in self._frames if f.index == index), None)
-        if frame is None or index in self._finished:
+        if frame is None or frame.finished:
             raise KeyError(f"frame {index} is not awaited")
-        if any(f.index < index and f.index not in self._finished for f in self._frames):
+        if any(f.index < index and not f.finished for f in self._frames):
             self.stats.reordered += 1
         frame.persons, frame.error, frame.latency_s = persons, error, latency_s
-        self._finished.add(index)
 
     def ready(self) -> bool:
         """The oldest frame is finished: `pop` returns it."""
-        return bool(self._frames) and self._frames[0].index in self._finished
+        return bool(self._frames) and self._frames[0].finished
 
     def pop(self) -> FrameResult | None:
         """The oldest frame once it is finished (counted as answered or failed), else None."""
         if not self.ready():
             return None
         frame = self._frames.popleft()
-        self._finished.discard(frame.index)
         if frame.ok:
             self.stats.ok += 1
             if frame.latency_s is not None:
