@@ -262,6 +262,21 @@ def facts_table() -> str:
     return "| what | value |\n|---|---|\n" + "".join(f"| {what} | {value} |\n" for what, value in rows)
 
 
+TRACKING_DOC = ROOT / "docs" / "tracking.md"  # holds the tracking limits table
+TRACKING_BEGIN, TRACKING_END = "<!-- tracking:begin (rendered by `make configs`) -->", "<!-- tracking:end -->"
+
+
+def tracking_table() -> str:
+    """docs/tracking.md's limits, so the documented numbers are the served ones."""
+    rows = ["| variant | cameras at once | Triton's candidate sequences | idle timeout | frames per execution |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for variant in spec.VARIANTS:
+        t = spec.TRACKING[variant]
+        rows.append(f"| {variant.value} | {t.cameras} | {t.candidate_sequences} | {t.idle_timeout_us / 1e6:g} s | "
+                    f"{t.max_batch_size} |")  # fmt: skip
+    return "\n".join(rows) + "\n"
+
+
 DOCKERFILE = ROOT / "Dockerfile.triton"
 ENTRYPOINT_BEGIN, ENTRYPOINT_END = "# render:begin entrypoint (rendered by `make configs`)", "# render:end"
 
@@ -285,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     rendered.append((README, splice(README.read_text(), TABLE_BEGIN, TABLE_END, tier_table())))
     rendered.append((SERVING_DOC, splice(SERVING_DOC.read_text(), FACTS_BEGIN, FACTS_END, facts_table())))
     rendered.append((DOCKERFILE, splice(DOCKERFILE.read_text(), ENTRYPOINT_BEGIN, ENTRYPOINT_END, entrypoint())))
+    rendered.append((TRACKING_DOC, splice(TRACKING_DOC.read_text(), TRACKING_BEGIN, TRACKING_END, tracking_table())))
     return write_or_check(rendered, args.check, "make configs")
 
 
