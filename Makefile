@@ -153,6 +153,11 @@ lint: $(VENV)/.installed ## ruff, and rendered configs and deploy/ up to date
 image: ## Build the GPU serving image from Dockerfile.triton (needs Docker)
 	docker build -f Dockerfile.triton --build-arg TRITON_IMAGE_TAG=$(TRITON_IMAGE_TAG) -t $(IMAGE) .
 
+BRIDGE_IMAGE ?= $(REGISTRY)/triton-people-bridge:0.1.0
+.PHONY: bridge-image
+bridge-image: ## Build the camera-fleet bridge's image from Dockerfile.bridge (needs Docker); BRIDGE_IMAGE=
+	docker build -f Dockerfile.bridge -t $(BRIDGE_IMAGE) .
+
 .PHONY: gpu-image-check
 gpu-image-check: ## On a Docker host with an NVIDIA GPU: image, plans, serve, GPU tests, perf_analyzer (tools/gpu_image_check.sh)
 	IMAGE='$(IMAGE)' TRITON_IMAGE_TAG='$(TRITON_IMAGE_TAG)' tools/gpu_image_check.sh
