@@ -36,6 +36,7 @@ from tritonclient.utils import InferenceServerException
 
 from pipelines import manifest, onnx_session, spec
 from pipelines.paths import REPOSITORY, ROOT
+from pipelines.tracking.camera import Camera
 from tools.evaluate import bench_bridge
 from tools.evaluate.corpus import ASSETS
 from tools.evaluate.perf_input import input_data
@@ -54,6 +55,7 @@ TARGET_STREAMING_OVERHEAD_MS = 10.0  # streaming p50 at concurrency 1 minus the 
 TARGET_PREPROCESS_SHARE = 0.10  # of the detector's compute per image, batch tier
 TARGET_POSTPROCESS_SHARE = 0.05  # the same, postprocess without the models it calls
 TARGET_MEMORY_GIB = 3.5  # all tiers loaded, PSS, at its peak during the sweep
+TARGET_TRACKING_SHARE = 0.02  # the track tier: its sequence step and tracker per frame / the detector's
 ATTRIBUTES = tuple(s for s in spec.MODELS if s not in spec.PIPELINE)  # models postprocess calls (BLS)
 DETECTOR_BATCHES = (1, 4, 8, 16)  # models only: the detector at each, the best one counts
 
@@ -168,7 +170,7 @@ def perf_analyzer(url: str, tier: spec.Tier, data_file: Path, out: Path, request
     if not PERF_ANALYZER.is_file():
         raise FileNotFoundError(f"{PERF_ANALYZER} is missing: run `make perf-analyzer`")
     result = TierResult(tier.name)
-    before = {s: model_stats(url, tier.model(s)) for s in spec.MODELS}
+    before = {s: model_stats(url, tier.model(s)) for s in tier.models}
     for concurrency in sweep(tier):
         report = out / f"perf_{tier.name}_c{concurrency}.csv"
         cmd = [
@@ -557,6 +559,14 @@ def _targets(run: Run) -> list[str]:
         target = TARGET_STREAMING_OVERHEAD_MS
         checks.append(("streaming p50 at concurrency 1 minus the models-only latency", f"{overhead:.1f} ms",
                        f"<= {target:g} ms", overhead <= target))  # fmt: skip
+    if "track" in by_tier:
+        track = by_tier["track"]
+        share = sum(track.share(s) for s in (spec.Step.SEQUENCE, spec.Step.TRACKER) if s in track.steps)
+        checks.append(("track tier: sequence step + tracker compute per frame / the detector's", f"{share:.1%}",
+                       f"<= {TARGET_TRACKING_SHARE:.0%}", share <= TARGET_TRACKING_SHARE))  # fmt: skip
+        camera = tracking_memory()
+        checks.append((f"track tier: one camera's state with {camera.tracks} persons tracked (arrays)",
+                       f"{camera.nbytes} bytes", "-", None))  # fmt: skip
     if run.watch is not None:
         gib = sum(run.watch.peak.values()) / (1 << 30)
         checks.append(("server memory with all tiers, at the peak (PSS)", f"{gib:.2f} GiB",
@@ -566,6 +576,25 @@ def _targets(run: Run) -> list[str]:
             ratio = r.best_throughput / other["throughput"]
             checks.append((f"{r.tier} tier / {name} (throughput; it only detects)", f"{ratio:.2f}x", "-", None))
     return table(("measure", "value", "target", "met"), ((*c[:3], met(c[3])) for c in checks))
+
+
+@dataclass(frozen=True)
+class CameraMemory:
+    tracks: int
+    nbytes: int
+
+
+def tracking_memory(frames: int = 10) -> CameraMemory:
+    """One camera's tracking state after a few frames of the sample photos' persons (pipelines.tracking, in this
+    process: the arrays that grow with the people in view; the Python objects around them add a few hundred
+    bytes per camera)."""
+    persons = [np.array([[50 + 60 * k, 100, 100 + 60 * k, 300] for k in range(n)], np.float32) for n in (4, 6)]
+    state = Camera()
+    for f in range(frames):
+        boxes = persons[f % 2] + f
+        state.update(boxes, np.full(len(boxes), 0.8, np.float32), np.zeros(len(boxes), np.int32),
+                     np.full(len(boxes), 0.9, np.float32))  # fmt: skip
+    return CameraMemory(len(state.tracker.ids), state.nbytes)
 
 
 def _where_time_goes(run: Run) -> list[str]:
