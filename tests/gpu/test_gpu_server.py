@@ -24,6 +24,7 @@ import torch
 
 from pipelines import spec
 from pipelines.dali import letterbox
+from pipelines.paths import ROOT
 from tools.client.people import PeopleClient, Person, unpack
 from tools.evaluate import robustness
 from tools.evaluate.gpu import parity, pieces
@@ -31,7 +32,6 @@ from tools.evaluate.gpu.images import parity_images
 from tools.evaluate.gpu.models import Models
 from tools.server.endpoints import Endpoints
 from tools.server.stats import Remote
-from tools.server.triton import ROOT
 
 pytestmark = pytest.mark.gpu
 

@@ -15,9 +15,10 @@ import pytest
 import ultralytics
 
 from pipelines import manifest, spec
+from pipelines.paths import ROOT
 from tools.client.people import PeopleClient
 from tools.server.endpoints import Endpoints
-from tools.server.triton import ROOT, Server, ServerOptions
+from tools.server.triton import Server, ServerOptions
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 SAMPLES = {name: ASSETS / name for name in ("bus.jpg", "zidane.jpg")}
@@ -30,11 +31,6 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
         time.sleep(interval_s)
-
-
-def url_for(endpoints: Endpoints, protocol: str) -> str:
-    """The server's address for a client of `protocol` (grpc or http)."""
-    return endpoints.grpc_url if protocol == "grpc" else endpoints.http_url
 
 
 def write_clip(path: Path, frames: Sequence[np.ndarray], fps: float = 10) -> Path:
@@ -83,7 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, detector_manifest: manifest
 
 @pytest.fixture(scope="session", params=["grpc", "http"])
 def client(request: pytest.FixtureRequest, server: Server) -> Iterator[PeopleClient]:
-    with PeopleClient(url_for(server.options.endpoints, request.param), request.param) as c:
+    with PeopleClient(server.options.endpoints.url(request.param), request.param) as c:
         yield c
 
 

@@ -19,11 +19,12 @@ from tritonclient.utils import InferenceServerException
 
 from pipelines import faces, gender, manifest, spec
 from pipelines.detections import Detections
+from pipelines.paths import ROOT
 from tests.server.conftest import SAMPLES
 from tools import render
 from tools.client.people import PeopleClient
 from tools.server.endpoints import Endpoints
-from tools.server.triton import ROOT, Server, ServerOptions
+from tools.server.triton import Server, ServerOptions
 
 REPOSITORY = ROOT / "model_repository"
 SCORE_TOLERANCE = 1e-4  # the same float32 code and models in the server and here

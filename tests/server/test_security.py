@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tests.server.conftest import SAMPLES, url_for, write_clip
+from tests.server.conftest import SAMPLES, write_clip
 from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink
@@ -47,7 +47,7 @@ def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_inference_needs_the_key(keyed: Server, protocol: str, key: str | None) -> None:
     with (
-        PeopleClient(url_for(keyed.options.endpoints, protocol), protocol, api_key=key) as client,
+        PeopleClient(keyed.options.endpoints.url(protocol), protocol, api_key=key) as client,
         pytest.raises(InferenceServerException) as error,
     ):
         client.detect([SAMPLES["bus.jpg"].read_bytes()])
@@ -56,7 +56,7 @@ def test_inference_needs_the_key(keyed: Server, protocol: str, key: str | None) 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_inference_with_the_key_passes(keyed: Server, protocol: str) -> None:
-    with PeopleClient(url_for(keyed.options.endpoints, protocol), protocol, api_key=KEY) as client:
+    with PeopleClient(keyed.options.endpoints.url(protocol), protocol, api_key=KEY) as client:
         (persons,) = client.detect([SAMPLES["bus.jpg"].read_bytes()])
     assert persons
 
@@ -105,7 +105,7 @@ def test_shared_memory_registration_is_refused_without_a_key(server: Server, pro
     key = f"/people-test-{protocol}-{os.getpid()}"
     region = shm.create_shared_memory_region(f"people-{protocol}", key, 1024)
     try:
-        with PeopleClient(url_for(e, protocol), protocol) as people:
+        with PeopleClient(e.url(protocol), protocol) as people:
             with pytest.raises(InferenceServerException) as error:
                 people.client.register_system_shared_memory(f"people-{protocol}", key, 1024)
             assert "restricted" in str(error.value).lower() or "401" in str(error.value.status()), error.value

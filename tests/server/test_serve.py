@@ -23,10 +23,10 @@ import psutil
 import pytest
 
 from pipelines import spec
+from pipelines.paths import ROOT
 from tests.server.conftest import SAMPLES, wait_until
 from tools.client.people import PeopleClient
 from tools.server.endpoints import Endpoints
-from tools.server.triton import ROOT
 
 CTRL_C = b"\x03"
 

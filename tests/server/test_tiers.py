@@ -15,9 +15,10 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
+from pipelines.paths import ROOT
 from tests.server.conftest import first_step_busy, wait_until
 from tools.client.people import PeopleClient, unpack
-from tools.server.triton import ROOT, Server
+from tools.server.triton import Server
 
 DTYPES = {d: f"TYPE_{d.value}" for d in spec.DType}
 

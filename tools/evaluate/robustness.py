@@ -181,7 +181,7 @@ def corpus_round(server: Server | Remote, tiers: tuple[str, ...], protocols: tup
     good = (ASSETS / "zidane.jpg").read_bytes()
     all_cases = cases()
     for protocol in protocols:
-        url = e.grpc_url if protocol == "grpc" else e.http_url
+        url = e.url(protocol)
         with PeopleClient(url, protocol) as client:
             for tier in tiers:
                 expected_good = send(client, tier, good)
@@ -271,7 +271,7 @@ def overload(
 ) -> LoadReport:
     """Offer `factor` times the sustainable rate (open loop) and record what happened."""
     e = server.options.endpoints
-    url = e.grpc_url if protocol == "grpc" else e.http_url
+    url = e.url(protocol)
     image = (ASSETS / "bus.jpg").read_bytes()
     rate = sustainable_rate(PeopleClient(e.grpc_url), tier, image) * factor
     report = LoadReport(tier, rate, rss_before=server_rss(server))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from export import tensorrt_plan
 from pipelines import spec
+from pipelines.paths import ROOT
 from tools.server import health
 from tools.server.endpoints import Endpoints
-from tools.server.triton import ROOT, ServerOptions, endpoint_args
+from tools.server.triton import ServerOptions, endpoint_args
 
 
 def gpu_docker_available() -> str | None:

@@ -56,3 +56,7 @@ class Endpoints:
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc}"
+
+    def url(self, protocol: str) -> str:
+        """The address for a client of `protocol` (grpc or http)."""
+        return self.grpc_url if protocol == "grpc" else self.http_url
