@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from pipelines import crops, faces, spec
+from pipelines import cutting, faces, spec
 from pipelines.detections import Detections
 from pipelines.manifest import FaceDetector, Preprocessing
 
 
 @dataclass(frozen=True)
-class Crops:
+class Chips:
     """All classifiable persons of a batch, in image order, and where each came from."""
 
     pixels: torch.Tensor  # [P, 3, S, S] normalized classifier input
@@ -48,18 +48,18 @@ def persons(found: Detections) -> tuple[torch.Tensor, torch.Tensor]:
     return image, slot
 
 
-def _empty(device: torch.device, size: int) -> Crops:
+def _empty(device: torch.device, size: int) -> Chips:
     index = torch.zeros(0, dtype=torch.long, device=device)
-    return Crops(torch.zeros((0, 3, size, size), device=device), index, index, torch.zeros((0, 4), device=device))
+    return Chips(torch.zeros((0, 3, size, size), device=device), index, index, torch.zeros((0, 4), device=device))
 
 
 def gather(
     found: Detections,
-    originals: crops.Images,
+    originals: cutting.Images,
     geometry: torch.Tensor,
-    classifier: Preprocessing,
+    preprocessing: Preprocessing,
     face: FaceModel | None = None,
-) -> Crops:
+) -> Chips:
     """The classifier's input for every person it can judge; originals[b] is image b's decoded [H, W, 3].
 
     `face`: persons whose face region is under MIN_FACE_PX are skipped; the others' regions go to the
@@ -70,7 +70,7 @@ def gather(
     image, slot = persons(found)
     boxes = found.boxes[image, slot]
     wh = geometry[:, 4:6].to(device)[image]
-    policy = spec.CropPolicy(classifier.crop)
+    policy = spec.CropPolicy(preprocessing.crop)
     if policy is spec.CropPolicy.FACE:
         if face is None:
             raise ValueError("this classifier reads aligned faces: a face detector is needed")
@@ -78,36 +78,36 @@ def gather(
         keep = (region[:, 2] - region[:, 0]) >= spec.MIN_FACE_PX
         image, slot, boxes, wh, region = image[keep], slot[keep], boxes[keep], wh[keep], region[keep]
         if image.numel() == 0:
-            return _empty(device, classifier.size)
+            return _empty(device, preprocessing.size)
         f = face.record
-        pixels = crops.resize(originals, image, region, f.size)
-        maps = face.run(crops.normalize(pixels, f.channels, f.mean, f.scale), image)
+        pixels = cutting.resize(originals, image, region, f.size)
+        maps = face.run(cutting.normalize(pixels, f.channels, f.mean, f.scale), image)
         found_faces = faces.decode(maps, region, f.size, f.stride)
         keep = faces.owned(found_faces, boxes, image)
         image, slot, wh = image[keep], slot[keep], wh[keep]
         if image.numel() == 0:
-            return _empty(device, classifier.size)
-        template = torch.tensor(classifier.template, dtype=torch.float32, device=device)
-        affine = faces.chip_to_image(found_faces.landmarks[keep], template, classifier.padding)
-        chips = crops.align(originals, image, wh, affine, classifier.size)
+            return _empty(device, preprocessing.size)
+        template = torch.tensor(preprocessing.template, dtype=torch.float32, device=device)
+        affine = faces.chip_to_image(found_faces.landmarks[keep], template, preprocessing.padding)
+        chips = cutting.align(originals, image, wh, affine, preprocessing.size)
         face_boxes = torch.minimum(found_faces.box[keep].clamp(min=0), wh.repeat(1, 2))
     else:
-        padding = classifier.padding if policy is spec.CropPolicy.HEAD else 0.0
-        region, ok = crops.crop_regions(boxes, wh, policy, padding)
+        padding = preprocessing.padding if policy is spec.CropPolicy.HEAD else 0.0
+        region, ok = cutting.crop_regions(boxes, wh, policy, padding)
         image, slot, wh, region = image[ok], slot[ok], wh[ok], region[ok]
         if image.numel() == 0:
-            return _empty(device, classifier.size)
-        chips = crops.resize(originals, image, crops.snap(region, wh), classifier.size)
+            return _empty(device, preprocessing.size)
+        chips = cutting.resize(originals, image, cutting.snap(region, wh), preprocessing.size)
         face_boxes = torch.zeros((image.numel(), 4), device=device)
-    pixels = crops.normalize(chips, classifier.channels, classifier.mean, classifier.scale)
-    return Crops(pixels, image, slot, face_boxes)
+    pixels = cutting.normalize(chips, preprocessing.channels, preprocessing.mean, preprocessing.scale)
+    return Chips(pixels, image, slot, face_boxes)
 
 
 @dataclass(frozen=True)
 class Attributes:
     """What postprocess adds to the detections of a batch: who was classified, and the three outputs."""
 
-    crops: Crops
+    chips: Chips
     gender: torch.Tensor  # GENDER [B, MAX_DET]
     gender_scores: torch.Tensor  # GENDER_SCORES [B, MAX_DET]
     faces: torch.Tensor  # FACES [B, MAX_DET, 4]
@@ -115,18 +115,18 @@ class Attributes:
 
 def attributes(
     found: Detections,
-    originals: crops.Images,
+    originals: cutting.Images,
     geometry: torch.Tensor,
-    classifier: Preprocessing,
+    preprocessing: Preprocessing,
     gender_values: torch.Tensor,
     thresholds: torch.Tensor,
-    classify: Callable[[Crops], torch.Tensor],
+    classify: Callable[[Chips], torch.Tensor],
     face: FaceModel | None = None,
 ) -> Attributes:
     """postprocess_<tier>'s gender path for a batch: `gather`, the classifier through `classify` (not
     called when nobody can be judged), then `labels`; thresholds [B] per image."""
     batch = found.boxes.shape[0]
-    chosen = gather(found, originals, geometry, classifier, face)
+    chosen = gather(found, originals, geometry, preprocessing, face)
     probabilities = torch.zeros((0, len(gender_values)), device=found.boxes.device)
     if chosen.pixels.shape[0]:
         probabilities = classify(chosen)
@@ -134,17 +134,17 @@ def attributes(
     return Attributes(chosen, genders, scores, face_boxes(chosen, batch))
 
 
-def face_boxes(crops_: Crops, batch: int, max_det: int = spec.MAX_DET) -> torch.Tensor:
+def face_boxes(chips: Chips, batch: int, max_det: int = spec.MAX_DET) -> torch.Tensor:
     """FACES [B, max_det, 4] float32: each classified person's face box, zeros elsewhere."""
-    out = torch.zeros((batch, max_det, 4), dtype=torch.float32, device=crops_.faces.device)
-    out[crops_.image, crops_.slot] = crops_.faces.float()
+    out = torch.zeros((batch, max_det, 4), dtype=torch.float32, device=chips.faces.device)
+    out[chips.image, chips.slot] = chips.faces.float()
     return out
 
 
 def labels(
     probabilities: torch.Tensor,
     gender_values: torch.Tensor,
-    crops: Crops,
+    chips: Chips,
     thresholds: torch.Tensor,
     batch: int,
     max_det: int = spec.MAX_DET,
@@ -166,7 +166,7 @@ def labels(
         return gender, scores
     top, index = probabilities.float().max(dim=1)
     value = gender_values.to(device)[index].int()
-    sure = top >= thresholds.to(device)[crops.image]
-    gender[crops.image, crops.slot] = torch.where(sure, value, torch.full_like(value, spec.UNDETERMINED))
-    scores[crops.image, crops.slot] = top
+    sure = top >= thresholds.to(device)[chips.image]
+    gender[chips.image, chips.slot] = torch.where(sure, value, torch.full_like(value, spec.UNDETERMINED))
+    scores[chips.image, chips.slot] = top
     return gender, scores

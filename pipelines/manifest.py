@@ -84,7 +84,7 @@ class Artifact:
 # The five face landmarks, in the face detector's order and the order of an alignment template
 # ("left" and "right" as seen in the image).
 LANDMARKS = ("left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right")
-CROPS = tuple(p.value for p in spec.CropPolicy)  # what a classifier can be trained on
+CROP_POLICIES = tuple(p.value for p in spec.CropPolicy)  # what a classifier can be trained on
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Preprocessing:
     mean: tuple[float, float, float]  # in the classifier's channel order
     scale: tuple[float, float, float]
     padding: float  # context around the face or head the classifier was trained with (fraction of its side)
-    crop: str = "head"  # one of CROPS
+    crop: str = "head"  # one of CROP_POLICIES
     template: tuple[tuple[float, float], ...] | None = None  # for `face`: the LANDMARKS in the unpadded frame
 
     @property
@@ -126,8 +126,8 @@ class Preprocessing:
             raise ValueError("channels must be RGB or BGR, mean and scale three numbers each")
         if pre.size < 2 or min(pre.scale) <= 0 or pre.padding < 0:
             raise ValueError("size must be 2 or more, scale values above 0, padding 0 or more")
-        if pre.crop not in CROPS:
-            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {pre.crop!r}")
+        if pre.crop not in CROP_POLICIES:
+            raise ValueError(f"crop must be one of {', '.join(CROP_POLICIES)}, got {pre.crop!r}")
         reads_faces = pre.crop == spec.CropPolicy.FACE
         if reads_faces != (pre.template is not None) or (pre.template and len(pre.template) != len(LANDMARKS)):
             raise ValueError(f"a face classifier needs a template of {len(LANDMARKS)} points {LANDMARKS}; others none")

@@ -35,7 +35,7 @@ def _manifest(directory: Path, kind: type[manifest.Record]) -> manifest.Record:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        # NMS and crops are small tensors: one thread does them as fast and leaves the cores to
+        # NMS and the chips are small tensors: one thread does them as fast and leaves the cores to
         # the detector and the decoder (torch's OpenMP threads otherwise spin between requests).
         torch.set_num_threads(1)
         # Where this instance works: Triton does not promise where a python model's inputs arrive
@@ -54,13 +54,13 @@ class TritonPythonModel:
         self.person_classes = torch.tensor(detector.person_class_ids, dtype=torch.long, device=self.device)
         self.gender_model = parameter(config, "gender")
         classifier = _manifest(repository / self.gender_model / version, manifest.Classifier)
-        self.classifier = classifier.preprocessing
+        self.preprocessing = classifier.preprocessing
         self.gender_values = torch.tensor(classifier.gender_values, dtype=torch.long, device=self.device)
         self.gender_max_batch = int(parameter(config, "gender_max_batch"))
         self.face_model = parameter(config, "face")
         self.face_max_batch = int(parameter(config, "face_max_batch"))
         self.face = None
-        if self.classifier.crop == spec.CropPolicy.FACE.value:
+        if self.preprocessing.crop == spec.CropPolicy.FACE.value:
             record = _manifest(repository / self.face_model / version, manifest.FaceDetector)
             self.face = gender.FaceModel(record, self._detect_faces)
             cells = record.size // record.stride
@@ -108,8 +108,8 @@ class TritonPythonModel:
         return self._infer(self.face_model, spec.FACE_REGIONS.name, spec.FACE_MAPS.name, regions, image,
                            self.face_max_batch, self.face_maps, "face detection")  # fmt: skip
 
-    def _classify(self, crops: gender.Crops) -> torch.Tensor:
-        return self._infer(self.gender_model, spec.CROPS.name, spec.PROBABILITIES.name, crops.pixels, crops.image,
+    def _classify(self, chips: gender.Chips) -> torch.Tensor:
+        return self._infer(self.gender_model, spec.CROPS.name, spec.PROBABILITIES.name, chips.pixels, chips.image,
                            self.gender_max_batch, (len(self.gender_values),), "gender classification")  # fmt: skip
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -137,7 +137,7 @@ class TritonPythonModel:
             found = detections.above(kept, thresholds[0])
         originals = [image for r in requests for image in as_torch(r, spec.ORIGINAL.name).to(device)]
         self.failed = {}
-        judged = gender.attributes(found, originals, geometry, self.classifier, self.gender_values, thresholds[2],
+        judged = gender.attributes(found, originals, geometry, self.preprocessing, self.gender_values, thresholds[2],
                                    self._classify, self.face)  # fmt: skip
         # An out-of-range threshold is the request's first problem, then the first failed call.
         errors = {owner[b]: e for b, e in sorted(self.failed.items(), reverse=True)} | errors

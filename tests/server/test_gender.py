@@ -65,14 +65,14 @@ def reference_gender(
 
     face = gender.FaceModel(_face_manifest(tier), run)
     geometry = torch.tensor([[0, 0, 0, 0, w, h]], dtype=torch.float32)
-    crops = gender.gather(found, [torch.from_numpy(rgb)], geometry, record.preprocessing, face)
+    chips = gender.gather(found, [torch.from_numpy(rgb)], geometry, record.preprocessing, face)
     probabilities = torch.zeros((0, len(record.labels)))
-    if crops.pixels.shape[0]:
-        (out,) = _session(tier, spec.Step.GENDER).run(None, {spec.CROPS.name: crops.pixels.numpy()})
+    if chips.pixels.shape[0]:
+        (out,) = _session(tier, spec.Step.GENDER).run(None, {spec.CROPS.name: chips.pixels.numpy()})
         probabilities = torch.from_numpy(out)
-    labels, scores = gender.labels(probabilities, torch.tensor(record.gender_values), crops,
+    labels, scores = gender.labels(probabilities, torch.tensor(record.gender_values), chips,
                                    torch.tensor([threshold]), 1)  # fmt: skip
-    return labels[0, :n].numpy(), scores[0, :n].numpy(), gender.face_boxes(crops, 1)[0, :n].numpy()
+    return labels[0, :n].numpy(), scores[0, :n].numpy(), gender.face_boxes(chips, 1)[0, :n].numpy()
 
 
 @pytest.mark.parametrize("tier", spec.IMAGE_TIER_NAMES)
@@ -176,7 +176,7 @@ def test_more_persons_than_the_face_detector_batch_are_chunked(
 
 def _always_female(size: int) -> onnx.ModelProto:
     """A classifier that answers [1, 0] (female) for any crop: a dynamic batch, CROPS -> PROBABILITIES."""
-    crops = helper.make_tensor_value_info(spec.CROPS.name, TensorProto.FLOAT, ["N", 3, size, size])
+    chips = helper.make_tensor_value_info(spec.CROPS.name, TensorProto.FLOAT, ["N", 3, size, size])
     probs = helper.make_tensor_value_info(spec.PROBABILITIES.name, TensorProto.FLOAT, ["N", 2])
     nodes = [
         helper.make_node("ReduceMean", [spec.CROPS.name, "axes"], ["mean"], keepdims=0),
@@ -190,13 +190,13 @@ def _always_female(size: int) -> onnx.ModelProto:
         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
         helper.make_tensor("female", TensorProto.FLOAT, [2], [1.0, 0.0]),
     ]
-    graph = helper.make_graph(nodes, "always_female", [crops], [probs], initializer=constants)
+    graph = helper.make_graph(nodes, "always_female", [chips], [probs], initializer=constants)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     onnx.checker.check_model(model)
     return model
 
 
-# The classifier of the modified server below takes at most this many crops per call, fewer than
+# The classifier of the modified server below takes at most this many chips per call, fewer than
 # postprocess sends in one chunk: a call with more persons is refused by Triton.
 SMALL_CLASSIFIER_BATCH = 1
 QUEUE_DELAY_US = 500_000
@@ -205,7 +205,7 @@ QUEUE_DELAY_US = 500_000
 @pytest.fixture(scope="module")
 def always_female_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The balanced tier alone, its gender model replaced by a classifier that always says female and
-    takes at most SMALL_CLASSIFIER_BATCH crops per call; its steps wait up to QUEUE_DELAY_US for more
+    takes at most SMALL_CLASSIFIER_BATCH chips per call; its steps wait up to QUEUE_DELAY_US for more
     requests, so requests sent together share every execution."""
     repo = tmp_path_factory.mktemp("repository")
     tier = spec.tier("balanced")

