@@ -1,8 +1,8 @@
 """The event that goes on Kafka for each entry (key = camera, value = this JSON).
 
-`persons` are the objects `python -m tools.client` prints (`Person.as_json`) with `face`: the face box
-the server found for the person (x1, y1, x2, y2 in original pixels), or null. Every entry gets exactly
-one event, with `error` null or `{"code", "message"}`; `id` is stable, so duplicates are dropped by it.
+`persons` are the objects `python -m tools.client` prints (`Person.as_json`: with `face`, and a tier
+that tracks adds each person's track id and voted gender). Every entry gets exactly one event, with
+`error` null or `{"code", "message"}`; `id` is stable, so duplicates are dropped by it.
 """
 
 from __future__ import annotations
@@ -13,20 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import spec
 from tools.bridge.entry import Entry
 from tools.client.people import unpack
 
 
 def persons(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """One image's persons as JSON, each with its face box (Person does not carry FACES yet)."""
-    (found,) = unpack(outputs)
-    faces = outputs[spec.FACES.name][0]
-    records = []
-    for k, person in enumerate(found):
-        face = [round(float(v), 2) for v in faces[k]]
-        records.append({**person.as_json(), "face": face if any(face) else None})
-    return records
+    """One image's persons as JSON."""
+    return [person.as_json() for person in unpack(outputs)[0]]
 
 
 def build(

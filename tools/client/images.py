@@ -1,6 +1,10 @@
 """Send encoded images to a tier and print one JSON object per image.
 
     python -m tools.client bus.jpg zidane.jpg --tier balanced [--annotate out/]
+    python -m tools.client frames/*.jpg --tier track [--camera door-1]
+
+A tier that tracks takes the images as one camera's frames, in the order given: one sequence
+(docs/tracking.md), one image per request, each person with its track id and voted gender.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from pipelines import spec
 from tools.client.options import add_thresholds, thresholds
 from tools.client.people import PeopleClient, Person
+from tools.client.sequence import CameraSequence, Flags
 
 log = logging.getLogger("client")
 
@@ -35,6 +40,11 @@ def annotate(path: Path, persons: list[Person], out_dir: Path) -> Path:
     return target
 
 
+def default_camera(images: list[Path]) -> str:
+    """The first image's folder name: frames/0001.jpg ... are camera `frames`."""
+    return images[0].resolve().parent.name or "images"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -48,17 +58,32 @@ def main(argv: list[str] | None = None) -> int:
     add_thresholds(parser)
     parser.add_argument("--api-key", help="the key given to `make serve API_KEY=...`")
     parser.add_argument("--annotate", type=Path, metavar="DIR", help="write each image with its boxes drawn into DIR")
+    parser.add_argument("--camera", metavar="ID",
+                        help="a tier that tracks: the camera's id, sent as the sequence id (default: the first "
+                        "image's folder name)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     url = args.url or f"{spec.HOST}:{spec.GRPC_PORT if args.protocol == 'grpc' else spec.HTTP_PORT}"
     client = PeopleClient(url, args.protocol, args.api_key)
+    tracks = spec.tier(args.tier).tracks
+    sequence = CameraSequence(args.camera or default_camera(args.images)) if tracks else None
+    last = len(args.images) - 1
     failures = 0
-    for path in args.images:
+    for k, path in enumerate(args.images):
         record: dict[str, Any] = {"image": str(path), "tier": args.tier}
+        flags: Flags | None = None
         try:
-            (persons,) = client.detect([path.read_bytes()], args.tier, **thresholds(args))
+            data = path.read_bytes()
+            if sequence is None:
+                (persons,) = client.detect([data], args.tier, **thresholds(args))
+            else:
+                flags = sequence.next(k, end=k == last)
+                record.update(camera=flags.camera, sequence=flags.sequence)
+                persons = client.track(data, args.tier, flags.camera, flags.start, flags.end, **thresholds(args))
         except (OSError, InferenceServerException) as e:
+            if sequence is not None and flags is not None:
+                sequence.refused(flags, str(e))
             failures += 1
             record["error"] = str(e)
             print(json.dumps(record), flush=True)

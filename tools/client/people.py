@@ -10,7 +10,7 @@ expects for the protocol, and turns the padded outputs into persons.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,21 +21,66 @@ from pipelines import spec
 log = logging.getLogger("client")
 
 
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in the original image's pixels
+
+
+UNDETERMINED_LABEL = "undetermined"
+
+
+def gender_label(gender: int) -> str | None:
+    """`female` or `male` for a GENDER value, None for undetermined."""
+    return spec.GENDER_LABELS[gender] if gender != spec.UNDETERMINED else None
+
+
+def gender_counts(genders: Iterable[int]) -> dict[str, int]:
+    """How many of each GENDER value: `female`, `male`, `undetermined`."""
+    counts = dict.fromkeys((*spec.GENDER_LABELS, UNDETERMINED_LABEL), 0)
+    for gender in genders:
+        counts[gender_label(gender) or UNDETERMINED_LABEL] += 1
+    return counts
+
+
 @dataclass(frozen=True)
 class Person:
-    box: tuple[float, float, float, float]
+    """One person of an answer. The track fields are None where the tier does not track (spec.Tier.tracks)."""
+
+    box: Box
     score: float
     cls: int
     gender: int  # 0 female, 1 male, -1 undetermined (spec.GENDER_LABELS)
     gender_score: float
+    face: Box | None = None  # the face box the server found for the person; None where it found none
+    track_id: int | None = None  # the person's id on the camera, from 1; -1 where it has no track yet
+    track_gender: int | None = None  # the gender voted over the track, as `gender`: -1 until a face was read
+    track_gender_score: float | None = None
 
     @property
     def gender_label(self) -> str | None:
-        return spec.GENDER_LABELS[self.gender] if self.gender != spec.UNDETERMINED else None
+        return gender_label(self.gender)
+
+    @property
+    def tracked(self) -> bool:
+        """The person has an id on the camera: a tier that tracks, past the person's first frame."""
+        return self.track_id is not None and self.track_id >= 0
+
+    @property
+    def shown_gender(self) -> tuple[int, float]:
+        """The gender to show a reader and its score: the track's vote once tracked, else this frame's."""
+        if self.tracked:
+            assert self.track_gender is not None and self.track_gender_score is not None
+            return self.track_gender, self.track_gender_score
+        return self.gender, self.gender_score
 
     def as_json(self) -> dict[str, Any]:
-        return {"box": list(self.box), "score": self.score, "class": self.cls, "gender": self.gender_label,
-                "gender_score": self.gender_score}  # fmt: skip
+        """The person as the clients print it: `face` always (null where none), the track fields where tracked."""
+        face = None if self.face is None else list(self.face)
+        record = {"box": list(self.box), "score": self.score, "class": self.cls, "gender": self.gender_label,
+                  "gender_score": self.gender_score, "face": face}  # fmt: skip
+        if self.track_id is not None:
+            assert self.track_gender is not None
+            record |= {"track_id": self.track_id, "track_gender": gender_label(self.track_gender),
+                       "track_gender_score": self.track_gender_score}  # fmt: skip
+        return record
 
 
 def pack(images: Sequence[bytes]) -> np.ndarray:
@@ -111,25 +156,35 @@ def outputs(result: Any) -> dict[str, np.ndarray]:
     return {name: value for name, value in found.items() if value is not None}
 
 
+def _box(values: np.ndarray) -> Box:
+    return tuple(round(float(v), 2) for v in values)  # type: ignore[return-value]
+
+
+def _person(image: dict[str, np.ndarray], k: int, tracked: bool) -> Person:
+    """Row `k` of one image's outputs (`tracked`: TRACK_* are among them)."""
+    face = image[spec.FACES.name][k]
+    track = {}
+    if tracked:
+        track = {"track_id": int(image[spec.TRACK_IDS.name][k]), "track_gender": int(image[spec.TRACK_GENDER.name][k]),
+                 "track_gender_score": round(float(image[spec.TRACK_GENDER_SCORES.name][k]), 4)}  # fmt: skip
+    return Person(
+        box=_box(image[spec.BOXES.name][k]),
+        score=round(float(image[spec.SCORES.name][k]), 4),
+        cls=int(image[spec.CLASSES.name][k]),
+        gender=int(image[spec.GENDER.name][k]),
+        gender_score=round(float(image[spec.GENDER_SCORES.name][k]), 4),
+        face=_box(face) if face.any() else None,
+        **track,
+    )
+
+
 def unpack(outputs: dict[str, np.ndarray]) -> list[list[Person]]:
-    """The padded ensemble outputs as a list of persons per image."""
+    """The padded ensemble outputs as a list of persons per image; the track fields where TRACK_* are present."""
+    tracked = all(t.name in outputs for t in spec.TRACK_OUTPUTS)
     result = []
-    columns = [outputs[t.name] for t in (spec.BOXES, spec.SCORES, spec.CLASSES, spec.GENDER, spec.GENDER_SCORES)]
-    for n, boxes, scores, classes, gender, gender_scores in zip(
-        outputs[spec.NUM_DETECTIONS.name][:, 0], *columns, strict=True
-    ):
-        result.append(
-            [
-                Person(
-                    box=tuple(round(float(v), 2) for v in boxes[k]),
-                    score=round(float(scores[k]), 4),
-                    cls=int(classes[k]),
-                    gender=int(gender[k]),
-                    gender_score=round(float(gender_scores[k]), 4),
-                )
-                for k in range(int(n))
-            ]
-        )
+    for i, n in enumerate(outputs[spec.NUM_DETECTIONS.name][:, 0]):
+        image = {name: value[i] for name, value in outputs.items()}
+        result.append([_person(image, k, tracked) for k in range(int(n))])
     return result
 
 
@@ -174,16 +229,17 @@ class PeopleClient:
         result = self.client.infer(model, inputs, headers=self.headers, **kwargs)
         return outputs(result)
 
-    def infer_async(self, tier: str, inputs: list[Any], callback: Callable[[Any, Any], None]) -> None:
+    def infer_async(self, tier: str, inputs: list[Any], callback: Callable[[Any, Any], None], **kwargs: Any) -> None:
         """Send without waiting; `callback(result, error)` gets the answer on tritonclient's thread.
 
         gRPC only: the HTTP client's async_infer returns a handle to wait on instead of calling back.
-        Requests sent one after another on one channel this way reach the server in that order.
+        `kwargs` go to tritonclient's async_infer (a sequence's: `Flags.kwargs()`).
         """
         if self.protocol != "grpc":
             raise ValueError("infer_async needs the gRPC client")
         model = spec.tier(tier).model(spec.Step.ENSEMBLE)
-        self.client.async_infer(model, inputs, callback, headers=self.headers, client_timeout=self.timeout_s)
+        self.client.async_infer(model, inputs, callback, headers=self.headers, client_timeout=self.timeout_s,
+                                **kwargs)  # fmt: skip
 
     def detect(
         self,
@@ -197,3 +253,18 @@ class PeopleClient:
         """Persons in each image, sent as one request (fails as a whole if one image is bad)."""
         inputs = self.inputs(images, conf=conf, iou=iou, gender_threshold=gender_threshold)
         return unpack(self.infer_raw(tier, inputs, **kwargs))
+
+    def track(
+        self,
+        image: bytes,
+        tier: str,
+        camera: str | int,
+        start: bool = False,
+        end: bool = False,
+        **thresholds: float | None,
+    ) -> list[Person]:
+        """Persons in one frame of a camera, sent to a tier that tracks as a frame of the camera's sequence
+        (its id: the camera's; `start` on its first frame, `end` on its last; see docs/tracking.md)."""
+        inputs = self.inputs([image], **thresholds)
+        (persons,) = unpack(self.infer_raw(tier, inputs, sequence_id=camera, sequence_start=start, sequence_end=end))
+        return persons

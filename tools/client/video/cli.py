@@ -6,7 +6,10 @@
 
 Each source gets OUT/annotated.mp4 and OUT/frame_counts.jsonl (OUT/<source>/
 when there are several), a progress line on stderr and one JSON summary on
-stdout (also OUT/summary.json). Files are sent completely; live sources
+stdout (also OUT/summary.json). With a tier that tracks (--tier track) each
+source is one camera, a sequence whose id is the source's name (unique in the
+run): persons carry their track id and voted gender, and the summary counts
+the people seen (docs/video.md). Files are sent completely; live sources
 (camera index, rtsp/http/... URL, or --mode live) drop frames by --drop when
 the server falls behind. Ctrl-C stops cleanly: the files written so far stay
 playable. Exit status: 0 all frames answered, 1 some failed, 130 interrupted.
@@ -40,17 +43,20 @@ class Job:
     finished: threading.Event = field(default_factory=threading.Event)
 
 
-def output_dirs(locations: list[str], out: Path) -> list[Path]:
-    """OUT itself for one source; OUT/<name> for several, with -2, -3 ... where names collide."""
-    if len(locations) == 1:
-        return [out]
+def unique_names(locations: list[str]) -> list[str]:
+    """Each source's name (`source_name`), with -2, -3 ... where names collide: its camera id and folder."""
     seen: dict[str, int] = {}
-    dirs = []
+    names = []
     for location in locations:
         name = source_name(location)
         seen[name] = seen.get(name, 0) + 1
-        dirs.append(out / (name if seen[name] == 1 else f"{name}-{seen[name]}"))
-    return dirs
+        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return names
+
+
+def output_dirs(names: list[str], out: Path) -> list[Path]:
+    """OUT itself for one source; OUT/<name> for several."""
+    return [out] if len(names) == 1 else [out / name for name in names]
 
 
 def run_job(job: Job) -> None:
@@ -97,7 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     d = StreamOptions()
     parser.add_argument("sources", nargs="+", help="video files, camera indices (0) or stream URLs (rtsp://...)")
-    parser.add_argument("--tier", choices=spec.TIER_NAMES, default=d.tier, help="streaming keeps order")
+    parser.add_argument("--tier", choices=spec.TIER_NAMES, default=d.tier,
+                        help="streaming keeps order; track adds a stable id per person (each source a sequence)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     parser.add_argument("--url", default=d.url, help="the server's gRPC address")
     parser.add_argument("--api-key", help="the key given to `make serve API_KEY=...`")
@@ -140,13 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     live = None if args.mode == "auto" else args.mode == "live"
     stop = threading.Event()
-    jobs = [
-        Job(location, out_dir)
-        for location, out_dir in zip(args.sources, output_dirs(args.sources, args.out), strict=True)
-    ]
-    for job in jobs:
+    names = unique_names(args.sources)
+    dirs = output_dirs(names, args.out)
+    jobs = [Job(location, out_dir) for location, out_dir in zip(args.sources, dirs, strict=True)]
+    for job, name in zip(jobs, names, strict=True):
         try:
-            source = open_source(job.location, live)
+            source = open_source(job.location, live, name)
         except OSError as e:
             log.error("%s", e)
             job.failure = str(e)
@@ -184,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                 job.location, summary["sent"], summary["dropped"], summary["errors"], lat["mean"], lat["p99"],
                 summary["throughput_fps"], job.out_dir,
             )  # fmt: skip
+            if "people" in summary:
+                people = summary["people"]
+                log.info("%s: %d people, by voted gender %s", job.location, people["unique"], people["genders"])
         failed |= bool(job.failure or summary.get("errors") or summary.get("stopped"))
         print(json.dumps(summary), flush=True)
     return 130 if interrupted else int(failed)

@@ -24,13 +24,12 @@ import cv2
 import numpy as np
 
 from pipelines import spec
-from tools.client.draw import draw_persons
-from tools.client.people import Person
+from tools.client.draw import band_size, draw_persons, put_label
+from tools.client.people import UNDETERMINED_LABEL, Person, gender_counts
 
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_FPS = 25.0  # the annotated video's rate (and a file's timestamps) when the source does not say
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtp", "udp", "tcp", "srt", "http", "https")
-UNDETERMINED_LABEL = "undetermined"
 
 
 def encode_jpeg(image: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
@@ -74,8 +73,9 @@ def source_name(location: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._-") or "source"
 
 
-def open_source(location: str, live: bool | None = None) -> Source:
-    """A file, camera index or stream URL read with OpenCV (its bundled FFmpeg); `live=None` guesses."""
+def open_source(location: str, live: bool | None = None, name: str | None = None) -> Source:
+    """A file, camera index or stream URL read with OpenCV (its bundled FFmpeg); `live=None` guesses; `name`
+    (default `source_name`) names it in logs and, to a tier that tracks, is its camera id."""
     capture = cv2.VideoCapture(int(location)) if location.isdigit() else cv2.VideoCapture(location)
     if not capture.isOpened():
         capture.release()
@@ -90,7 +90,7 @@ def open_source(location: str, live: bool | None = None) -> Source:
             yield frame
 
     return Source(
-        name=source_name(location),
+        name=name or source_name(location),
         frames=frames(),
         live=is_live(location) if live is None else live,
         fps=fps if 0 < fps < 1000 else None,
@@ -112,6 +112,8 @@ class FrameResult:
     persons: list[Person] | None = None
     error: str | None = None
     latency_s: float | None = None  # request sent -> answer received
+    last: bool = False  # no frame follows it (a file's last frame): it ends the camera's sequence
+    sequence: int | None = None  # a tier that tracks: the index of the frame that started this frame's sequence
 
     @property
     def ok(self) -> bool:
@@ -123,14 +125,13 @@ class FrameResult:
         return self.persons is not None or self.error is not None
 
     def gender_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((*spec.GENDER_LABELS, UNDETERMINED_LABEL), 0)
-        for p in self.persons or ():
-            counts[p.gender_label or UNDETERMINED_LABEL] += 1
-        return counts
+        return gender_counts(p.gender for p in self.persons or ())
 
     def record(self) -> dict[str, Any]:
         """The frame's line in frame_counts.jsonl."""
         line: dict[str, Any] = {"frame": self.index, "timestamp": _round(self.timestamp, 3)}
+        if self.sequence is not None:
+            line["sequence"] = self.sequence
         if self.error is not None:
             line["error"] = self.error
             return line
@@ -154,21 +155,22 @@ class Sink(Protocol):
 
 
 def draw(result: FrameResult) -> np.ndarray:
-    """The frame with its boxes, gender labels and counts drawn (a red banner for a failed frame)."""
+    """The frame with its persons drawn under a band with the index and the persons by the gender their labels
+    show (a red band with the error for a failed frame)."""
     assert result.image is not None
     image = result.image.copy()
-    draw_persons(image, result.persons or ())
+    persons = result.persons or ()
+    draw_persons(image, persons)
     if result.ok:
-        g = result.gender_counts()
+        g = gender_counts(p.shown_gender[0] for p in persons)
         female, male = (g[label] for label in spec.GENDER_LABELS)
-        n = len(result.persons or ())
-        text = f"#{result.index} persons {n}  F {female}  M {male}  ? {g[UNDETERMINED_LABEL]}"
+        text = f"#{result.index} persons {len(persons)}  F {female}  M {male}  ? {g[UNDETERMINED_LABEL]}"
         band = (40, 40, 40)
     else:
         text = f"#{result.index} error: {result.error}"[:80]
         band = (0, 0, 200)
-    cv2.rectangle(image, (0, 0), (image.shape[1], 22), band, -1)
-    cv2.putText(image, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.rectangle(image, (0, 0), (image.shape[1], band_size(image, text)[1]), band, -1)
+    put_label(image, text, (0, 0), band)
     return image
 
 

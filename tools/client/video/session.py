@@ -16,6 +16,12 @@ it with their own frame source and sink. `StreamSession` joins three parts:
 Each frame is encoded as JPEG (`encode_jpeg`, media.py) and its answer goes to
 a `Sink` in frame order. A failed frame fails alone; `OnError.STOP` ends the
 run at the first one, `CONTINUE` goes on.
+
+With a tier that tracks, the source is one camera: a Triton sequence whose id
+is the source's name (`CameraSequence`, tools/client/sequence.py: started on
+the first frame and again after a refusal that needs it, ended on a file's
+last frame). The frames in flight go in order on the one stream, and Triton
+keeps a camera's frames in that order, so the window may hold several.
 """
 
 from __future__ import annotations
@@ -27,15 +33,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import cv2
+import numpy as np
 import tritonclient.grpc as grpcclient
 
 from pipelines import spec
 from tools.client.people import auth_headers, image_inputs, outputs, threshold_inputs, unpack
+from tools.client.sequence import CameraSequence, Flags
 from tools.client.video.media import DEFAULT_FPS, DEFAULT_JPEG_QUALITY, FrameResult, Sink, Source, encode_jpeg
 from tools.client.video.stream import ReconnectingStream
-from tools.client.video.window import Stats, Window
+from tools.client.video.window import People, Stats, Window
 
 log = logging.getLogger("video")
 
@@ -73,11 +82,13 @@ class StreamOptions:
 class FileReader:
     """A file's frames, read one at a time when the session asks, so none is dropped.
 
-    Owns the position in the file; counts `produced`. A frame's timestamp is its position over the frame rate.
+    Owns the position in the file, read one frame ahead so that the last one says so; counts `produced`.
+    A frame's timestamp is its position over the frame rate.
     """
 
     def __init__(self, source: Source, stats: Stats):
         self._frames = iter(source.frames)
+        self._ahead: np.ndarray | None = None
         self._fps = source.fps or DEFAULT_FPS
         self._stats = stats
 
@@ -89,12 +100,13 @@ class FileReader:
 
     def next(self) -> FrameResult | None:
         """The next frame, or None at the end of the file."""
-        image = next(self._frames, None)
+        image = self._ahead if self._ahead is not None else next(self._frames, None)
         if image is None:
             return None
+        self._ahead = next(self._frames, None)
         index = self._stats.produced
         self._stats.produced += 1
-        return FrameResult(index, index / self._fps, image)
+        return FrameResult(index, index / self._fps, image, last=self._ahead is None)
 
     def close(self) -> None:
         """Nothing to stop."""
@@ -205,6 +217,10 @@ class StreamSession:
         )
         # One frame per request: the same threshold tensors for every frame.
         self._thresholds = threshold_inputs(grpcclient, 1, options.conf, options.iou, options.gender_threshold)
+        self._sequence = CameraSequence(source.name) if spec.tier(options.tier).tracks else None
+        self._flags: dict[int, Flags] = {}  # a tracked run's frames in flight: their sequence flags
+        if self._sequence is not None:
+            self.stats.people = People()
 
     def run(self) -> Stats:
         """Send every frame (files) or as many as the server keeps up with (live); always closes sink and source."""
@@ -240,16 +256,31 @@ class StreamSession:
             down = self._stream.connect()
             if down is not None:
                 frame.error = f"server unavailable: {down}"
+        flags = self._flags_for(frame) if frame.error is None else {}
         with self._cond:
             self._window.add(frame)
         if frame.error is None:
-            self._stream.send(frame.index, [*image_inputs(grpcclient, [frame.jpeg]), *self._thresholds])
+            self._stream.send(frame.index, [*image_inputs(grpcclient, [frame.jpeg]), *self._thresholds], **flags)
+
+    def _flags_for(self, frame: FrameResult) -> dict[str, Any]:
+        """A tracked run: the frame's sequence flags (kept until its answer), as the stream sends them."""
+        if self._sequence is None:
+            return {}
+        flags = self._sequence.next(frame.index, end=frame.last)
+        frame.sequence = flags.sequence
+        with self._cond:
+            self._flags[frame.index] = flags
+        return flags.kwargs()
 
     # -- the stream's reports ---------------------------------------------------------
     def _answered(
         self, index: int, result: grpcclient.InferResult | None, error: str | None, latency_s: float | None
     ) -> None:
         """A frame's answer or failure (tritonclient's thread, or ours): its persons go into the window."""
+        with self._cond:
+            flags = self._flags.pop(index, None)
+        if error is not None and flags is not None and self._sequence is not None:
+            self._sequence.refused(flags, error)
         persons = None
         if result is not None:
             try:

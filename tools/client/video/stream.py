@@ -134,8 +134,9 @@ class ReconnectingStream:
         """Seconds until the backoff lets `connect` try the server again; 0 after a started stream."""
         return self._backoff.remaining_s()
 
-    def send(self, request_id: int, inputs: list[Any]) -> None:
-        """Send one request on the stream `connect` started; its outcome goes to `on_answer`."""
+    def send(self, request_id: int, inputs: list[Any], **kwargs: Any) -> None:
+        """Send one request on the stream `connect` started; its outcome goes to `on_answer`. `kwargs` go to
+        tritonclient's async_stream_infer (a sequence's flags: the stream keeps the order they are sent in)."""
         with self._lock:
             connection, down = self._connection, self._down
             if connection is not None and down is None:
@@ -144,7 +145,7 @@ class ReconnectingStream:
             self._on_answer(request_id, None, f"stream failed: {down or 'not connected'}", None)
             return
         try:
-            connection.client.async_stream_infer(self.model, inputs, request_id=str(request_id))
+            connection.client.async_stream_infer(self.model, inputs, request_id=str(request_id), **kwargs)
         except InferenceServerException as e:
             # The stream has ended. tritonclient marks it so just before its callback brings the reason
             # (such as a missing API key): wait a moment for that rather than report only "not valid".

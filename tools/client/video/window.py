@@ -1,4 +1,5 @@
-"""The frames sent and not yet handed to the sink, in frame order, and the session's statistics.
+"""The frames sent and not yet handed to the sink, in frame order, and the session's statistics
+(with the persons of a tracked run: `People`).
 
 Answers can come out of order (only the streaming tier preserves it), so the
 `Window` holds a frame that is finished before an older one until the older
@@ -11,13 +12,30 @@ from __future__ import annotations
 import time
 from array import array
 from collections import deque
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tools.client.people import Person
+from tools.client.people import Person, gender_counts
 from tools.client.video.media import FrameResult
+
+
+@dataclass
+class People:
+    """The persons of a tracked run: each (sequence, track id) is one, with the gender last voted for them."""
+
+    last_gender: dict[tuple[Hashable, int], int] = field(default_factory=dict)
+
+    def add(self, sequence: Hashable, persons: Iterable[Person]) -> None:
+        for p in persons:
+            if p.tracked:
+                assert p.track_id is not None and p.track_gender is not None
+                self.last_gender[sequence, p.track_id] = p.track_gender
+
+    def summary(self) -> dict[str, Any]:
+        return {"unique": len(self.last_gender), "genders": gender_counts(self.last_gender.values())}
 
 
 @dataclass
@@ -40,6 +58,7 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     stopped: str | None = None  # why the run ended early, if it did
+    people: People | None = None  # a tier that tracks: the persons seen, counted by the window
 
     @property
     def elapsed_s(self) -> float:
@@ -64,6 +83,7 @@ class Stats:
             "max_inflight": self.max_inflight_seen,
             "max_pending": self.max_pending_seen,
             "stopped": self.stopped,
+            **({} if self.people is None else {"people": self.people.summary()}),
         }
 
 
@@ -71,7 +91,8 @@ class Window:
     """At most `size` frames sent and not yet handed on, in frame order; `pop` yields them in that order.
 
     Owns the frames in the window (each says whether it is finished). Counts in `stats` what passes through
-    it: sent, in flight at once, reordered, then answered (with latency) or failed as frames leave.
+    it: sent, in flight at once, reordered, then answered (with latency, and a tracked run's persons) or
+    failed as frames leave.
     Not locked: the session calls it with its lock held (answers arrive on tritonclient's thread).
     """
 
@@ -122,6 +143,8 @@ class Window:
             self.stats.ok += 1
             if frame.latency_s is not None:
                 self.stats.latencies_s.append(frame.latency_s)
+            if self.stats.people is not None:
+                self.stats.people.add(frame.sequence, frame.persons or ())
         else:
             self.stats.errors += 1
         return frame
