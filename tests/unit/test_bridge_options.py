@@ -90,11 +90,18 @@ def test_failures_are_classified() -> None:
     assert code_of(err("INVALID_ARGUMENT")) == "INVALID_ARGUMENT"
 
 
-def outputs(boxes: list[list[float]], faces: list[list[float]]) -> dict[str, np.ndarray]:
-    """One image's padded ensemble outputs with these persons (male, 0.9)."""
+def outputs(boxes: list[list[float]], faces: list[list[float]], track_ids: list[int] | None = None
+            ) -> dict[str, np.ndarray]:  # fmt: skip
+    """One image's padded ensemble outputs with these persons (male, 0.9); with `track_ids`, the track tier's
+    (each voted female, 0.7)."""
     n = len(boxes)
-    types = {spec.DType.FP32: np.float32, spec.DType.INT32: np.int32}
-    out = {t.name: np.zeros((1, *t.dims), types[t.dtype]) for t in spec.ENSEMBLE_OUTPUTS}
+    types = {spec.DType.FP32: np.float32, spec.DType.INT32: np.int32, spec.DType.INT64: np.int64}
+    tensors = spec.ENSEMBLE_OUTPUTS if track_ids is None else (*spec.ENSEMBLE_OUTPUTS, *spec.TRACK_OUTPUTS)
+    out = {t.name: np.zeros((1, *t.dims), types[t.dtype]) for t in tensors}
+    if track_ids is not None:
+        out[spec.TRACK_IDS.name][0, :n] = track_ids
+        out[spec.TRACK_GENDER.name][0, :n] = 0
+        out[spec.TRACK_GENDER_SCORES.name][0, :n] = 0.7
     out[spec.NUM_DETECTIONS.name][0, 0] = n
     out[spec.BOXES.name][0, :n] = boxes
     out[spec.FACES.name][0, :n] = faces

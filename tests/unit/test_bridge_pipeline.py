@@ -20,6 +20,7 @@ from tests.unit.test_bridge_options import outputs
 from tools.bridge.entry import Entry, Frame
 from tools.bridge.options import Options
 from tools.bridge.pipeline import Bridge
+from tools.client.sequence import Flags
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> None:
@@ -97,15 +98,17 @@ class FakeKafka:
 
 
 class FakeInference:
-    """Holds every request until the test answers it."""
+    """Holds every request until the test answers it; `flags` are every request's sequence flags, in sent order."""
 
     def __init__(self) -> None:
         self.waiting: list[tuple[Frame, Callable[[Any, Exception | None], None]]] = []
+        self.flags: list[Flags | None] = []
         self.lock = threading.Lock()
 
-    def send(self, frame: Frame, done: Callable[[Any, Exception | None], None]) -> None:
+    def send(self, frame: Frame, flags: Flags | None, done: Callable[[Any, Exception | None], None]) -> None:
         with self.lock:
             self.waiting.append((frame, done))
+            self.flags.append(flags)
 
     def take(self) -> list[tuple[Frame, Callable[[Any, Exception | None], None]]]:
         with self.lock:
@@ -131,8 +134,9 @@ FAST = Options(max_inflight=4, backoff_s=(0.01, 0.02), block_ms=10, stop_timeout
 def running() -> Iterator[Callable[..., tuple[Bridge, FakeRedis, FakeKafka, FakeInference]]]:
     threads: list[tuple[Bridge, threading.Thread]] = []
 
-    def start(n: int, failures: int = 0, options: Options = FAST) -> tuple[Bridge, FakeRedis, FakeKafka, FakeInference]:
-        r, k, i = FakeRedis(entries(n)), FakeKafka(failures), FakeInference()
+    def start(n: int, failures: int = 0, options: Options = FAST, cameras: int = 2
+              ) -> tuple[Bridge, FakeRedis, FakeKafka, FakeInference]:  # fmt: skip
+        r, k, i = FakeRedis(entries(n, cameras)), FakeKafka(failures), FakeInference()
         bridge = Bridge(options, redis_in=r, kafka=k, inference=i)  # type: ignore[arg-type]
         thread = threading.Thread(target=bridge.run, daemon=True)
         thread.start()
@@ -206,3 +210,65 @@ def test_second_stop_leaves_held_entries(running: Any) -> None:
     bridge.stop.now.set()
     wait_until(bridge.finished.is_set, 10, "the stop")
     assert not r.acked and len(bridge.held) == 3
+
+
+# --- A tier that tracks: each camera a sequence, its frames one at a time -------------------------------
+
+TRACKED = Options(**{**FAST.__dict__, "tier": "track"})
+TRACKED_OK = outputs([[1, 2, 3, 4]], [[0, 0, 0, 0]], track_ids=[7])
+
+
+def test_a_tracked_camera_sends_one_frame_at_a_time_in_read_order(running: Any) -> None:
+    """Eight entries of two cameras, four slots: one frame per camera at the server, the next sent only once
+    the one before has its event, answers in any order; each camera's first frame starts its sequence, and
+    every event names that sequence and carries the track fields."""
+    bridge, r, k, i = running(8, options=TRACKED)
+    wait_until(lambda: len(bridge.held) == 4 and len(i.waiting) == 2, 10, "four held, two sent")
+    for _ in range(4):
+        wait_until(lambda: len(i.waiting) == 2, 10, "one request per camera")
+        taken = i.take()
+        assert sorted(f.camera for f, _ in taken) == ["cam-0", "cam-1"]
+        for _, done in reversed(taken):
+            done(TRACKED_OK, None)
+    wait_until(lambda: len(r.acked) == 8, 10, "eight acks")
+    assert len(i.flags) == 8, "each frame sent once"
+    for camera in ("cam-0", "cam-1"):
+        events = [e for key, e in k.produced if key == camera]
+        flags = [f for f in i.flags if f is not None and f.camera == camera]
+        assert [f.start for f in flags] == [True, False, False, False] and not any(f.end for f in flags)
+        ids = [e["id"] for e in events]
+        assert ids == sorted(ids) and [f.sequence for f in flags] == [ids[0]] * 4
+        assert all(e["sequence"] == ids[0] and e["persons"][0]["track_id"] == 7 for e in events)
+    assert bridge.metrics.registry.get_sample_value("bridge_sequence_starts_total") == 2
+
+
+def test_a_tracked_camera_starts_again_after_a_refusal_that_needs_it(running: Any) -> None:
+    """The frame that started the sequence is refused (the server is full): it is retried, starting it again.
+    A later frame is refused because the server lost the sequence: it is sent again at once, starting a new
+    one, and its event is an answer, not an error."""
+    bridge, r, k, i = running(3, options=TRACKED, cameras=1)
+    full = InferenceServerException("all 16 camera slots are in use", status="StatusCode.UNAVAILABLE")
+    lost = InferenceServerException("camera 'cam-0' has no tracks yet: ...; start its sequence again",
+                                    status="StatusCode.INVALID_ARGUMENT")  # fmt: skip
+
+    def answer(result: Any, error: Exception | None) -> Flags | None:
+        wait_until(lambda: len(i.waiting) == 1, 10, "one request")
+        ((_, done),) = i.take()
+        flags = i.flags[-1]
+        done(result, error)
+        return flags
+
+    first = answer(None, full)
+    again = answer(TRACKED_OK, None)
+    second = answer(None, lost)
+    restarted = answer(TRACKED_OK, None)
+    third = answer(TRACKED_OK, None)
+    wait_until(lambda: len(r.acked) == 3, 10, "three acks")
+    ids = [e["id"] for _, e in k.produced]
+    assert [f.start for f in (first, again, second, restarted, third)] == [True, True, False, True, False]
+    assert [f.sequence for f in (again, restarted, third)] == [ids[0], ids[1], ids[1]]
+    assert [e["error"] for _, e in k.produced] == [None] * 3
+    assert [e["sequence"] for _, e in k.produced] == [ids[0], ids[1], ids[1]]
+    sample = bridge.metrics.registry.get_sample_value
+    assert sample("bridge_sequence_starts_total") == 3
+    assert sample("bridge_errors_total", {"kind": "sequence_restart"}) == 1

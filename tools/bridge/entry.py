@@ -40,6 +40,12 @@ class Entry:
         """When Redis added the entry: the id's milliseconds."""
         return int(self.id.split("-")[0]) / 1000
 
+    @property
+    def order(self) -> tuple[int, int]:
+        """Where the entry falls in time: its id's milliseconds and sequence number."""
+        ms, seq = self.id.split("-")
+        return int(ms), int(seq)
+
     def text(self, name: str) -> str | None:
         value = self.fields.get(name.encode())
         if value is None:

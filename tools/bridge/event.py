@@ -1,8 +1,10 @@
 """The event that goes on Kafka for each entry (key = camera, value = this JSON).
 
 `persons` are the objects `python -m tools.client` prints (`Person.as_json`: with `face`, and a tier
-that tracks adds each person's track id and voted gender). Every entry gets exactly one event, with
-`error` null or `{"code", "message"}`; `id` is stable, so duplicates are dropped by it.
+that tracks adds each person's track id and voted gender, and `sequence`: the `id` of the event whose
+frame started the camera's sequence, so that camera, sequence and track id name one person). Every
+entry gets exactly one event, with `error` null or `{"code", "message"}`; `id` is stable, so duplicates
+are dropped by it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import spec
 from tools.bridge.entry import Entry
 from tools.client.people import unpack
 
@@ -29,10 +32,12 @@ def build(
     tier: str,
     found: list[dict[str, Any]] | None = None,
     error: tuple[str, str] | None = None,
+    sequence: str | None = None,
 ) -> dict[str, Any]:
-    """The event; `ts` is the capture time, else the time Redis added the entry (latency counts from it)."""
+    """The event; `ts` is the capture time, else the time Redis added the entry (latency counts from it);
+    `sequence` (a tier that tracks): the id of the event that started the camera's sequence, None unsent."""
     ts = entry.added_s if ts is None else ts
-    return {
+    value = {
         "id": entry.event_id,
         "camera": camera,
         "ts": ts,
@@ -42,6 +47,9 @@ def build(
         "latency_ms": round((time.time() - ts) * 1000, 1),
         "error": None if error is None else {"code": error[0], "message": error[1]},
     }
+    if spec.tier(tier).tracks:
+        value["sequence"] = sequence
+    return value
 
 
 def encode(event: dict[str, Any]) -> bytes:

@@ -5,6 +5,8 @@ Each entry is its own request (a bad image fails only its own), sent with `Peopl
 - the entry's fault (`INVALID_ARGUMENT`: not an image, a threshold out of range): an error event;
 - the server's state (down, restarting, stopping, queue full, too slow): retried without limit, with
   backoff, while the bridge stops reading; nothing is the entry's fault;
+- the camera's sequence (a tier that tracks): the server lost it or never began it ("start its sequence
+  again", "must specify the START flag"): sent again at once, starting the sequence;
 - anything else (`INTERNAL`, ...): retried, and counted toward the entry's dead letter.
 """
 
@@ -22,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 from tools.bridge.entry import Frame
 from tools.bridge.options import Options
 from tools.client.people import PeopleClient, outputs
+from tools.client.sequence import Flags, asks_to_start_again
 
 log = logging.getLogger("bridge.inference")
 
@@ -32,6 +35,7 @@ class Outcome(str, Enum):
     OK = "ok"
     BAD = "bad"  # the entry's fault: error event, acknowledged
     RETRY = "retry"  # the server's state: retried without limit
+    RESTART = "restart"  # the camera's sequence must start again: sent again at once, starting it
     FAIL = "fail"  # unexplained: retried, counted toward the dead letter
 
 
@@ -48,6 +52,8 @@ def message_of(error: Exception) -> str:
 
 def classify(error: Exception) -> Outcome:
     code = code_of(error)
+    if asks_to_start_again(message_of(error)):
+        return Outcome.RESTART
     if code == "INVALID_ARGUMENT":
         return Outcome.BAD
     if code in TRANSIENT:
@@ -83,8 +89,9 @@ class Inference:
         """The server looked gone: the next send opens a new channel."""
         self._stale = True
 
-    def send(self, frame: Frame, done: Done) -> None:
-        """Send one frame; `done(outputs, None)` or `done(None, error)` is called on tritonclient's thread."""
+    def send(self, frame: Frame, flags: Flags | None, done: Done) -> None:
+        """Send one frame (`flags`: its place in its camera's sequence, for a tier that tracks); `done(outputs,
+        None)` or `done(None, error)` is called on tritonclient's thread."""
 
         def answered(result: Any, error: Exception | None) -> None:
             if error is None:
@@ -99,7 +106,8 @@ class Inference:
 
         client = self._current()
         try:
-            client.infer_async(self.options.tier, client.inputs([frame.jpeg], **frame.thresholds()), answered)
+            inputs = client.inputs([frame.jpeg], **frame.thresholds())
+            client.infer_async(self.options.tier, inputs, answered, **(flags.kwargs() if flags else {}))
         except InferenceServerException as e:
             done(None, e)
 

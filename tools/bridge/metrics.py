@@ -21,8 +21,10 @@ class Metrics:
                                 ["outcome"], registry=r)  # fmt: skip
         self.acked = Counter("bridge_entries_acked", "Entries acknowledged (XACK) after their event", registry=r)
         self.errors = Counter("bridge_errors", "Failures by kind: invalid_entry, invalid_argument, "
-                              "triton_unavailable, triton_failed, kafka_delivery, redis, trimmed",
-                              ["kind"], registry=r)  # fmt: skip
+                              "triton_unavailable, triton_failed, sequence_restart, kafka_delivery, redis, "
+                              "trimmed", ["kind"], registry=r)  # fmt: skip
+        self.sequence_starts = Counter("bridge_sequence_starts", "Frames sent with sequence_start (a tier that "
+                                       "tracks): each camera's first, and each start again", registry=r)  # fmt: skip
         self.retries = Counter("bridge_retries", "Retries by what was retried: triton, kafka, redis",
                                ["target"], registry=r)  # fmt: skip
         self.reclaimed = Counter("bridge_reclaimed", "Entries taken over from an idle peer (XAUTOCLAIM)",

@@ -7,7 +7,10 @@ between, so memory is bounded and a read asks only for free slots. Its life:
     -> Kafka confirmed -> acknowledged (or moved to the dead-letter stream) -> slot free
 
 A retry (server down or overloaded, Kafka failed a delivery, Redis unreachable) waits with backoff
-and keeps the entry pending; while any entry waits for one, no new entry is read. Threads: the
+and keeps the entry pending; while any entry waits for one, no new entry is read. With a tier that
+tracks, each camera is a Triton sequence (tools/client/sequence.py) and its frames go to the server
+one at a time, in read order: the next waits (`QUEUED`) until the one before has its event, retries
+included, so the tracker sees them in order whatever fails. Threads: the
 caller's runs `run` (reads, claims, refreshes what it holds); tritonclient's delivers answers; one
 poller serves Kafka's delivery reports, the retry timers and the acknowledgements.
 """
@@ -28,6 +31,7 @@ import numpy as np
 import redis
 from confluent_kafka import KafkaError, KafkaException
 
+from pipelines import spec
 from tools.bridge import event
 from tools.bridge.entry import BadEntry, Entry, Frame, capture_ts, frame
 from tools.bridge.inference import Inference, Outcome, classify, code_of, message_of
@@ -35,6 +39,7 @@ from tools.bridge.kafka_out import KafkaOut
 from tools.bridge.metrics import Metrics
 from tools.bridge.options import Options
 from tools.bridge.redis_in import RedisIn
+from tools.client.sequence import CameraSequence, Flags
 from tools.server.serve import StopRequest
 
 log = logging.getLogger("bridge")
@@ -44,6 +49,7 @@ INVALID_ARGUMENT = "INVALID_ARGUMENT"
 
 
 class State(str, Enum):
+    QUEUED = "queued"  # a tier that tracks: waiting for the frame of its camera before it
     SENDING = "sending"
     WAITING = "waiting"  # for a retry
     READY = "ready"  # event built, waiting for its turn in its camera's order
@@ -63,6 +69,7 @@ class Item:
     dead_reason: str | None = None
     failures: int = 0
     backoff_s: float = 0.0
+    flags: Flags | None = None  # a tier that tracks: the sequence flags it was last sent with
 
 
 @dataclass
@@ -99,6 +106,9 @@ class Bridge:
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
         self._tick = itertools.count()
         self.outages = {name: Outage(name) for name in ("Triton", "Kafka", "Redis")}
+        self.tracks = spec.tier(options.tier).tracks
+        self.sequences: dict[str, CameraSequence] = {}  # a tier that tracks: each camera's sequence
+        self.at_server: dict[str, Item] = {}  # a tier that tracks: each camera's frame being sent
         self.stop = StopRequest()  # `asked`: finish what is held; `now`: leave it pending for peers
         self.finished = threading.Event()
 
@@ -210,6 +220,11 @@ class Bridge:
                 self.metrics.errors.labels("invalid_entry").inc()
                 self._built(item, error=(INVALID_ARGUMENT, str(e)))
                 return
+            if self.tracks:
+                if item.camera in self.at_server:
+                    item.state = State.QUEUED
+                    return
+                self.at_server[item.camera] = item
         self._send(item)
 
     def _send(self, item: Item) -> None:
@@ -217,7 +232,22 @@ class Bridge:
             return
         item.state = State.SENDING
         assert item.frame is not None
-        self.inference.send(item.frame, lambda out, error: self._answered(item, out, error))
+        if self.tracks:
+            sequence = self.sequences.setdefault(item.camera, CameraSequence(item.camera))
+            item.flags = sequence.next(item.entry.event_id, taken=item.entry.order)
+            if item.flags.start:
+                self.metrics.sequence_starts.inc()
+        self.inference.send(item.frame, item.flags, lambda out, error: self._answered(item, out, error))
+
+    def _next_of_camera(self, item: Item) -> Item | None:
+        """A tier that tracks: `item` has its event, so its camera's next frame goes (call with the lock held)."""
+        if self.at_server.get(item.camera) is not item:
+            return None  # never sent: a bad entry, a dead letter
+        del self.at_server[item.camera]
+        following = next((i for i in self.order[item.camera] if i.state is State.QUEUED), None)
+        if following is not None:
+            self.at_server[item.camera] = following
+        return following
 
     def _answered(self, item: Item, out: dict[str, np.ndarray] | None, error: Exception | None) -> None:
         if error is None:
@@ -227,7 +257,15 @@ class Bridge:
             return
         code, message = code_of(error), message_of(error)
         outcome = classify(error)
-        if outcome is Outcome.BAD:
+        if item.flags is not None:
+            self.sequences[item.camera].refused(item.flags, message)
+            if outcome is Outcome.RESTART and item.flags.start:
+                outcome = Outcome.FAIL  # it did start the sequence: asking again explains nothing
+        if outcome is Outcome.RESTART:
+            self.metrics.errors.labels("sequence_restart").inc()
+            log.info("%s: %s; its camera's sequence starts again", item.entry.event_id, message[:200])
+            self._send(item)
+        elif outcome is Outcome.BAD:
             self.metrics.errors.labels("invalid_argument").inc()
             self._built(item, error=(code, message))
         elif outcome is Outcome.RETRY:
@@ -253,12 +291,16 @@ class Bridge:
         self._built(item, error=(DEAD_LETTER, reason))
 
     def _built(self, item: Item, found: list[dict] | None = None, error: tuple[str, str] | None = None) -> None:
-        value = event.build(item.entry, item.camera, item.ts, self.options.tier, found, error)
+        sequence = None if item.flags is None else str(item.flags.sequence)
+        value = event.build(item.entry, item.camera, item.ts, self.options.tier, found, error, sequence)
         with self.lock:
             item.event = event.encode(value)
             item.outcome = "ok" if error is None else "error"
             item.state = State.READY
+            following = self._next_of_camera(item) if self.tracks else None
             self._release(item.camera)
+        if following is not None:
+            self._send(following)
 
     def _release(self, camera: str) -> None:
         """Produce a camera's ready events in read order: one still in the works holds back the later ones."""

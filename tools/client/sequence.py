@@ -10,7 +10,9 @@ never begun it:
 - a frame is refused with a message asking for it: Triton's "must specify the START flag" (the camera was
   idle past the timeout, or the server restarted) or the tier's "start its sequence again";
 - the camera was silent for longer than the server's idle timeout (spec.TRACKING), so it forgot it;
-- the previous frame carried `sequence_end`.
+- the previous frame carried `sequence_end`;
+- the frame is older than the last one sent (where the caller says when frames were taken: a bridge
+  that took over a dead peer's entries): the tracker must see a camera's frames in time order.
 
 Refusals of frames sent before the latest start belong to the sequence it replaced and change nothing,
 so frames in flight that are all refused restart the sequence once, not once each. A start begins fresh
@@ -68,16 +70,19 @@ class CameraSequence:
         self._number = -1
         self._sequence: Hashable = None
         self._last_sent: float | None = None
+        self._last_taken: Any = None
 
-    def next(self, label: Hashable, end: bool = False) -> Flags:
-        """The flags of the frame about to be sent, `label` naming it (a frame index, an event id)."""
+    def next(self, label: Hashable, end: bool = False, taken: Any = None) -> Flags:
+        """The flags of the frame about to be sent, `label` naming it (a frame index, an event id); `taken`,
+        where given, orders the camera's frames in time (a frame taken before the last one starts again)."""
         with self._lock:
             now = self._clock()
-            start = self._start or self._forgotten(now)
+            older = taken is not None and self._last_taken is not None and taken < self._last_taken
+            start = self._start or self._forgotten(now) or older
             if start:
                 self._number += 1
                 self._sequence = label
-            self._start, self._last_sent = end, now
+            self._start, self._last_sent, self._last_taken = end, now, taken
             return Flags(self.camera, start, end, self._sequence, self._number)
 
     def _forgotten(self, now: float) -> bool:

@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = StreamOptions()
     parser.add_argument("sources", nargs="+", help="video files, camera indices (0) or stream URLs (rtsp://...)")
     parser.add_argument("--tier", choices=spec.TIER_NAMES, default=d.tier,
-                        help="streaming keeps order; track adds a stable id per person (each source a sequence)")
+                        help="streaming keeps order; track adds an id per person (a sequence per source)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default results/)")
     parser.add_argument("--url", default=d.url, help="the server's gRPC address")
     parser.add_argument("--api-key", help="the key given to `make serve API_KEY=...`")
