@@ -7,6 +7,7 @@ against it, on the served detections).
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 import lap  # noqa: F401  before Ultralytics' trackers: without lap they pip-install it at import time
 import numpy as np
@@ -33,4 +34,18 @@ def reference_ids(tracker: BYTETracker, boxes: np.ndarray, scores: np.ndarray) -
     ids = np.full(len(scores), -1, dtype=np.int64)
     if len(rows):
         ids[rows[:, -1].astype(int)] = rows[:, 4].astype(int)
+    return ids
+
+
+def served_reference_ids(client: Any, jpegs: list[bytes]) -> list[np.ndarray]:
+    """Ultralytics' ids for a camera's frames, fed frame by frame the detections the server answers down to
+    the tracker's threshold (the streaming tier at CONF_THRESHOLD = spec.TRACK_DETECTION_CONF: the track tier's
+    detector, letterbox and NMS). Each frame's ids, best box first: the track tier answers the first of them.
+    `client`: a tools.client.people.PeopleClient."""
+    tracker = reference()
+    ids = []
+    for jpeg in jpegs:
+        low = client.infer_raw("streaming", client.inputs([jpeg], conf=spec.TRACK_DETECTION_CONF))
+        kept = int(low[spec.NUM_DETECTIONS.name][0, 0])
+        ids.append(reference_ids(tracker, low[spec.BOXES.name][0, :kept], low[spec.SCORES.name][0, :kept]))
     return ids

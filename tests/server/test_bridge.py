@@ -20,8 +20,10 @@ import pytest
 import redis
 
 from pipelines import spec
+from tests import tracking_video
 from tests.server.bridge_rig import BridgeProcess, Events, group_state, publish, stop_all
 from tests.server.conftest import SAMPLES, wait_until
+from tests.tracking_reference import served_reference_ids
 from tools.bridge import event
 from tools.bridge.local import LocalBroker, LocalRedis
 from tools.client.people import PeopleClient
@@ -69,9 +71,10 @@ def bridges(tmp_path: Path) -> Iterator[list[BridgeProcess]]:
 
 
 def start_bridge(started: list[BridgeProcess], tmp: Path, services: SimpleNamespace, url: str, topic: str,
-                 streams: list[str], *extra: str, kafka: str | None = None) -> BridgeProcess:  # fmt: skip
+                 streams: list[str], *extra: str, kafka: str | None = None, tier: str = TIER
+                 ) -> BridgeProcess:  # fmt: skip
     args = ["--redis", services.redis.url, "--kafka", kafka or services.broker.address, "--topic", topic,
-            "--url", url, "--tier", TIER, *(a for s in streams for a in ("--stream", s)), *extra]  # fmt: skip
+            "--url", url, "--tier", tier, *(a for s in streams for a in ("--stream", s)), *extra]  # fmt: skip
     b = BridgeProcess(tmp / f"bridge-{len(started)}.log", *args)
     started.append(b)
     return b
@@ -146,12 +149,12 @@ def test_one_event_per_entry_in_camera_order(fleet: SimpleNamespace) -> None:
 
 
 def test_events_carry_the_clients_persons(fleet: SimpleNamespace, grpc_client: PeopleClient) -> None:
-    """A good frame's persons are what `python -m tools.client` prints for the same bytes, plus each face box."""
+    """A good frame's persons are what `python -m tools.client` prints for the same bytes, face boxes included."""
     expected: dict[bytes, list[dict[str, Any]]] = {}
     for jpeg in {j for _, j in fleet.good.values()}:
         (persons,) = grpc_client.detect([jpeg], TIER)
         found = event.persons(grpc_client.infer_raw(TIER, grpc_client.inputs([jpeg])))
-        assert [{k: v for k, v in p.items() if k != "face"} for p in found] == [p.as_json() for p in persons]
+        assert found == [p.as_json() for p in persons]
         assert any(p["face"] for p in found), "the sample photos have visible faces"
         expected[jpeg] = found
     for _, _, e in fleet.items:
@@ -187,6 +190,79 @@ def test_nothing_pending_and_metrics_add_up(fleet: SimpleNamespace) -> None:
     assert m["bridge_inflight_peak"] == 3, "never above --max-inflight, and the backlog filled every slot"
     assert m["bridge_latency_seconds_count"] == total
     assert fleet.code == 0 and "stopped cleanly" in fleet.log
+
+
+# --- The track tier: each camera a sequence -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tracked(services: SimpleNamespace, server: Server, grpc_client: PeopleClient,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:  # fmt: skip
+    """tests/tracking_video.py's camera through the track tier: `track-a` carries cameras `lobby` (its 20 frames)
+    and `gate` (frames 5 on), interleaved; `track-b` one camera named by the stream (frames 0-9). A bridge
+    with four slots delivers them all and stops; then frames 10-19 of `track-b` are published and the bridge
+    starts again (the same consumer): its first frame starts the camera's sequence again, although the
+    server still holds the old one. `expected`: Ultralytics' ids per camera on the served detections."""
+    r = services.client
+    frames = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+              for f in tracking_video.video().frames]  # fmt: skip
+    ids: dict[str, list[str]] = defaultdict(list)  # camera -> its event ids, in stream order
+    for k, jpeg in enumerate(frames):
+        ids["lobby"] += [f"track-a/{i}" for i in publish(r, "track-a", [jpeg], "lobby")]
+        if k >= 5:
+            ids["gate"] += [f"track-a/{i}" for i in publish(r, "track-a", [jpeg], "gate")]
+    ids["track-b"] = [f"track-b/{i}" for i in publish(r, "track-b", frames[:10])]
+    tmp = tmp_path_factory.mktemp("tracked")
+    started: list[BridgeProcess] = []
+    args = (services, server.options.endpoints.grpc_url, "tracked", ["track-a", "track-b"],
+            "--max-inflight", "4", "--consumer", "tracker")  # fmt: skip
+    try:
+        first = start_bridge(started, tmp, *args, tier="track")
+        events = Events(services.broker.address, "tracked")
+        try:
+            events.wait_for([i for camera in ids.values() for i in camera], WAIT_S)
+            first_metrics = first.metrics()
+            first.signal(signal.SIGTERM)
+            assert first.wait(90) == 0
+            restarted = [f"track-b/{i}" for i in publish(r, "track-b", frames[10:])]
+            second = start_bridge(started, tmp, *args, tier="track")
+            events.wait_for(restarted, WAIT_S, "the restarted bridge's events")
+            second_metrics = second.metrics()
+        finally:
+            events.close()
+        ids["track-b"] += restarted
+        full = served_reference_ids(grpc_client, frames)
+        expected = {"lobby": full, "gate": served_reference_ids(grpc_client, frames[5:]),
+                    "track-b": full[:10] + served_reference_ids(grpc_client, frames[10:])}  # fmt: skip
+        yield SimpleNamespace(ids=ids, events={e["id"]: e for _, _, e in events.items}, expected=expected,
+                              restarted=restarted, metrics=(first_metrics, second_metrics))  # fmt: skip
+    finally:
+        stop_all(started)
+
+
+def test_tracked_events_carry_ultralytics_ids_per_camera(tracked: SimpleNamespace) -> None:
+    """Each camera's events carry the ids Ultralytics' BYTETracker gives its frames in stream order (so they
+    reached the tracker one by one, in order, interleaved with another camera's), and the voted gender."""
+    for camera, ids in tracked.ids.items():
+        for k, (entry_id, expected) in enumerate(zip(ids, tracked.expected[camera], strict=True)):
+            e = tracked.events[entry_id]
+            assert e["error"] is None and e["tier"] == "track" and e["camera"] == camera, e
+            served = [p["track_id"] for p in e["persons"]]
+            assert served == expected[: len(served)].tolist(), f"{camera} frame {k}: {served}, Ultralytics {expected}"
+            assert all("track_gender" in p and "face" in p for p in e["persons"])
+    seen = {p["track_id"] for i in tracked.ids["lobby"] for p in tracked.events[i]["persons"]} - {-1}
+    assert len(seen) >= len(tracking_video.PERSONS), "the video's persons were tracked"
+
+
+def test_a_camera_is_one_sequence_until_its_bridge_restarts(tracked: SimpleNamespace) -> None:
+    """Every event names its camera's sequence: the first event of the camera, and after the bridge restarted,
+    its first event since (a fresh sequence: ids from 1 again, as the reference fed only those frames)."""
+    sequences = {camera: [tracked.events[i]["sequence"] for i in ids] for camera, ids in tracked.ids.items()}
+    assert sequences["lobby"] == [tracked.ids["lobby"][0]] * len(tracked.ids["lobby"])
+    assert sequences["gate"] == [tracked.ids["gate"][0]] * len(tracked.ids["gate"])
+    assert sequences["track-b"] == [tracked.ids["track-b"][0]] * 10 + [tracked.restarted[0]] * 10
+    before, after = (m["bridge_sequence_starts_total"] for m in tracked.metrics)
+    assert (before, after) == (3, 1), "one start per camera, none again while it ran"
 
 
 # --- Crashes, outages, stops and peers ------------------------------------------------------------------
