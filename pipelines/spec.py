@@ -236,15 +236,27 @@ class Batching:
     instances: int
     preserve_ordering: bool = False
     priority_levels: int = 0  # 0: no priorities; Triton forbids them with preserve_ordering
+    # How long preprocess holds a batch for room in the tier before refusing it (None: as long as it
+    # takes, DELAY tiers). It is part of queue_timeout_us: a REJECT tier's queue keeps a request for the
+    # rest, so a request is refused at most queue_timeout_us after it came. 0 for a live camera's tier:
+    # a frame that finds the tier full is refused at once rather than admitted late (docs/serving.md).
+    admission_wait_us: int | None = None
+
+    @property
+    def queue_wait_us(self) -> int:
+        """What Triton's queue policy at preprocess allows: the tier's timeout less the admission wait."""
+        return self.queue_timeout_us - (self.admission_wait_us or 0)
 
     @property
     def max_in_flight(self) -> int:
         """Images admitted past preprocess and not yet answered, per GPU (or per cpu server).
 
-        Three batches per instance: one in postprocess, one in the detector, one queued for it, so
-        the detector never waits for work while a backlog waits undecoded in preprocess's queue.
+        Two batches per instance: one in the detector and the next one ready for it (letterboxed
+        meanwhile), so the detector never waits for work while a backlog waits undecoded in
+        preprocess's queue; and no more, since every image admitted beyond waits inside the tier,
+        where a live camera's frame grows stale (measured under 3x overload: docs/serving.md).
         """
-        return 3 * self.max_batch_size * self.instances
+        return 2 * self.max_batch_size * self.instances
 
 
 @dataclass(frozen=True)
@@ -303,6 +315,7 @@ STREAMING_GPU = Batching(
     queue_timeout_us=50_000,
     instances=2,
     preserve_ordering=True,
+    admission_wait_us=0,
 )
 # One yolo image takes ~100 ms on 2 cores: a longer timeout, a shorter queue.
 STREAMING_CPU = Batching(
@@ -314,6 +327,7 @@ STREAMING_CPU = Batching(
     queue_timeout_us=2_000_000,
     instances=1,
     preserve_ordering=True,
+    admission_wait_us=0,
 )
 
 TIERS = (
@@ -335,6 +349,7 @@ TIERS = (
             queue_timeout_us=1_000_000,
             instances=1,
             priority_levels=2,
+            admission_wait_us=500_000,
         ),
         cpu=Batching(
             max_batch_size=8,
@@ -345,6 +360,7 @@ TIERS = (
             queue_timeout_us=10_000_000,
             instances=1,
             priority_levels=2,
+            admission_wait_us=5_000_000,
         ),
     ),
     Tier(

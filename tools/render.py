@@ -77,7 +77,7 @@ def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str, admits: bool)
     if admits and (b.max_queue_size or b.queue_timeout_us):
         q = d.default_queue_policy
         q.timeout_action = mc.ModelQueuePolicy.TimeoutAction.Value(b.timeout_action.value)
-        q.default_timeout_microseconds = b.queue_timeout_us
+        q.default_timeout_microseconds = b.queue_wait_us
         q.allow_timeout_override = True
         q.max_queue_size = b.max_queue_size
     group = config.instance_group.add()
@@ -141,6 +141,8 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
         _parameter(config, "FORCE_CPU_ONLY_INPUT_TENSORS", "no")
     if step is Step.PREPROCESS:
         _parameter(config, "max_in_flight", str(batching.max_in_flight))
+        if batching.admission_wait_us is not None:  # absent: hold a batch as long as it takes
+            _parameter(config, "admission_wait_us", str(batching.admission_wait_us))
     if step is Step.POSTPROCESS:
         if tier.tracks:  # the tracker also sees the boxes under CONF_THRESHOLD (spec.CANDIDATES)
             _parameter(config, "track_detection_conf", f"{spec.TRACK_DETECTION_CONF:g}")

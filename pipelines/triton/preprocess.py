@@ -7,7 +7,7 @@ DALI graph with nvJPEG (`pipelines.dali.gpu`) takes the whole batch, and a batch
 retried request by request. Either way an image that fails fails only its own request.
 
 It is where the tier admits requests (pipelines.admission): a batch goes on only while the images
-inside the tier leave room for it, otherwise it waits here (up to the queue timeout on a REJECT tier);
+inside the tier leave room for it, otherwise it waits here (up to the tier's admission wait, then refused);
 each admitted request gets a ticket that postprocess hands back. And it is where a drain cuts the
 tier (see spec.DRAIN_PARAMETER): requests queued before the launcher's drain request are answered,
 those after refused.
@@ -27,7 +27,7 @@ import triton_python_backend_utils as pb_utils
 
 from pipelines import admission, spec, validate
 from pipelines.opencv import letterbox
-from pipelines.triton.config import model_config, parameter
+from pipelines.triton.config import model_config, optional_parameter, parameter
 from pipelines.triton.errors import invalid, unavailable
 from pipelines.triton.metrics import Counter
 from pipelines.triton.tensors import to_triton
@@ -68,14 +68,6 @@ def _letterbox(images: list[np.ndarray]) -> Outputs | Refusal:
         return Refusal(f"{spec.IMAGE.name}{where}: the image could not be decoded (corrupt or unsupported data)")
 
 
-def _wait_s(config: dict[str, Any]) -> float | None:
-    """How long a batch may wait for room in the tier: a REJECT tier's queue timeout, a DELAY tier's forever."""
-    policy = config.get("dynamic_batching", {}).get("default_queue_policy", {})
-    if policy.get("timeout_action", "REJECT") == "DELAY":
-        return None
-    return int(policy.get("default_timeout_microseconds", 0)) / 1e6 or None
-
-
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         self.drain_token = os.environ.get(spec.DRAIN_TOKEN_ENV)
@@ -85,7 +77,8 @@ class TritonPythonModel:
         tier = next(t.name for t in spec.TIERS if t.model(spec.Step.PREPROCESS) == args["model_name"])
         admission.remove_stale()
         self.ledger = admission.Ledger(admission.path_for(tier))
-        self.wait_s = _wait_s(config)
+        wait_us = optional_parameter(config, "admission_wait_us")  # absent: as long as it takes (DELAY tiers)
+        self.wait_s = None if wait_us is None else int(wait_us) / 1e6
         self.max_in_flight = int(parameter(config, "max_in_flight"))
         self.gpu = None
         if args.get("model_instance_kind") == "GPU":

@@ -222,8 +222,15 @@ def test_tickets_go_from_preprocess_to_postprocess(tier: spec.Tier, variant: Var
     pre, post = steps[tier.model(Step.PREPROCESS)], steps[tier.model(Step.POSTPROCESS)]
     name = spec.TICKET.name
     assert pre.output_map.get(name) == post.input_map.get(name) == name, f"{tier.name} ({variant.value})"
-    limit = parameters(config(tier, Step.PREPROCESS, variant)).get("max_in_flight")
-    assert limit == str(tier.batching(variant).max_in_flight), f"{tier.name} ({variant.value}): max_in_flight {limit}"
+    found = parameters(config(tier, Step.PREPROCESS, variant))
+    b = tier.batching(variant)
+    assert found.get("max_in_flight") == str(b.max_in_flight), f"{tier.name} ({variant.value}): {found}"
+    wait = None if b.admission_wait_us is None else str(b.admission_wait_us)
+    assert found.get("admission_wait_us") == wait, f"{tier.name} ({variant.value}): {found}"
+    if b.timeout_action is spec.TimeoutAction.DELAY:
+        assert wait is None, "a DELAY tier holds a batch for room as long as it takes"
+    else:  # a request is refused at most the tier's timeout after it came: its queue wait plus the hold
+        assert b.queue_wait_us + int(wait or 0) == b.queue_timeout_us and b.queue_wait_us > 0
 
 
 @pytest.mark.parametrize(("tier", "variant"), CASES, ids=CASE_IDS)
@@ -277,7 +284,7 @@ def test_batch_sizes_come_from_the_spec(tier: spec.Tier, variant: Variant) -> No
             assert preferred == b.preferred_batch_sizes, f"{c.name} ({variant.value}): preferred {preferred}"
             assert d.max_queue_delay_microseconds == b.max_queue_delay_us, f"{c.name} ({variant.value}): queue delay"
             # The tier refuses only at its first step; the later ones never refuse what it admitted.
-            queue = (b.max_queue_size, b.queue_timeout_us) if step is Step.PREPROCESS else (0, 0)
+            queue = (b.max_queue_size, b.queue_wait_us) if step is Step.PREPROCESS else (0, 0)
             policy = d.default_queue_policy
             got = (policy.max_queue_size, policy.default_timeout_microseconds)
             assert got == queue, f"{c.name} ({variant.value}): queue size and timeout {got}"

@@ -267,13 +267,15 @@ def sustainable_rate(client: PeopleClient, tier: str, image: bytes, seconds: flo
 
 
 def overload(
-    server: Server, tier: str, factor: float = 3.0, seconds: float = 10.0, protocol: str = "grpc"
+    server: Server, tier: str, factor: float = 3.0, seconds: float = 10.0, protocol: str = "grpc",
+    sustainable_per_s: float | None = None,
 ) -> LoadReport:
-    """Offer `factor` times the sustainable rate (open loop) and record what happened."""
+    """Offer `factor` times the sustainable rate (open loop) and record what happened. The sustainable rate is
+    measured first unless given (to offer two servers the same load)."""
     e = server.options.endpoints
     url = e.url(protocol)
     image = (ASSETS / "bus.jpg").read_bytes()
-    rate = sustainable_rate(PeopleClient(e.grpc_url), tier, image) * factor
+    rate = (sustainable_per_s or sustainable_rate(PeopleClient(e.grpc_url), tier, image)) * factor
     report = LoadReport(tier, rate, rss_before=server_rss(server))
     lock = threading.Lock()
 
