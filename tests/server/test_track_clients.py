@@ -112,6 +112,7 @@ def test_image_client_sends_the_images_as_one_sequence(
     broken, *lines = map(json.loads, capsys.readouterr().out.splitlines())
     assert "error" in broken and (broken["camera"], broken["sequence"]) == ("door-3", 0)
     for k, (line, ids) in enumerate(zip(lines, frame_files_expected, strict=True)):
+        assert "error" not in line, f"image {k + 1}: {line['error']}"
         served = track_ids(line["persons"])
         assert (line["camera"], line["sequence"]) == ("door-3", 1), f"image {k + 1}: started again by image 1"
         assert served == ids[: len(served)].tolist(), f"image {k + 1}: {served}, Ultralytics {ids}"
