@@ -241,6 +241,11 @@ class Batching:
     # rest, so a request is refused at most queue_timeout_us after it came. 0 for a live camera's tier:
     # a frame that finds the tier full is refused at once rather than admitted late (docs/serving.md).
     admission_wait_us: int | None = None
+    # Batches per instance admitted past preprocess and not yet answered (pipelines.admission): what
+    # waits inside a tier, decoded. Two keep the detector busy (one in it, the next letterboxed
+    # meanwhile) and a live camera's frames fresh; more answer a little more under overload and keep
+    # answered requests longer (measured: docs/serving.md).
+    in_flight_batches: int = 2
 
     @property
     def queue_wait_us(self) -> int:
@@ -249,14 +254,8 @@ class Batching:
 
     @property
     def max_in_flight(self) -> int:
-        """Images admitted past preprocess and not yet answered, per GPU (or per cpu server).
-
-        Two batches per instance: one in the detector and the next one ready for it (letterboxed
-        meanwhile), so the detector never waits for work while a backlog waits undecoded in
-        preprocess's queue; and no more, since every image admitted beyond waits inside the tier,
-        where a live camera's frame grows stale (measured under 3x overload: docs/serving.md).
-        """
-        return 2 * self.max_batch_size * self.instances
+        """Images admitted past preprocess and not yet answered, per GPU (or per cpu server)."""
+        return self.in_flight_batches * self.max_batch_size * self.instances
 
 
 @dataclass(frozen=True)
@@ -350,6 +349,7 @@ TIERS = (
             instances=1,
             priority_levels=2,
             admission_wait_us=500_000,
+            in_flight_batches=3,  # the queue of 64 and a batch of 32, as the inner steps held
         ),
         cpu=Batching(
             max_batch_size=8,
@@ -361,6 +361,10 @@ TIERS = (
             instances=1,
             priority_levels=2,
             admission_wait_us=5_000_000,
+            # 24 images: about the 10 s timeout's worth of work on 2 loaded cores (2.4-2.6 answers/s
+            # under 3x overload); the 40 the inner steps used to hold answered a few % more but kept
+            # answered requests 17 s (docs/serving.md).
+            in_flight_batches=3,
         ),
     ),
     Tier(
@@ -374,6 +378,7 @@ TIERS = (
             timeout_action=TimeoutAction.DELAY,
             queue_timeout_us=10_000_000,
             instances=1,
+            in_flight_batches=3,  # the queue of 256 and a batch of 128, as the inner steps held
         ),
         # Batches of 8-16 already saturate 2 cores; larger ones only add latency.
         cpu=Batching(
@@ -384,6 +389,7 @@ TIERS = (
             timeout_action=TimeoutAction.DELAY,
             queue_timeout_us=60_000_000,
             instances=1,
+            in_flight_batches=5,  # the queue of 64 and a batch of 16, as the inner steps held
         ),
     ),
     # Video with a stable id per person: streaming's batching (its order is what keeps a camera's frames
