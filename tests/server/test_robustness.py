@@ -52,6 +52,10 @@ def test_dead_stub_fails_requests_clearly_and_is_recovered(server: Server) -> No
     assert fault["in_flight_failed_clearly"] + fault["in_flight_ok"] == fault["in_flight"], fault
     assert fault["healthy_after_kill"] is False, "deep health must see the dead stub"
     assert fault["dead_stubs"] == [spec.tier("streaming").model(spec.Step.POSTPROCESS)]
-    assert "not healthy" in fault["after_kill"]
+    # The next request fails clearly: at the dead stub, or refused at the door while the requests that died
+    # with it still hold the tier's room (until the server is restarted: docs/serving.md, "A dead stub").
+    assert "not healthy" in fault["after_kill"] or (
+        fault["after_kill"].startswith("unavailable") and spec.TIER_FULL_MESSAGE[:40] in fault["after_kill"]
+    ), fault["after_kill"]
     assert fault["recovered"] is True
     assert server.healthy()
