@@ -43,10 +43,12 @@ HTTP_PORT    ?=
 GRPC_PORT    ?=
 METRICS_PORT ?=
 API_KEY      ?=
+REPOSITORY   ?=
 VARIANT      ?= auto
 SERVE_ARGS    = $(if $(HOST),--host $(HOST)) $(if $(HTTP_PORT),--http-port $(HTTP_PORT)) \
                 $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT)) $(if $(METRICS_PORT),--metrics-port $(METRICS_PORT)) \
-                $(if $(API_KEY),--api-key $(API_KEY)) --image $(IMAGE) --variant $(VARIANT)
+                $(if $(API_KEY),--api-key $(API_KEY)) $(if $(REPOSITORY),--repository $(REPOSITORY)) \
+                --image $(IMAGE) --variant $(VARIANT)
 PYTEST_ARGS ?=
 
 .PHONY: help setup tritonserver export configs serve test test-unit robustness perf-analyzer bench lint image clean k8s-manifests k8s-check redis tansu

@@ -22,7 +22,7 @@ import redis
 from pipelines import spec
 from tests import tracking_video
 from tests.server.bridge_rig import BridgeProcess, Events, group_state, publish, stop_all
-from tests.server.conftest import SAMPLES, wait_until
+from tests.server.conftest import SAMPLES, tier_repository, wait_until
 from tests.tracking_reference import served_reference_ids
 from tools.bridge import event
 from tools.bridge.local import LocalBroker, LocalRedis
@@ -315,10 +315,7 @@ def test_broker_down_at_start_then_back(services: SimpleNamespace, server: Serve
 
 def _streaming_only(tmp_path: Path) -> Server:
     """A server of its own (it is stopped mid-test) with only the streaming tier, on ports that stay the same."""
-    tier = spec.tier(TIER)
-    models = (tier.model(spec.Step.ENSEMBLE), *(tier.model(s) for s in spec.MODELS if s not in spec.PIPELINE))
-    explicit = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in models))
-    options = ServerOptions(endpoints=Endpoints.free(), extra_args=explicit)
+    options = ServerOptions(repository=tier_repository(tmp_path / "repository", TIER), endpoints=Endpoints.free())
     return Server(options, log_path=tmp_path / "tritonserver.log", ready_timeout_s=300)
 
 

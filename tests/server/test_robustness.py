@@ -5,11 +5,15 @@ Runs tools/evaluate/robustness.py's checks against the session's server; `make r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines import spec
+from tests.server.conftest import tier_repository
 from tools.evaluate import robustness
-from tools.server.triton import Server
+from tools.server.endpoints import Endpoints
+from tools.server.triton import Server, ServerOptions
 
 MiB = 1 << 20
 
@@ -47,15 +51,19 @@ def test_overload_is_answered_or_refused_with_unavailable(server: Server, protoc
     assert load.admitted == load.accepted, "every request the tier admitted was answered"
 
 
-def test_dead_stub_fails_requests_clearly_and_is_recovered(server: Server) -> None:
-    fault = robustness.kill_stub_under_load(server, "streaming")
-    assert fault["in_flight_failed_clearly"] + fault["in_flight_ok"] == fault["in_flight"], fault
-    assert fault["healthy_after_kill"] is False, "deep health must see the dead stub"
-    assert fault["dead_stubs"] == [spec.tier("streaming").model(spec.Step.POSTPROCESS)]
-    # The next request fails clearly: at the dead stub, or refused at the door while the requests that died
-    # with it still hold the tier's room (until the server is restarted: docs/serving.md, "A dead stub").
-    assert "not healthy" in fault["after_kill"] or (
-        fault["after_kill"].startswith("unavailable") and spec.TIER_FULL_MESSAGE[:40] in fault["after_kill"]
-    ), fault["after_kill"]
-    assert fault["recovered"] is True
-    assert server.healthy()
+def test_dead_stub_fails_requests_clearly_and_is_recovered(tmp_path: Path) -> None:
+    """On a server of its own (the streaming tier alone): the test kills a stub and restarts the server."""
+    repository = tier_repository(tmp_path / "repository", "streaming")
+    options = ServerOptions(repository=repository, endpoints=Endpoints.free())
+    with Server(options, log_path=tmp_path / "tritonserver.log") as server:
+        fault = robustness.kill_stub_under_load(server, "streaming")
+        assert fault["in_flight_failed_clearly"] + fault["in_flight_ok"] == fault["in_flight"], fault
+        assert fault["healthy_after_kill"] is False, "deep health must see the dead stub"
+        assert fault["dead_stubs"] == [spec.tier("streaming").model(spec.Step.POSTPROCESS)]
+        # The next request fails clearly: at the dead stub, or refused at the door while the requests that died
+        # with it still hold the tier's room (until the server is restarted: docs/serving.md, "A dead stub").
+        assert "not healthy" in fault["after_kill"] or (
+            fault["after_kill"].startswith("unavailable") and spec.TIER_FULL_MESSAGE[:40] in fault["after_kill"]
+        ), fault["after_kill"]
+        assert fault["recovered"] is True
+        assert server.healthy()

@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tests.server.conftest import SAMPLES, write_clip
+from tests.server.conftest import SAMPLES, tier_repository, write_clip
 from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink
@@ -29,8 +29,10 @@ KEY = "test-key-" + "0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of its own with a key, and the two tiers the tests call."""
+    repository = tier_repository(tmp_path_factory.mktemp("repository"), "streaming", "balanced")
     log = tmp_path_factory.mktemp("triton") / "keyed.log"
-    with Server(ServerOptions(endpoints=Endpoints.free(), api_key=KEY), log_path=log) as s:
+    with Server(ServerOptions(repository=repository, endpoints=Endpoints.free(), api_key=KEY), log_path=log) as s:
         yield s
 
 

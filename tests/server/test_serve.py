@@ -18,13 +18,14 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 import pytest
 
 from pipelines import spec
 from pipelines.paths import ROOT
-from tests.server.conftest import SAMPLES, wait_until
+from tests.server.conftest import SAMPLES, tier_repository, wait_until
 from tools.client.people import PeopleClient
 from tools.server.endpoints import Endpoints
 
@@ -59,8 +60,12 @@ def _read(terminal: Terminal) -> None:
 
 
 @pytest.fixture()
-def terminal() -> Iterator[Terminal]:
+def terminal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Terminal]:
+    """`make serve` in a terminal; on model_repository/, or on a repository of the tiers given as the
+    parameter (a server that loads fewer models starts sooner)."""
     e = Endpoints.free()
+    tiers = getattr(request, "param", ())
+    repository = [f"REPOSITORY={tier_repository(tmp_path / 'repository', *tiers)}"] if tiers else []
     master, slave = pty.openpty()
 
     def controlling_terminal() -> None:  # a new session whose controlling terminal is the pty, as a shell's job
@@ -69,7 +74,7 @@ def terminal() -> Iterator[Terminal]:
 
     process = subprocess.Popen(
         ["make", "--no-print-directory", "serve", f"HTTP_PORT={e.http}", f"GRPC_PORT={e.grpc}",
-         f"METRICS_PORT={e.metrics}", "VARIANT=cpu"],
+         f"METRICS_PORT={e.metrics}", "VARIANT=cpu", *repository],
         cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_terminal,
     )  # fmt: skip
     os.close(slave)
@@ -121,6 +126,7 @@ def test_banner_names_the_endpoints(terminal: Terminal) -> None:
     banner = "".join(line for line in terminal.text().splitlines(keepends=True) if line.startswith("serve:"))
     e = terminal.endpoints
     assert f"gRPC {e.grpc_url}" in banner and f"http://{e.http_url}" in banner, banner
+    assert all(tier.model(spec.Step.ENSEMBLE) in banner for tier in spec.TIERS), banner
     (persons,) = PeopleClient(e.grpc_url).detect([SAMPLES["bus.jpg"].read_bytes()])
     assert persons
     terminal.type(CTRL_C)
@@ -129,9 +135,12 @@ def test_banner_names_the_endpoints(terminal: Terminal) -> None:
     assert not _tritonservers(terminal.endpoints)
 
 
+@pytest.mark.parametrize("terminal", [("batch",)], indirect=True)
 def test_ctrl_c_finishes_requests_in_flight_then_stops(terminal: Terminal) -> None:
     """Ctrl-C with single- and multi-image requests in every step: all answered, nothing restarted, all gone."""
     e = terminal.endpoints
+    served = [tier.name for tier in spec.TIERS if tier.model(spec.Step.ENSEMBLE) in terminal.text()]
+    assert served == ["batch"], f"the banner lists the tiers of the repository served: {served}"
     client = PeopleClient(e.grpc_url)
     bus, zidane = SAMPLES["bus.jpg"].read_bytes(), SAMPLES["zidane.jpg"].read_bytes()
     requests = [[zidane]] * 6 + [[bus, zidane, bus, zidane]] * 3
@@ -153,6 +162,7 @@ def test_ctrl_c_finishes_requests_in_flight_then_stops(terminal: Terminal) -> No
     assert not _tritonservers(e), "tritonserver outlived make serve"
 
 
+@pytest.mark.parametrize("terminal", [("batch",)], indirect=True)
 def test_second_ctrl_c_stops_without_waiting(terminal: Terminal) -> None:
     e = terminal.endpoints
     client = PeopleClient(e.grpc_url)

@@ -18,21 +18,23 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from pipelines import spec
-from tests.server.conftest import SAMPLES, wait_until
+from tests.server.conftest import SAMPLES, tier_repository, wait_until
 from tools.client.people import PeopleClient, Person
 from tools.server.endpoints import Endpoints
 from tools.server.triton import Server, ServerOptions
 
 KEY = "stop-test-key-0123456789"
 TIER = "batch"  # the deepest queues and batches: requests spread over every step
+OVERLOADED = "balanced"  # the issue's case: 48 clients against a queue of 32
 MODELS = {step: spec.tier(TIER).model(step) for step in (*spec.PIPELINE, spec.Step.ENSEMBLE)}
 
 
 @pytest.fixture()
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of its own: the test stops it."""
+    """A server of its own with only the tiers under test: the test stops it."""
+    repository = tier_repository(tmp_path_factory.mktemp("repository"), TIER, OVERLOADED)
     log = tmp_path_factory.mktemp("triton") / "stop.log"
-    server = Server(ServerOptions(endpoints=Endpoints.free(), api_key=KEY), log_path=log)
+    server = Server(ServerOptions(repository=repository, endpoints=Endpoints.free(), api_key=KEY), log_path=log)
     with server:
         yield server
 
@@ -97,7 +99,6 @@ def test_stop_at_once_answers_or_refuses_each_request_cleanly(fresh: Server) -> 
     assert fresh.process is not None and fresh.process.returncode == 0
 
 
-OVERLOADED = "balanced"  # the issue's case: 48 clients against a queue of 32
 REFUSALS = ("Exceeds maximum queue size", spec.TIER_FULL_MESSAGE, "Request timeout expired", spec.DRAINING_MESSAGE)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipelines import manifest, spec
-from tests.server.conftest import SAMPLES, write_clip
+from tests.server.conftest import SAMPLES, tier_repository, write_clip
 from tools.client.people import PeopleClient
 from tools.client.video import cli as video
 from tools.client.video.media import FileSink, FrameResult, Source, encode_jpeg
@@ -239,12 +239,8 @@ def test_server_gone_fails_frames(tmp_path: Path) -> None:
 
 def test_server_restart_is_survived(detector_manifest: manifest.Detector, tmp_path: Path) -> None:
     """A live run outlives a restart of its server on the same ports: answers, errors during the outage, answers."""
-    # Only the streaming tier (the ensemble loads its steps; those postprocess calls by BLS are named): faster starts.
-    streaming = spec.tier(TIER)
-    called = [streaming.model(step) for step in spec.MODELS if step not in spec.PIPELINE]
-    models = (streaming.model(spec.Step.ENSEMBLE), *called)
-    explicit = ("--model-control-mode=explicit", *(f"--load-model={m}" for m in models))
-    options = ServerOptions(endpoints=Endpoints.free(), extra_args=explicit)  # the same ports after the restart
+    # Only the streaming tier: faster starts. The same ports after the restart.
+    options = ServerOptions(repository=tier_repository(tmp_path / "repository", TIER), endpoints=Endpoints.free())
     server = Server(options, log_path=tmp_path / "tritonserver.log", ready_timeout_s=240)
     pictures = frames((480, 360), 3)
     done = threading.Event()

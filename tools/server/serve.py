@@ -85,7 +85,7 @@ def serve_cpu(args: argparse.Namespace, endpoints: Endpoints, stop: StopRequest)
             "ready: HTTP http://%s  gRPC %s  metrics http://%s:%d/metrics",
             endpoints.http_url, endpoints.grpc_url, endpoints.host, endpoints.metrics,
         )  # fmt: skip
-        for tier in spec.TIERS:
+        for tier in (t for t in spec.TIERS if (args.repository / t.model(spec.Step.ENSEMBLE)).is_dir()):
             log.info("  %-12s %s", tier.model(spec.Step.ENSEMBLE), tier.purpose)
         log.info("try: .venv/bin/python -m tools.client <image.jpg> --tier %s   (Ctrl-C stops)", spec.DEFAULT_TIER)
         try:

@@ -47,7 +47,6 @@ class ServerOptions:
     endpoints: Endpoints = field(default_factory=Endpoints)
     api_key: str | None = None  # restricts inference and admin protocols to this key
     gpus: int = 1  # GPUs the server sees (GPU variant: one CUDA memory pool each)
-    extra_args: tuple[str, ...] = ()
     log_verbose: int = 0
 
 
@@ -90,7 +89,7 @@ def endpoint_args(options: ServerOptions) -> list[str]:
         f"--grpc-restricted-protocol={','.join(restricted)}:{spec.API_KEY_HEADER}={key}",
         f"--http-restricted-api={','.join(restricted)}:{spec.API_KEY_HEADER}={key}",
     ]
-    return args + list(options.extra_args)
+    return args
 
 
 def command(options: ServerOptions) -> list[str]:
