@@ -190,6 +190,11 @@ def _refused(client: PeopleClient, frame: bytes, camera: str, start: bool) -> In
     return e.value
 
 
+def _tracker_gauge(server: Server, metric: str) -> float:
+    model = spec.tier(TIER).model(spec.Step.TRACKER)
+    return sum(v for m, labels, v in server.stats.samples() if m == metric and labels.get("model") == model)
+
+
 def test_cameras_beyond_the_slots_are_refused_and_idle_ones_freed(
     limited: Server, frames: list[bytes], alone: list[Answer]
 ) -> None:
@@ -200,6 +205,8 @@ def test_cameras_beyond_the_slots_are_refused_and_idle_ones_freed(
     client = PeopleClient(limited.options.endpoints.grpc_url)
     first = send(client, "first", frames[:4], end=False)
     idle = send(client, "idle", frames[:4], end=False)
+    assert _tracker_gauge(limited, "people_track_cameras") == 2, "the tracker publishes the cameras it holds"
+    assert _tracker_gauge(limited, "people_track_state_bytes") > 0
     full = _refused(client, frames[0], "third", start=True)
     assert full.status() == "StatusCode.UNAVAILABLE" and "camera slots are in use" in full.message(), full
     rest = send(client, "first", frames[4:8], start=False, end=True)  # the refusal harmed nobody; END frees
@@ -219,4 +226,5 @@ def test_cameras_beyond_the_slots_are_refused_and_idle_ones_freed(
     assert gone.status() == "StatusCode.INVALID_ARGUMENT" and "START" in gone.message().upper(), gone
     assert ids(send(client, "newcomer", frames[:4])) == ids(alone)[:4], "fresh ids in the slot that timed out"
     assert ids(idle) == ids(alone)[:4]
+    assert _tracker_gauge(limited, "people_track_cameras") == 1, "ended and idle cameras are not held: only busy"
     wait_until(limited.healthy, 30, "the server healthy after the refusals")
