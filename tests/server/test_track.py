@@ -191,8 +191,7 @@ def _refused(client: PeopleClient, frame: bytes, camera: str, start: bool) -> In
 
 
 def _tracker_gauge(server: Server, metric: str) -> float:
-    model = spec.tier(TIER).model(spec.Step.TRACKER)
-    return sum(v for m, labels, v in server.stats.samples() if m == metric and labels.get("model") == model)
+    return server.stats.metrics()[metric, spec.tier(TIER).model(spec.Step.TRACKER)]
 
 
 def test_cameras_beyond_the_slots_are_refused_and_idle_ones_freed(

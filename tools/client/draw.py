@@ -36,28 +36,27 @@ def label(person: Person) -> str:
     return f"#{person.track_id} {text}" if person.tracked else text
 
 
-def _font(image: np.ndarray) -> tuple[float, int, int]:
-    """Font scale, stroke thickness and padding of labels in this image."""
+def _layout(image: np.ndarray, text: str) -> tuple[float, int, int, tuple[int, int], int]:
+    """How `text` is set in this image: font scale, stroke thickness, padding, its band's size, text height."""
     px = text_px(image)
     thickness = max(1, round(px / 12))
-    return cv2.getFontScaleFromHeight(FONT, px, thickness), thickness, max(2, px // 5)
+    scale = cv2.getFontScaleFromHeight(FONT, px, thickness)
+    pad = max(2, px // 5)
+    (w, h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+    return scale, thickness, pad, (w + 2 * pad, h + baseline + 2 * pad), h
 
 
 def band_size(image: np.ndarray, text: str) -> tuple[int, int]:
     """Width and height of the band `put_label` draws for `text` in this image."""
-    scale, thickness, pad = _font(image)
-    (w, h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
-    return w + 2 * pad, h + baseline + 2 * pad
+    return _layout(image, text)[3]
 
 
 def put_label(image: np.ndarray, text: str, origin: tuple[int, int], color: tuple[int, int, int]) -> None:
     """`text` in white on a band of `color` whose top-left corner is `origin` (moved inside the image)."""
-    scale, thickness, pad = _font(image)
-    w, h = band_size(image, text)
+    scale, thickness, pad, (w, h), text_h = _layout(image, text)
     x = min(max(origin[0], 0), max(image.shape[1] - w, 0))
     y = min(max(origin[1], 0), max(image.shape[0] - h, 0))
     cv2.rectangle(image, (x, y), (x + w, y + h), color, -1)
-    (_, text_h), _ = cv2.getTextSize(text, FONT, scale, thickness)
     cv2.putText(image, text, (x + pad, y + pad + text_h), FONT, scale, TEXT, thickness, cv2.LINE_AA)
 
 
