@@ -316,7 +316,9 @@ TRACKED = [(tier, variant) for tier, variant in CASES if tier.tracks]
 @pytest.mark.parametrize(("tier", "variant"), TRACKED, ids=[f"{t.name}-{v.value}" for t, v in TRACKED])
 def test_track_tier_takes_cameras_as_sequences_and_keeps_their_order(tier: spec.Tier, variant: Variant) -> None:
     """Triton's sequence batcher first (before any work is admitted), every later step in arrival order with
-    one tracker instance: a camera's frames reach the tracker in the order they were sent."""
+    one tracker instance: a camera's frames reach the tracker in the order they arrived. Also what keeps
+    the order between steps in releases whose ensemble runs its callbacks from a thread pool: it does so
+    only for steps with sequence batching or preserve_ordering (triton-inference-server/core PR #438)."""
     t = spec.TRACKING[variant]
     gate = config(tier, Step.SEQUENCE, variant)
     sequence = gate.sequence_batching

@@ -1,7 +1,8 @@
 """Requests to the tier, and what a failed one means for its entry.
 
 Each entry is its own request (a bad image fails only its own), sent with `PeopleClient.infer_async`
-(gRPC; requests on one channel reach the server in order). A failure is one of:
+(gRPC). Separate calls may reach the server in any order, so a tier that tracks gets one frame of a camera
+at a time (pipeline.py). A failure is one of:
 - the entry's fault (`INVALID_ARGUMENT`: not an image, a threshold out of range): an error event;
 - the server's state (down, restarting, stopping, queue full, too slow): retried without limit, with
   backoff, while the bridge stops reading; nothing is the entry's fault;

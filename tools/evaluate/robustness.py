@@ -121,7 +121,9 @@ class CorpusReport:
 
 
 def _in_order(client: PeopleClient, tier: str, requests: list[Request]) -> list[Outcome]:
-    """gRPC requests sent one after another on one channel without waiting, so they arrive in that order."""
+    """gRPC requests sent one after another on one channel without waiting: they usually arrive in that order,
+    though only a stream guarantees it (docs/tracking.md "Order"), and a stream's failed requests carry no
+    status code to classify."""
     start = time.monotonic()
     answers: list[tuple[Any, Any] | None] = [None] * len(requests)
     all_done = threading.Semaphore(0)
@@ -148,8 +150,8 @@ def batched_pair(
 ) -> tuple[list[Outcome], Outcome, bool | None]:
     """A bad request between two good ones, sent behind a two-image request that keeps the first step busy.
 
-    Over gRPC the four go out in order on one channel, and Triton batches them in arrival order, so
-    its batches cut [2, 1, 1, 1] (images per request) into runs. The bad one (the third) ran alone only
+    Over gRPC the four go out in order on one channel (see `_in_order`), and Triton batches them in arrival
+    order, so its batches cut [2, 1, 1, 1] (images per request) into runs. The bad one (the third) ran alone only
     when two executions of one image happened ([2, 1] [1] [1] or [2] [1] [1] [1]); every other cut puts it
     next to a good request. Returns the good neighbours' and the bad one's outcomes, and whether sharing
     was shown (None: not judged: over HTTP the order is not fixed, or the bad one never reached the model).
