@@ -233,7 +233,9 @@ class PeopleClient:
         """Send without waiting; `callback(result, error)` gets the answer on tritonclient's thread.
 
         gRPC only: the HTTP client's async_infer returns a handle to wait on instead of calling back.
-        `kwargs` go to tritonclient's async_infer (a sequence's: `Flags.kwargs()`).
+        `kwargs` go to tritonclient's async_infer (a sequence's: `Flags.kwargs()`). Separate calls may reach
+        the server in any order: send a camera's next frame once the one before is answered, or use a
+        stream (docs/tracking.md, "Order").
         """
         if self.protocol != "grpc":
             raise ValueError("infer_async needs the gRPC client")
