@@ -174,7 +174,8 @@ def batched_pair(
 
 
 # A pair judged not shared is sent again: the judgement assumes the arrival order of unary gRPC calls,
-# which Triton does not guarantee (see `_in_order`); a reordered arrival rarely repeats.
+# which Triton does not guarantee (see `_in_order`), so one judgement can be wrong; a tier that never
+# batches a bad request with good ones is judged so every time.
 PAIR_ATTEMPTS = 3
 
 
