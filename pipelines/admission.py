@@ -14,85 +14,40 @@ client that cancels (a gRPC deadline) is dropped from the next step's queue (Tri
 step's failures), or a step fails. Its ticket would hold its images' room forever, so a ticket older
 than spec.TICKET_LOST_AFTER_S is taken back.
 
-The ledger is a small shared-memory file per tier and per server process (the python stubs are
-children of tritonserver); a lock file serializes its updates between the instances.
+The ledger is a small shared-memory table per tier and per server process (pipelines.shared_memory):
+the python stubs are children of tritonserver, and a lock serializes its updates between the instances.
 """
 
 from __future__ import annotations
 
-import fcntl
-import mmap
-import os
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pipelines import spec
+from pipelines import shared_memory, spec
 
 SLOTS = 4096  # tickets outstanding at once (ticket t lives in slot t % SLOTS); far above any tier's limit
 POLL_S = 0.001  # how often a waiting preprocess looks for room
 _HEADER = np.dtype([("next_ticket", "<i8"), ("images", "<i8"), ("lost", "<i8"), ("reserved", "<i8")])
 _SLOT = np.dtype([("ticket", "<i8"), ("images", "<i8"), ("admitted_at", "<f8")])
-_SIZE = _HEADER.itemsize + SLOTS * _SLOT.itemsize
-PREFIX = "triton-people-admission"
-
-
-def _directory() -> Path:
-    shm = Path("/dev/shm")
-    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-
-
-def _server_key(pid: int) -> str:
-    """The server process's pid and start time (its /proc stat field 22): a pid reused later gets another key."""
-    try:
-        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        started = "0"
-    return f"{pid}-{started}"
+_LEDGER = np.dtype([("header", _HEADER), ("slots", _SLOT, SLOTS)])  # zero-filled: none outstanding, ticket 1 next
 
 
 def path_for(tier: str, server_pid: int | None = None) -> Path:
     """The ledger of `tier` in the server that runs this stub (its parent), or in `server_pid`'s."""
-    return _directory() / f"{PREFIX}-{_server_key(server_pid or os.getppid())}-{tier}"
-
-
-def remove_stale() -> None:
-    """Ledgers of servers that no longer run (a crashed server leaves its files behind)."""
-    for path in _directory().glob(f"{PREFIX}-*"):
-        pid = path.name.removeprefix(f"{PREFIX}-").split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            path.unlink(missing_ok=True)
+    return shared_memory.path_for(f"admission-{tier}", server_pid)
 
 
 class Ledger:
     """The tier's admitted requests (tickets) and their images; every method takes the lock."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self.lock_path = path.with_name(path.name + ".lock")
-        self._lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        with self.locked():
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                if os.fstat(fd).st_size < _SIZE:
-                    os.ftruncate(fd, _SIZE)  # zero-filled: no ticket outstanding, the first ticket is 1
-                self._map = mmap.mmap(fd, _SIZE)
-            finally:
-                os.close(fd)
-        self._header = np.ndarray((), _HEADER, self._map, 0)
-        self._slots = np.ndarray((SLOTS,), _SLOT, self._map, _HEADER.itemsize)
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self.table = shared_memory.Table(path, _LEDGER)
+        self.locked = self.table.locked
+        self._header = self.table.record["header"]
+        self._slots = self.table.record["slots"]
 
     @property
     def images(self) -> int:
@@ -152,10 +107,8 @@ class Ledger:
 
     def close(self) -> None:
         del self._header, self._slots
-        self._map.close()
-        os.close(self._lock)
+        self.table.close()
 
     def remove(self) -> None:
         """Delete the files (the server is stopping); instances that still hold them keep working."""
-        self.path.unlink(missing_ok=True)
-        self.lock_path.unlink(missing_ok=True)
+        self.table.remove()

@@ -153,8 +153,6 @@ FACE_MAPS = Tensor("FACE_MAPS", DType.FP32, (15, -1, -1))
 # The request's admission ticket (pipelines.admission), from preprocess straight to postprocess, which
 # hands it back when it answers; the same number on every image of a request.
 TICKET = Tensor("TICKET", DType.INT64, (1,))
-# The track tier's frame, as its sequence step let it through to preprocess (IMAGE's bytes, unchanged).
-FRAME = Tensor("FRAME", DType.UINT8, (-1,))
 # The track tier's postprocess to its tracker: every box the NMS kept down to TRACK_DETECTION_CONF, best
 # first, as x1, y1, x2, y2 (original pixels) and score; rows past the last box are zeros. The answer's
 # boxes (score above CONF_THRESHOLD) are its first NUM_DETECTIONS rows.
@@ -169,7 +167,6 @@ class Step(str, Enum):
     POSTPROCESS = "postprocess"
     GENDER = "gender"  # called by postprocess (BLS), not a step of the ensemble
     FACE = "face"  # called by postprocess (BLS), not a step of the ensemble
-    SEQUENCE = "sequence"  # the track tier's first step: Triton's sequence batcher, one sequence per camera
     TRACKER = "tracker"  # the track tier's last step: the tracks of each camera
     ENSEMBLE = "people"
 
@@ -180,7 +177,6 @@ STEP_INPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.POSTPROCESS: (PREDICTIONS, GEOMETRY, ORIGINAL, TICKET, CONF_THRESHOLD, IOU_THRESHOLD, GENDER_THRESHOLD),
     Step.GENDER: (CROPS,),
     Step.FACE: (FACE_REGIONS,),
-    Step.SEQUENCE: (IMAGE,),
     Step.TRACKER: (NUM_DETECTIONS, CANDIDATES, GENDER, GENDER_SCORES),
 }
 STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
@@ -189,7 +185,6 @@ STEP_OUTPUTS: dict[Step, tuple[Tensor, ...]] = {
     Step.POSTPROCESS: ENSEMBLE_OUTPUTS,
     Step.GENDER: (PROBABILITIES,),
     Step.FACE: (FACE_MAPS,),
-    Step.SEQUENCE: (FRAME,),
     Step.TRACKER: TRACK_OUTPUTS,
 }
 PIPELINE = (Step.PREPROCESS, Step.DETECTOR, Step.POSTPROCESS)  # every tier's ensemble steps, in order
@@ -275,12 +270,12 @@ class Tier:
     @property
     def steps(self) -> tuple[Step, ...]:
         """The ensemble's steps, in order."""
-        return (Step.SEQUENCE, *PIPELINE, Step.TRACKER) if self.tracks else PIPELINE
+        return (*PIPELINE, Step.TRACKER) if self.tracks else PIPELINE
 
     @property
     def models(self) -> tuple[Step, ...]:
         """Every model of the tier besides the ensemble."""
-        return (Step.SEQUENCE, *MODELS, Step.TRACKER) if self.tracks else MODELS
+        return (*MODELS, Step.TRACKER) if self.tracks else MODELS
 
     @property
     def outputs(self) -> tuple[Tensor, ...]:
@@ -296,10 +291,6 @@ class Tier:
         if step is Step.POSTPROCESS and self.tracks:
             return (*STEP_OUTPUTS[step], CANDIDATES)
         return STEP_OUTPUTS[step]
-
-    def ensemble_name(self, step: Step, tensor: Tensor) -> str:
-        """The ensemble's name for a step's input: preprocess reads the track tier's FRAME as its IMAGE."""
-        return FRAME.name if self.tracks and step is Step.PREPROCESS and tensor is IMAGE else tensor.name
 
 
 # Small batches that form within 100 us; a request that waited 50 ms is stale for a live camera and is
@@ -441,24 +432,25 @@ DEFAULT_TIER = "balanced"
 class Tracking:
     """The track tier's cameras on one variant.
 
-    Its first step (`sequence`) takes each camera as a Triton sequence (sequence batcher, Oldest: frames of
-    different cameras batch together, each camera's in order): a request needs the camera's id as its
-    sequence id and sequence_start on its first frame, and Triton refuses it before any work otherwise.
-    At most `cameras` cameras at once: the next one to start is refused with a clear error (Triton's
-    own candidate slots are twice as many, so a refused camera never waits in its backlog). A camera
-    silent for `idle_timeout_us` is forgotten by Triton, the sequence step and the tracker alike.
-    The tracker, last, keeps each camera's tracks in its one instance, keyed by the camera's id; every
-    step between keeps the order in which the frames came (preserve_ordering), so a camera's frames
-    reach it in order.
+    Its preprocess takes each camera as a Triton sequence (sequence batcher, Oldest: frames of different
+    cameras batch together, each camera's in order): a request needs the camera's id as its sequence id
+    and sequence_start on its first frame, and Triton refuses it before any work otherwise. At most
+    `cameras` cameras at once (pipelines.cameras): the next one to start is refused with a clear error
+    (Triton's own candidate slots are twice as many per preprocess instance, so a refused camera never
+    waits in its backlog). A camera silent for `idle_timeout_us` is forgotten by Triton, preprocess and
+    the tracker alike. The tracker, last, keeps each camera's tracks in its one instance, keyed by the
+    camera's id; every step between keeps the order in which the frames came (preserve_ordering), so a
+    camera's frames reach it in order.
     """
 
     cameras: int
-    max_batch_size: int  # frames of different cameras in one execution of the sequence step and the tracker
+    max_batch_size: int  # frames of different cameras in one execution of the tracker
     max_queue_delay_us: int
     idle_timeout_us: int
 
     @property
     def candidate_sequences(self) -> int:
+        """Triton's sequence slots per preprocess instance."""
         return 2 * self.cameras
 
 

@@ -139,7 +139,7 @@ def queue_targets_block(variant: Variant) -> str:
         f"      name: {metric_name(t)}\n"
         f"    target:\n"
         f"      type: AverageValue\n"
-        f'      averageValue: "{queue_target_us(t, variant)}"  # us; the queue timeout is '
+        f'      averageValue: "{queue_target_us(t, variant)}"  # us; {_timeout_name(t)} is '
         f"{_duration(t.batching(variant).queue_timeout_us)}"
         for t in spec.TIERS
     )
@@ -185,9 +185,16 @@ def threshold_table() -> str:
     ]
     for t in spec.TIERS:
         timeouts = " / ".join(_duration(t.batching(v).queue_timeout_us) for v in (Variant.GPU, Variant.CPU))
+        timeouts = f"none; {_timeout_name(t)}: {timeouts}" if t.tracks else timeouts
         targets = " / ".join(_duration(queue_target_us(t, v)) for v in (Variant.GPU, Variant.CPU))
         rows.append(f"| `{t.name}` | `{metric_name(t)}` | {timeouts} | {targets} |")
     return "\n".join(rows) + "\n"
+
+
+def _timeout_name(tier: Tier) -> str:
+    """A tier that tracks queues without a timeout (Triton's sequence batcher): its target comes from the
+    timeout of the batching it shares with streaming."""
+    return "its batching's queue timeout (streaming's)" if tier.tracks else "the queue timeout"
 
 
 def _duration(us: int) -> str:

@@ -38,7 +38,6 @@ PYTHON_MODELS = {
     Step.POSTPROCESS: "pipelines.triton.postprocess",
     Step.GENDER: "pipelines.triton.onnx_runtime",
     Step.FACE: "pipelines.triton.onnx_runtime",
-    Step.SEQUENCE: "pipelines.triton.sequence",
     Step.TRACKER: "pipelines.triton.tracker",
 }
 GENDER_LABELS = ",".join(
@@ -67,6 +66,7 @@ def _outputs(config: mc.ModelConfig, tensors: tuple[spec.Tensor, ...]) -> None:
 
 def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str, admits: bool) -> None:
     """`admits`: the tier's first step, the only one with a queue limit and timeout (pipelines.admission)."""
+    _instances(config, b, kind)
     d = config.dynamic_batching
     d.preferred_batch_size.extend(b.preferred_batch_sizes)
     d.max_queue_delay_microseconds = b.max_queue_delay_us
@@ -80,6 +80,9 @@ def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str, admits: bool)
         q.default_timeout_microseconds = b.queue_wait_us
         q.allow_timeout_override = True
         q.max_queue_size = b.max_queue_size
+
+
+def _instances(config: mc.ModelConfig, b: spec.Batching, kind: str) -> None:
     group = config.instance_group.add()
     group.kind = mc.ModelInstanceGroup.Kind.Value(kind)
     group.count = b.instances
@@ -89,20 +92,16 @@ def _parameter(config: mc.ModelConfig, key: str, value: str) -> None:
     config.parameters[key].string_value = value
 
 
-def sequence_config(tier: Tier, variant: Variant) -> mc.ModelConfig:
-    """The track tier's first step: Triton's sequence batcher takes each camera as a sequence (spec.Tracking)."""
-    t = spec.TRACKING[variant]
-    config = mc.ModelConfig(name=tier.model(Step.SEQUENCE), max_batch_size=t.max_batch_size, backend="python")
-    _inputs(config, spec.STEP_INPUTS[Step.SEQUENCE], ragged=True)
-    _outputs(config, spec.STEP_OUTPUTS[Step.SEQUENCE])
+def _sequences(config: mc.ModelConfig, b: spec.Batching, t: spec.Tracking) -> None:
+    """A tracking tier's preprocess: Triton's sequence batcher takes each camera as a sequence (spec.Tracking);
+    frames of different cameras batch as the tier's batching says, each camera's in order."""
     sequence = config.sequence_batching
     sequence.max_sequence_idle_microseconds = t.idle_timeout_us
     sequence.oldest.max_candidate_sequences = t.candidate_sequences
-    sequence.oldest.max_queue_delay_microseconds = t.max_queue_delay_us
-    sequence.oldest.preserve_ordering = True
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)  # it holds the cameras it let in
+    sequence.oldest.preferred_batch_size.extend(b.preferred_batch_sizes)
+    sequence.oldest.max_queue_delay_microseconds = b.max_queue_delay_us
+    sequence.oldest.preserve_ordering = b.preserve_ordering
     _parameter(config, "max_cameras", str(t.cameras))
-    return config
 
 
 def tracker_config(tier: Tier, variant: Variant) -> mc.ModelConfig:
@@ -120,8 +119,6 @@ def tracker_config(tier: Tier, variant: Variant) -> mc.ModelConfig:
 
 
 def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
-    if step is Step.SEQUENCE:
-        return sequence_config(tier, variant)
     if step is Step.TRACKER:
         return tracker_config(tier, variant)
     batching = spec.BLS_BATCHING[step][variant] if step in spec.BLS_BATCHING else tier.batching(variant)
@@ -151,7 +148,11 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
             _parameter(config, called.value, tier.model(called))
             _parameter(config, f"{called.value}_max_batch", str(called_batching[variant].max_batch_size))
     kind = "KIND_GPU" if variant is Variant.GPU else "KIND_CPU"
-    _batching(config, batching, kind, admits=step is Step.PREPROCESS)
+    if step is Step.PREPROCESS and tier.tracks:
+        _instances(config, batching, kind)
+        _sequences(config, batching, spec.TRACKING[variant])
+    else:
+        _batching(config, batching, kind, admits=step is Step.PREPROCESS)
     return config
 
 
@@ -164,7 +165,7 @@ def ensemble_config(tier: Tier, variant: Variant) -> mc.ModelConfig:
     for step in tier.steps:
         s = config.ensemble_scheduling.step.add(model_name=tier.model(step), model_version=-1)
         for tensor in spec.STEP_INPUTS[step]:
-            s.input_map[tensor.name] = tier.ensemble_name(step, tensor)
+            s.input_map[tensor.name] = tensor.name
         for tensor in tier.step_outputs(step):
             s.output_map[tensor.name] = tensor.name
     return config
@@ -193,10 +194,12 @@ def tier_table() -> str:
             b = t.batching(variant)
             order = ", in order" if b.preserve_ordering else ""
             priority = f", {b.priority_levels} priorities" if b.priority_levels else ""
+            queue = f"{b.max_queue_size}{priority} | {b.timeout_action.value} after {b.queue_timeout_us / 1e6:g} s"
+            if t.tracks:  # Triton's sequence batcher has no queue limit or timeout: admission refuses at once
+                queue = "no limit | none (sequence batcher)"
             rows.append(
                 f"| `{t.model(Step.ENSEMBLE)}` | {t.purpose} | {variant.value} | {b.max_batch_size} | "
-                f"{', '.join(map(str, b.preferred_batch_sizes))} | {b.max_queue_delay_us} us | "
-                f"{b.max_queue_size}{priority} | {b.timeout_action.value} after {b.queue_timeout_us / 1e6:g} s"
+                f"{', '.join(map(str, b.preferred_batch_sizes))} | {b.max_queue_delay_us} us | {queue}"
                 f"{order} | {b.instances} | {b.max_in_flight}{' per GPU' if variant is spec.Variant.GPU else ''} |"
             )
     return "\n".join(rows) + "\n"
@@ -270,8 +273,8 @@ TRACKING_BEGIN, TRACKING_END = "<!-- tracking:begin (rendered by `make configs`)
 
 def tracking_table() -> str:
     """docs/tracking.md's limits, so the documented numbers are the served ones."""
-    rows = ["| variant | cameras at once | Triton's candidate sequences | idle timeout | frames per execution |",
-            "|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| variant | cameras at once | Triton's sequence slots per preprocess instance | idle timeout | "
+            "frames per tracker execution |", "|---|---|---|---|---|"]  # fmt: skip
     for variant in spec.VARIANTS:
         t = spec.TRACKING[variant]
         rows.append(f"| {variant.value} | {t.cameras} | {t.candidate_sequences} | {t.idle_timeout_us / 1e6:g} s | "

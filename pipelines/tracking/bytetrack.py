@@ -106,7 +106,12 @@ def iou_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def cost(mean: np.ndarray, found: Measured, boxes: np.ndarray, fuse: bool) -> np.ndarray:
     """[K, M] float32 cost of matching tracks [K, 8] to boxes `boxes` of `found`: 1 - IoU, or 1 - IoU * score
     (Ultralytics' iou_distance and fuse_score)."""
-    distance = iou_cost(corners(mean), found.xyxy[boxes])
+    return _cost(corners(mean), found, boxes, fuse)
+
+
+def _cost(tracks: np.ndarray, found: Measured, boxes: np.ndarray, fuse: bool) -> np.ndarray:
+    """cost() of tracks given by their corners [K, 4]."""
+    distance = iou_cost(tracks, found.xyxy[boxes])
     return 1 - (1 - distance) * found.scores[boxes] if fuse else distance
 
 
@@ -160,9 +165,10 @@ class Tracker:
             mean = t["mean"][pool]
             mean[t["state"][pool] != TRACKED, 7] = 0  # a lost track's height stops changing
             t["mean"][pool], t["covariance"][pool] = kalman.predict(mean, t["covariance"][pool])
+        box = corners(t["mean"])  # every track's box for this frame's associations (a match changes none used later)
 
         # 1. High-score boxes against confirmed and lost tracks.
-        match = assign(self._cost(pool, found, found.high, self.settings.fuse_score), self.settings.match_thresh)
+        match = assign(_cost(box[pool], found, found.high, self.settings.fuse_score), self.settings.match_thresh)
         paired = match >= 0
         refound = pool[paired & (t["state"][pool] != TRACKED)]
         self._correct(pool[paired], found, found.high[match[paired]])
@@ -170,12 +176,12 @@ class Tracker:
         # 2. Low-score boxes against the tracks followed last frame and still unmatched.
         rest = pool[~paired]
         rest = rest[t["state"][rest] == TRACKED]
-        match = assign(self._cost(rest, found, found.low, fuse=False), SECOND_MATCH_THRESH)
+        match = assign(_cost(box[rest], found, found.low, fuse=False), SECOND_MATCH_THRESH)
         self._correct(rest[match >= 0], found, found.low[match[match >= 0]])
         newly_lost = rest[match < 0]
         t["state"][newly_lost] = LOST
         # 3. The high-score boxes left against last frame's new tracks: confirmed, or dropped.
-        match = assign(self._cost(unconfirmed, found, left, self.settings.fuse_score), UNCONFIRMED_MATCH_THRESH)
+        match = assign(_cost(box[unconfirmed], found, left, self.settings.fuse_score), UNCONFIRMED_MATCH_THRESH)
         self._correct(unconfirmed[match >= 0], found, left[match[match >= 0]])
         left = np.delete(left, match[match >= 0])
         stale = lost[self.frame - t["frame"][lost] > self.settings.track_buffer]
@@ -202,9 +208,6 @@ class Tracker:
         shown = shown[shown["confirmed"]]
         ids[shown["box"]] = shown["id"]
         return ids
-
-    def _cost(self, rows: np.ndarray, found: Measured, boxes: np.ndarray, fuse: bool) -> np.ndarray:
-        return cost(self.tracks["mean"][rows], found, boxes, fuse)
 
     def _correct(self, rows: np.ndarray, found: Measured, boxes: np.ndarray) -> None:
         """Tracks `rows` were matched to `boxes` this frame (Ultralytics' update and re_activate)."""

@@ -41,17 +41,19 @@ class GenderVote:
         winning gender's summed weight over the frames read: its mean score, counting a frame read as the
         other gender as 0.
         """
-        votes = self.votes[np.isin(self.votes["id"], kept)]
+        kept_ids = set(kept.tolist())  # a few dozen at most: sets beat numpy's set routines here
+        held = self.votes["id"].tolist()
+        votes = self.votes if kept_ids.issuperset(held) else self.votes[[i in kept_ids for i in held]]
         read = (ids >= 0) & (gender != spec.UNDETERMINED)
-        first = np.setdiff1d(ids[read], votes["id"])
-        if len(first):
+        first = set(ids[read].tolist()).difference(votes["id"].tolist())
+        if first:
             fresh = np.zeros(len(first), dtype=VOTE)
-            fresh["id"] = first
+            fresh["id"] = sorted(first)
             votes = np.concatenate([votes, fresh])
             votes = votes[np.argsort(votes["id"])]
-        row = np.searchsorted(votes["id"], ids[read])
-        np.add.at(votes["weight"], (row, gender[read]), scores[read])
-        np.add.at(votes["reads"], row, 1)
+        row = np.searchsorted(votes["id"], ids[read])  # a track has one box per frame: rows are distinct
+        votes["weight"][row, gender[read]] += scores[read]
+        votes["reads"][row] += 1
         self.votes = votes
 
         voted = np.full(len(ids), spec.UNDETERMINED, dtype=np.int32)

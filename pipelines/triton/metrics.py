@@ -21,11 +21,16 @@ class Counter:
 
 
 class Gauge:
-    """A gauge labelled with the model and its instance (each instance holds its own state)."""
+    """A gauge labelled with the model and its instance (each instance holds its own state).
+
+    Set only when its value changes: each update is a round trip from the stub to the server."""
 
     def __init__(self, name: str, description: str, model: str, instance: str):
         self.family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.GAUGE)
         self.metric = self.family.Metric(labels={"model": model, "instance": instance})
+        self.value: float | None = None
 
     def set(self, value: float) -> None:
-        self.metric.set(value)
+        if value != self.value:
+            self.metric.set(value)
+            self.value = value

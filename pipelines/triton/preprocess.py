@@ -11,6 +11,10 @@ inside the tier leave room for it, otherwise it waits here (up to the tier's adm
 each admitted request gets a ticket that postprocess hands back. And it is where a drain cuts the
 tier (see spec.DRAIN_PARAMETER): requests queued before the launcher's drain request are answered,
 those after refused.
+
+In a tier that tracks, it is also where cameras come in: Triton's sequence batcher schedules it (one
+sequence per camera, each camera's frames in order), and it lets in at most the tier's number of
+cameras (pipelines.cameras), one frame per request, before anything else is spent on a frame.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pipelines import admission, spec, validate
+from pipelines import admission, cameras, shared_memory, spec, validate
 from pipelines.opencv import letterbox
 from pipelines.triton.config import model_config, optional_parameter, parameter
 from pipelines.triton.errors import invalid, unavailable
 from pipelines.triton.metrics import Counter
 from pipelines.triton.tensors import to_triton
+
+START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
+END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
 
 Outputs = tuple[Any, np.ndarray, Any]  # IMAGES, GEOMETRY, ORIGINAL: numpy on a CPU instance, torch on a GPU one
 
@@ -75,8 +82,12 @@ class TritonPythonModel:
         self.admitted = Counter(spec.ADMITTED_METRIC, "requests passed on to the detector", args["model_name"])
         config = model_config(args)
         tier = next(t.name for t in spec.TIERS if t.model(spec.Step.PREPROCESS) == args["model_name"])
-        admission.remove_stale()
+        shared_memory.remove_stale()
         self.ledger = admission.Ledger(admission.path_for(tier))
+        self.cameras: cameras.Cameras | None = None  # a tier that tracks: the cameras it let in
+        if "sequence_batching" in config:
+            idle_s = int(config["sequence_batching"]["max_sequence_idle_microseconds"]) / 1e6
+            self.cameras = cameras.Cameras(cameras.path_for(tier), int(parameter(config, "max_cameras")), idle_s)
         wait_us = optional_parameter(config, "admission_wait_us")  # absent: as long as it takes (DELAY tiers)
         self.wait_s = None if wait_us is None else int(wait_us) / 1e6
         self.max_in_flight = int(parameter(config, "max_in_flight"))
@@ -94,8 +105,10 @@ class TritonPythonModel:
         self.tickets: dict[int, int] = {}  # request -> ticket, of the execute in progress
 
     def finalize(self) -> None:
-        self.ledger.remove()
-        self.ledger.close()
+        for table in (self.ledger, self.cameras):
+            if table is not None:
+                table.remove()
+                table.close()
 
     def _is_drain_marker(self, request: Any) -> bool:
         if not self.drain_token:
@@ -110,13 +123,14 @@ class TritonPythonModel:
             if not self.draining and self._is_drain_marker(request):
                 self.draining = True
                 pb_utils.Logger.log_info("draining: refusing every request queued after this one")
-            images = list(pb_utils.get_input_tensor_by_name(request, spec.IMAGE.name).as_numpy())
-            batches.append(images)
-            if self.draining:
-                results.append(Refusal(spec.DRAINING_MESSAGE, unavailable=True))
-                continue
-            why = problem(images)
-            results.append(Refusal(why) if why else None)
+            batches.append(list(pb_utils.get_input_tensor_by_name(request, spec.IMAGE.name).as_numpy()))
+            results.append(Refusal(spec.DRAINING_MESSAGE, unavailable=True) if self.draining else None)
+        if self.cameras is not None:
+            self._let_cameras_in(requests, batches, results)
+        for i, images in enumerate(batches):
+            why = None if results[i] else problem(images)
+            if why:
+                results[i] = Refusal(why)
         pending = self._admit([i for i, r in enumerate(results) if r is None], batches, results)
         if self.gpu is None:
             for i in pending:
@@ -128,6 +142,28 @@ class TritonPythonModel:
         self.ledger.answered([t for i, t in self.tickets.items() if not isinstance(results[i], tuple)])
         self.admitted.increment(sum(isinstance(r, tuple) for r in results))
         return responses
+
+    def _let_cameras_in(self, requests: list[Any], batches: list[list[np.ndarray]], results: list[Any]) -> None:
+        """Refuse the frames of cameras not let in (pipelines.cameras), and requests of more than one frame."""
+        assert self.cameras is not None
+        waiting = []
+        for i, images in enumerate(batches):
+            if results[i] is None and len(images) != 1:
+                results[i] = Refusal(f"{spec.IMAGE.name}: a tier that tracks takes one frame per request "
+                                     f"({len(images)} sent): send a camera's frames one by one, in order, as one "
+                                     "sequence")  # fmt: skip
+            elif results[i] is None:
+                waiting.append(i)
+        frames = [(requests[i].correlation_id(), bool(requests[i].flags() & START), bool(requests[i].flags() & END))
+                  for i in waiting]  # fmt: skip
+        for i, (camera, _, _), verdict in zip(waiting, frames, self.cameras.enter(frames), strict=True):
+            if verdict is cameras.Verdict.FULL:
+                results[i] = Refusal(f"all {self.cameras.limit} camera slots are in use: end a camera's sequence "
+                                     f"(sequence_end) or let one idle for {self.cameras.idle_s:g} s, then start "
+                                     "this one again", unavailable=True)  # fmt: skip
+            elif verdict is cameras.Verdict.UNKNOWN:
+                results[i] = Refusal(f"camera {camera!r} was not let in (its sequence_start was refused, or it was "
+                                     f"idle for {self.cameras.idle_s:g} s): start its sequence again")  # fmt: skip
 
     def _admit(self, pending: list[int], batches: list[list[np.ndarray]], results: list[Any]) -> list[int]:
         """The requests of `pending` the tier has room for (self.tickets); the rest refused as the tier is full."""

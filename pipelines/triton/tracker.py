@@ -1,7 +1,7 @@
 """`tracker_<tier>` (the track tier's last step): a stable id and a voted gender per person, per camera.
 
-A camera is a Triton sequence, let in by the tier's first step (pipelines/triton/sequence.py); its id is
-the request's sequence id (string or number). Every step in between keeps the order in which frames
+A camera is a Triton sequence, let in by the tier's preprocess (pipelines.cameras); its id is the
+request's sequence id (string or number). Every step in between keeps the order in which frames
 came (preserve_ordering) and this model has one instance, so a camera's frames reach it in the order
 the camera sent them. Its first frame (sequence_start) starts fresh tracks, ids from 1; its last
 (sequence_end) frees them; a camera silent for the idle timeout is forgotten, as Triton forgets its

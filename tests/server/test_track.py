@@ -178,13 +178,13 @@ def limited(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     monkeypatch_module.setitem(spec.TRACKING, spec.Variant.CPU, LIMITS)
     for relative, text in render.files():
-        if relative.parts[0] in {tier.model(spec.Step.SEQUENCE), tier.model(spec.Step.TRACKER)}:
+        if relative.parts[0] in {tier.model(spec.Step.PREPROCESS), tier.model(spec.Step.TRACKER)}:
             (repository / relative).write_text(text)
     log = tmp_path_factory.mktemp("triton") / "limits.log"
     with Server(ServerOptions(repository=repository, endpoints=Endpoints.free()), log_path=log) as server:
         yield server
         stopped = server.stop()
-        assert stopped.clean, f"refusals at the sequence step must leave nothing unfinished: {stopped}"
+        assert stopped.clean, f"refused cameras must leave nothing unfinished: {stopped}"
 
 
 @pytest.fixture(scope="module")

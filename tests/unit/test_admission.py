@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import admission, spec
+from pipelines import admission, shared_memory, spec
 
 LIMIT = 8
 
@@ -87,7 +87,7 @@ def test_processes_share_one_ledger(tmp_path: Path) -> None:
 def test_a_server_has_one_ledger_per_tier(tmp_path: Path) -> None:
     here = admission.path_for("batch", server_pid=1)
     assert here != admission.path_for("streaming", server_pid=1)
-    assert here.name.startswith(admission.PREFIX)
+    assert here.name.startswith(shared_memory.PREFIX)
 
 
 def test_every_tier_admits_at_least_its_largest_batch() -> None:

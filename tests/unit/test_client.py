@@ -126,7 +126,7 @@ def test_a_refused_start_starts_again_once() -> None:
 @pytest.mark.parametrize(
     ("message", "starts"),
     [
-        ("inference request for sequence door to model 'sequence_track' must specify the START flag", True),
+        ("inference request for sequence door to model 'preprocess_track' must specify the START flag", True),
         ("camera 'door' has no tracks yet: its sequence_start frame did not get here; start its sequence again", True),
         ("Exceeds maximum queue size", False),
         ("stream failed: no answer within 30s", False),

@@ -81,6 +81,8 @@ def test_every_committed_pbtxt_parses() -> None:
 def test_dynamic_batching_rules(tier: spec.Tier, variant: Variant) -> None:
     """Triton refuses preserve_ordering with priority levels or DELAY, and preferred sizes above the max."""
     for step in spec.MODELS:
+        if tier.tracks and step is Step.PREPROCESS:
+            continue  # Triton's sequence batcher (test_track_tier_takes_cameras_as_sequences_and_keeps_their_order)
         c = config(tier, step, variant)
         d = c.dynamic_batching
         label = f"{c.name} ({variant.value})"
@@ -279,15 +281,17 @@ def test_batch_sizes_come_from_the_spec(tier: spec.Tier, variant: Variant) -> No
         c = config(tier, step, variant)
         assert c.max_batch_size == b.max_batch_size, f"{c.name} ({variant.value}): max_batch_size"
         if step is not Step.ENSEMBLE:
-            d = c.dynamic_batching
+            sequences = tier.tracks and step is Step.PREPROCESS  # Triton's sequence batcher: no queue policy
+            d = c.sequence_batching.oldest if sequences else c.dynamic_batching
             preferred = tuple(d.preferred_batch_size)
             assert preferred == b.preferred_batch_sizes, f"{c.name} ({variant.value}): preferred {preferred}"
             assert d.max_queue_delay_microseconds == b.max_queue_delay_us, f"{c.name} ({variant.value}): queue delay"
             # The tier refuses only at its first step; the later ones never refuse what it admitted.
             queue = (b.max_queue_size, b.queue_wait_us) if step is Step.PREPROCESS else (0, 0)
-            policy = d.default_queue_policy
-            got = (policy.max_queue_size, policy.default_timeout_microseconds)
-            assert got == queue, f"{c.name} ({variant.value}): queue size and timeout {got}"
+            if not sequences:
+                policy = c.dynamic_batching.default_queue_policy
+                got = (policy.max_queue_size, policy.default_timeout_microseconds)
+                assert got == queue, f"{c.name} ({variant.value}): queue size and timeout {got}"
             assert [g.count for g in c.instance_group] == [b.instances], f"{c.name} ({variant.value}): instances"
 
 
@@ -315,27 +319,28 @@ TRACKED = [(tier, variant) for tier, variant in CASES if tier.tracks]
 
 @pytest.mark.parametrize(("tier", "variant"), TRACKED, ids=[f"{t.name}-{v.value}" for t, v in TRACKED])
 def test_track_tier_takes_cameras_as_sequences_and_keeps_their_order(tier: spec.Tier, variant: Variant) -> None:
-    """Triton's sequence batcher first (before any work is admitted), every later step in arrival order with
-    one tracker instance: a camera's frames reach the tracker in the order they arrived. Also what keeps
+    """Triton's sequence batcher on preprocess (before any work is admitted), every later step in arrival order
+    with one tracker instance: a camera's frames reach the tracker in the order they arrived. Also what keeps
     the order between steps in releases whose ensemble runs its callbacks from a thread pool: it does so
     only for steps with sequence batching or preserve_ordering (triton-inference-server/core PR #438)."""
     t = spec.TRACKING[variant]
-    gate = config(tier, Step.SEQUENCE, variant)
+    gate = config(tier, Step.PREPROCESS, variant)
     sequence = gate.sequence_batching
+    assert not gate.HasField("dynamic_batching"), gate.name
     assert sequence.HasField("oldest") and sequence.oldest.preserve_ordering, gate.name
     assert sequence.oldest.max_candidate_sequences == 2 * t.cameras == 2 * int(parameters(gate)["max_cameras"])
+    assert list(sequence.oldest.preferred_batch_size) == list(tier.batching(variant).preferred_batch_sizes)
     assert sequence.max_sequence_idle_microseconds == t.idle_timeout_us
     tracker = config(tier, Step.TRACKER, variant)
     assert parameters(tracker)["idle_timeout_us"] == str(t.idle_timeout_us), "one idle timeout for the two"
-    assert [(g.kind, g.count) for g in gate.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
     assert [(g.kind, g.count) for g in tracker.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
-    for step in (*spec.PIPELINE, Step.TRACKER):
+    for step in (Step.DETECTOR, Step.POSTPROCESS, Step.TRACKER):
         c = config(tier, step, variant)
         assert c.dynamic_batching.preserve_ordering, f"{c.name} ({variant.value}) does not keep the frames' order"
     queue = tracker.dynamic_batching.default_queue_policy
     assert queue.max_queue_size == 0 and queue.default_timeout_microseconds == 0, "the tracker never refuses"
-    steps = {s.model_name: s for s in config(tier, Step.ENSEMBLE, variant).ensemble_scheduling.step}
-    assert steps[tier.model(Step.PREPROCESS)].input_map[spec.IMAGE.name] == spec.FRAME.name
+    steps = [s.model_name for s in config(tier, Step.ENSEMBLE, variant).ensemble_scheduling.step]
+    assert steps == [tier.model(s) for s in (*spec.PIPELINE, Step.TRACKER)]
     post = config(tier, Step.POSTPROCESS, variant)
     assert parameters(post)["track_detection_conf"] == f"{spec.TRACK_DETECTION_CONF:g}"
     assert spec.CANDIDATES.name in {o.name for o in post.output}

@@ -20,6 +20,7 @@ from pipelines import spec
 from tools.server.stats import Stats
 
 log = logging.getLogger(__name__)
+DRAIN_SEQUENCE_ID = "people-drain"  # the drain marker's sequence in a tier that tracks
 
 
 class Progress:
@@ -66,9 +67,12 @@ class Drain:
         makes progress; every request queued before it is admitted, every one after it refused.
         """
         e = self.stats.endpoints
+        parameters: dict[str, str | bool] = {spec.DRAIN_PARAMETER: self.token}
+        if tier.tracks:  # its preprocess takes sequences only: the marker is a sequence of its own, one frame
+            parameters |= {"sequence_id": DRAIN_SEQUENCE_ID, "sequence_start": True, "sequence_end": True}
         body = {
             "inputs": [{"name": spec.IMAGE.name, "shape": [1, 1], "datatype": spec.IMAGE.dtype.value, "data": [0]}],
-            "parameters": {spec.DRAIN_PARAMETER: self.token},
+            "parameters": parameters,
         }
         headers = {"Content-Type": "application/json"}
         if self.stats.api_key:
