@@ -454,8 +454,8 @@ class Tracking:
         return 2 * self.cameras
 
 
-# The tracker is numpy on one CPU core: about 1 ms per frame with a few persons (measured on this 2-core
-# machine with tests/unit/test_tracking.py's video), so it keeps up with about 1000 frames/s in all.
+# The tracker is numpy in one python model on one CPU core: about 5 ms of compute per frame under load on
+# the project's 2-core machine (docs/tracking.md, "Limits"), so it keeps up with about 190 frames/s in all.
 TRACKING = {
     Variant.GPU: Tracking(cameras=64, max_batch_size=16, max_queue_delay_us=100, idle_timeout_us=60_000_000),
     Variant.CPU: Tracking(cameras=16, max_batch_size=4, max_queue_delay_us=100, idle_timeout_us=60_000_000),
