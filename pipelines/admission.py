@@ -32,7 +32,7 @@ SLOTS = 4096  # tickets outstanding at once (ticket t lives in slot t % SLOTS); 
 POLL_S = 0.001  # how often a waiting preprocess looks for room
 _HEADER = np.dtype([("next_ticket", "<i8"), ("images", "<i8"), ("lost", "<i8"), ("reserved", "<i8")])
 _SLOT = np.dtype([("ticket", "<i8"), ("images", "<i8"), ("admitted_at", "<f8")])
-_LEDGER = np.dtype([("header", _HEADER), ("slots", _SLOT, SLOTS)])  # zero-filled: none outstanding, ticket 1 next
+_LEDGER = np.dtype([("header", _HEADER), ("slots", _SLOT, (SLOTS,))])  # zero-filled: none outstanding, ticket 1 next
 
 
 def path_for(tier: str, server_pid: int | None = None) -> Path:

@@ -47,6 +47,8 @@ class Cameras:
     """At most `limit` cameras at once, each forgotten after `idle_s` without a frame."""
 
     def __init__(self, path: Path, limit: int, idle_s: float):
+        if limit < 1:
+            raise ValueError(f"a tier that tracks lets in at least one camera ({limit} configured)")
         self.limit = limit
         self.idle_s = idle_s
         self.table = shared_memory.Table(path, np.dtype([("slots", _SLOT, (limit,))]))
@@ -73,6 +75,7 @@ class Cameras:
 
     @property
     def held(self) -> int:
+        """Cameras let in now (idle ones count until the next `enter` forgets them)."""
         with self.table.locked():
             return int((self._slots["key"] != 0).sum())
 
@@ -81,4 +84,5 @@ class Cameras:
         self.table.close()
 
     def remove(self) -> None:
+        """Delete the files (the server is stopping)."""
         self.table.remove()

@@ -54,14 +54,18 @@ class Table:
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
         self._lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        with self.locked():
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                if os.fstat(fd).st_size < dtype.itemsize:
-                    os.ftruncate(fd, dtype.itemsize)
-                self._map = mmap.mmap(fd, dtype.itemsize)
-            finally:
-                os.close(fd)
+        try:
+            with self.locked():
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    if os.fstat(fd).st_size < dtype.itemsize:
+                        os.ftruncate(fd, dtype.itemsize)
+                    self._map = mmap.mmap(fd, dtype.itemsize)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            os.close(self._lock)
+            raise
         self.record = np.ndarray((), dtype, self._map, 0)
 
     @contextmanager

@@ -295,7 +295,8 @@ class Tier:
 
 # Small batches that form within 100 us; a request that waited 50 ms is stale for a live camera and is
 # rejected (UNAVAILABLE) rather than queued. Responses in request order, which also brings a camera's
-# frames to the track tier's tracker in the order they were sent.
+# frames to the track tier's tracker in the order they came. The track tier shares these batch sizes;
+# its first step is Triton's sequence batcher, which has no queue limit or timeout (see Tracking).
 STREAMING_GPU = Batching(
     max_batch_size=8,
     preferred_batch_sizes=(1, 2, 4),
@@ -435,9 +436,10 @@ class Tracking:
     Its preprocess takes each camera as a Triton sequence (sequence batcher, Oldest: frames of different
     cameras batch together, each camera's in order): a request needs the camera's id as its sequence id
     and sequence_start on its first frame, and Triton refuses it before any work otherwise. At most
-    `cameras` cameras at once (pipelines.cameras): the next one to start is refused with a clear error
-    (Triton's own candidate slots are twice as many per preprocess instance, so a refused camera never
-    waits in its backlog). A camera silent for `idle_timeout_us` is forgotten by Triton, preprocess and
+    `cameras` cameras at once (pipelines.cameras): the next one to start is refused with a clear error.
+    Triton keeps a refused camera's slot until it ends its sequence or idles, so its slots are twice as
+    many per preprocess instance: a new camera waits in Triton's backlog only once more refused cameras
+    than that keep retrying. A camera silent for `idle_timeout_us` is forgotten by Triton, preprocess and
     the tracker alike. The tracker, last, keeps each camera's tracks in its one instance, keyed by the
     camera's id; every step between keeps the order in which the frames came (preserve_ordering), so a
     camera's frames reach it in order.

@@ -193,8 +193,8 @@ def threshold_table() -> str:
 
 def _timeout_name(tier: Tier) -> str:
     """A tier that tracks queues without a timeout (Triton's sequence batcher): its target comes from the
-    timeout of the batching it shares with streaming."""
-    return "its batching's queue timeout (streaming's)" if tier.tracks else "the queue timeout"
+    queue timeout its batching declares (the one its stateless steps' sizes come from)."""
+    return "its batching's queue timeout" if tier.tracks else "the queue timeout"
 
 
 def _duration(us: int) -> str:

@@ -195,7 +195,7 @@ def tier_table() -> str:
             order = ", in order" if b.preserve_ordering else ""
             priority = f", {b.priority_levels} priorities" if b.priority_levels else ""
             queue = f"{b.max_queue_size}{priority} | {b.timeout_action.value} after {b.queue_timeout_us / 1e6:g} s"
-            if t.tracks:  # Triton's sequence batcher has no queue limit or timeout: admission refuses at once
+            if t.tracks:  # its first step is Triton's sequence batcher, which has no queue limit or timeout
                 queue = "no limit | none (sequence batcher)"
             rows.append(
                 f"| `{t.model(Step.ENSEMBLE)}` | {t.purpose} | {variant.value} | {b.max_batch_size} | "

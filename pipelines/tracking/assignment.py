@@ -18,9 +18,9 @@ def assign(cost: np.ndarray, limit: float) -> np.ndarray:
     cost = np.asarray(cost, dtype=np.float64)  # lapjv works in double; the costs come in float32
     match = np.full(cost.shape[0], -1, dtype=np.int64)
     edge = cost < limit
-    rows, cols = np.nonzero(edge)
-    if len(np.unique(rows)) == len(rows) and len(np.unique(cols)) == len(cols):
-        match[rows] = cols  # every part is one track and one box (the usual frame): each pair is matched
+    pairs = np.nonzero(edge)
+    if all(len(np.unique(side)) == len(side) for side in pairs):
+        match[pairs[0]] = pairs[1]  # every part is one track and one box (the usual frame): each pair is matched
         return match
     for rows, cols in _parts(edge):
         sub = cost[np.ix_(rows, cols)]

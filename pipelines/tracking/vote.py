@@ -36,10 +36,10 @@ class GenderVote:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Count this frame's readings and return each box's voted gender [N] int32 and its score [N] float32.
 
-        ids: the boxes' track ids (-1 none); gender, scores: this frame's GENDER and GENDER_SCORES of the
-        same boxes; kept: the ids the tracker still keeps (the others' votes are freed). The score is the
-        winning gender's summed weight over the frames read: its mean score, counting a frame read as the
-        other gender as 0.
+        ids: the boxes' track ids (-1 none; the others distinct, as a track has one box per frame);
+        gender, scores: this frame's GENDER and GENDER_SCORES of the same boxes; kept: the ids the tracker
+        still keeps (the others' votes are freed). The score is the winning gender's summed weight over the
+        frames read: its mean score, counting a frame read as the other gender as 0.
         """
         kept_ids = set(kept.tolist())  # a few dozen at most: sets beat numpy's set routines here
         held = self.votes["id"].tolist()

@@ -128,7 +128,7 @@ class TritonPythonModel:
         if self.cameras is not None:
             self._let_cameras_in(requests, batches, results)
         for i, images in enumerate(batches):
-            why = None if results[i] else problem(images)
+            why = None if results[i] is not None else problem(images)
             if why:
                 results[i] = Refusal(why)
         pending = self._admit([i for i, r in enumerate(results) if r is None], batches, results)

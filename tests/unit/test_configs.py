@@ -286,9 +286,9 @@ def test_batch_sizes_come_from_the_spec(tier: spec.Tier, variant: Variant) -> No
             preferred = tuple(d.preferred_batch_size)
             assert preferred == b.preferred_batch_sizes, f"{c.name} ({variant.value}): preferred {preferred}"
             assert d.max_queue_delay_microseconds == b.max_queue_delay_us, f"{c.name} ({variant.value}): queue delay"
-            # The tier refuses only at its first step; the later ones never refuse what it admitted.
-            queue = (b.max_queue_size, b.queue_wait_us) if step is Step.PREPROCESS else (0, 0)
             if not sequences:
+                # The tier refuses only at its first step; the later ones never refuse what it admitted.
+                queue = (b.max_queue_size, b.queue_wait_us) if step is Step.PREPROCESS else (0, 0)
                 policy = c.dynamic_batching.default_queue_policy
                 got = (policy.max_queue_size, policy.default_timeout_microseconds)
                 assert got == queue, f"{c.name} ({variant.value}): queue size and timeout {got}"

@@ -595,7 +595,8 @@ def answer_ms(by_tier: dict[str, TierResult]) -> float:
     (python_backend src/python_be.cc, ProcessRequests, r24.10), and the response of an ensemble's last
     step completes the ensemble's answer to the client in that thread. So the track tier's tracker pays
     the answer that postprocess pays in the other tiers: the difference between streaming's postprocess
-    (last there) and track's (not last: the same work otherwise). 0 without both tiers in the run.
+    (last there) and track's (not last). Track's also sends CANDIDATES, so the difference, if anything,
+    falls short of the answer's cost. 0 without both tiers in the run.
     """
     if "streaming" not in by_tier or "track" not in by_tier:
         return 0.0
