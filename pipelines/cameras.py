@@ -23,6 +23,7 @@ import numpy as np
 
 from pipelines import shared_memory
 
+Frame = tuple[int | str, bool, bool]  # a frame's camera (its sequence id), whether it starts and whether it ends it
 _SLOT = np.dtype([("key", "<u8"), ("seen", "<f8")])  # key 0: a free slot; seen: the camera's last frame
 
 
@@ -54,7 +55,7 @@ class Cameras:
         self.table = shared_memory.Table(path, np.dtype([("slots", _SLOT, (limit,))]))
         self._slots = self.table.record["slots"]
 
-    def enter(self, frames: list[tuple[int | str, bool, bool]]) -> list[Verdict]:
+    def enter(self, frames: list[Frame]) -> list[Verdict]:
         """The verdict on each frame (camera, sequence_start, sequence_end), in order, under one lock."""
         with self.table.locked():
             now = time.monotonic()

@@ -64,9 +64,8 @@ def _outputs(config: mc.ModelConfig, tensors: tuple[spec.Tensor, ...]) -> None:
         _tensor(config.output.add(), tensor)
 
 
-def _batching(config: mc.ModelConfig, b: spec.Batching, kind: str, admits: bool) -> None:
+def _batching(config: mc.ModelConfig, b: spec.Batching, admits: bool) -> None:
     """`admits`: the tier's first step, the only one with a queue limit and timeout (pipelines.admission)."""
-    _instances(config, b, kind)
     d = config.dynamic_batching
     d.preferred_batch_size.extend(b.preferred_batch_sizes)
     d.max_queue_delay_microseconds = b.max_queue_delay_us
@@ -148,11 +147,11 @@ def step_config(tier: Tier, step: Step, variant: Variant) -> mc.ModelConfig:
             _parameter(config, called.value, tier.model(called))
             _parameter(config, f"{called.value}_max_batch", str(called_batching[variant].max_batch_size))
     kind = "KIND_GPU" if variant is Variant.GPU else "KIND_CPU"
+    _instances(config, batching, kind)
     if step is Step.PREPROCESS and tier.tracks:
-        _instances(config, batching, kind)
         _sequences(config, batching, spec.TRACKING[variant])
     else:
-        _batching(config, batching, kind, admits=step is Step.PREPROCESS)
+        _batching(config, batching, admits=step is Step.PREPROCESS)
     return config
 
 

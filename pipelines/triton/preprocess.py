@@ -34,10 +34,8 @@ from pipelines.opencv import letterbox
 from pipelines.triton.config import model_config, optional_parameter, parameter
 from pipelines.triton.errors import invalid, unavailable
 from pipelines.triton.metrics import Counter
+from pipelines.triton.sequences import frame
 from pipelines.triton.tensors import to_triton
-
-START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
-END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
 
 Outputs = tuple[Any, np.ndarray, Any]  # IMAGES, GEOMETRY, ORIGINAL: numpy on a CPU instance, torch on a GPU one
 
@@ -154,8 +152,7 @@ class TritonPythonModel:
                                      "sequence")  # fmt: skip
             elif results[i] is None:
                 waiting.append(i)
-        frames = [(requests[i].correlation_id(), bool(requests[i].flags() & START), bool(requests[i].flags() & END))
-                  for i in waiting]  # fmt: skip
+        frames = [frame(requests[i]) for i in waiting]
         for i, (camera, _, _), verdict in zip(waiting, frames, self.cameras.enter(frames), strict=True):
             if verdict is cameras.Verdict.FULL:
                 results[i] = Refusal(f"all {self.cameras.limit} camera slots are in use: end a camera's sequence "

@@ -23,10 +23,8 @@ from pipelines.tracking.camera import Camera
 from pipelines.triton.config import model_config, parameter
 from pipelines.triton.errors import invalid
 from pipelines.triton.metrics import Counter, Gauge
+from pipelines.triton.sequences import frame
 from pipelines.triton.tensors import to_host
-
-START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
-END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
 
 
 def _input(request: Any, tensor: spec.Tensor) -> np.ndarray:
@@ -47,9 +45,9 @@ class TritonPythonModel:
         for camera in [c for c, seen in self.seen.items() if now - seen > self.idle_s]:
             del self.cameras[camera], self.seen[camera]
 
-    def _camera(self, camera: int | str, flags: int) -> Camera | Any:
+    def _camera(self, camera: int | str, start: bool) -> Camera | Any:
         """The camera's state, fresh at its sequence's start; an error response where there is none."""
-        if flags & START:
+        if start:
             self.cameras[camera] = Camera()
         if camera not in self.cameras:  # its first frame was refused on the way (preprocess's queue, say)
             return invalid(f"camera {camera!r} has no tracks yet: its sequence_start frame did not get here; "
@@ -80,12 +78,12 @@ class TritonPythonModel:
         self._forget_idle(now)
         responses = []
         for request in requests:  # at most one frame per camera, each camera's in order
-            camera, flags = request.correlation_id(), request.flags()
-            state = self._camera(camera, flags)
+            camera, start, end = frame(request)
+            state = self._camera(camera, start)
             responses.append(self._track(state, request) if isinstance(state, Camera) else state)
             if isinstance(state, Camera):
                 self.seen[camera] = now
-            if flags & END:
+            if end:
                 self.cameras.pop(camera, None)
                 self.seen.pop(camera, None)
         self.held.set(len(self.cameras))
